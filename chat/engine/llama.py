@@ -1,0 +1,329 @@
+"""A thin, typed layer over llama-cpp-python's C bindings.
+
+This is the only module that calls `llama_cpp` directly. It stays close to
+llama.h so the engine above it can manage sequences, batches and samplers
+itself: the high-level `llama_cpp.Llama` class owns one sequence and cannot
+share a context between requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import struct
+import sys
+import tempfile
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import llama_cpp.llama_cpp as C
+
+from chat.engine.types import SamplingParams
+from chat.errors import (
+    ContextAllocationError,
+    GenerationError,
+    ModelFileError,
+    ModelMissingError,
+    UsageError,
+)
+
+GGUF_MAGIC = b"GGUF"
+
+
+class LlamaLog:
+    """Receives llama.cpp's log lines: echoes them when verbose and keeps the
+    last few so a failed load can say why."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+        self.recent: deque[str] = deque(maxlen=20)
+        # The C side holds only a raw pointer: this object must keep the
+        # callback alive for as long as llama.cpp may log.
+        self._callback = C.llama_log_callback(self._on_log)
+        C.llama_log_set(self._callback, ctypes.c_void_p(0))
+
+    def _on_log(self, level: int, text: bytes, _user: Any) -> None:
+        line = text.decode("utf-8", errors="replace")
+        if line.strip():
+            self.recent.append(line.strip())
+        if self.verbose:
+            os.write(2, text)
+
+    def last_error(self) -> str:
+        """The most telling recent line: llama.cpp logs the cause as an
+        "error" and then a generic "failed to ..." line."""
+        for word in ("error", "failed"):
+            for line in reversed(self.recent):
+                if word in line.lower():
+                    return line.split(" error loading model: ")[-1]
+        return self.recent[-1] if self.recent else "no details from llama.cpp"
+
+
+def check_gguf_header(path: Path, offset: int = 0) -> None:
+    """Fail early, with a clear message, on a file that is not a GGUF."""
+    if not path.exists():
+        raise ModelMissingError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelMissingError(f"model path is a directory, not a GGUF file: {path}")
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            head = f.read(24)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path}: {exc.strerror}") from exc
+    if len(head) < 24 or head[:4] != GGUF_MAGIC:
+        raise ModelFileError(f"not a GGUF model file: {path}")
+    version = struct.unpack_from("<I", head, 4)[0]
+    if version not in (2, 3):
+        raise ModelFileError(f"unsupported GGUF version {version} in {path}")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the GGUF bytes are: a plain file, or a region inside a larger
+    file (the packaged executable) starting at `offset`."""
+
+    path: Path
+    offset: int = 0
+
+
+class Model:
+    """A loaded llama_model and its vocabulary."""
+
+    def __init__(self, source: ModelSource, n_gpu_layers: int, log: LlamaLog) -> None:
+        check_gguf_header(source.path, source.offset)
+        C.llama_backend_init()
+        params = C.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        self.source = source
+        self._ptr = _load(source, params)
+        if not self._ptr:
+            raise ModelFileError(f"cannot load model {source.path}: {log.last_error()}")
+        self.vocab = C.llama_model_get_vocab(self._ptr)
+        self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = C.llama_model_n_ctx_train(self._ptr)
+        self.bos = C.llama_vocab_bos(self.vocab)
+        self.eos = C.llama_vocab_eos(self.vocab)
+        self.add_bos = bool(C.llama_vocab_get_add_bos(self.vocab))
+        self.metadata = self._read_metadata()
+
+    @property
+    def ptr(self) -> Any:
+        return self._ptr
+
+    def close(self) -> None:
+        if self._ptr:
+            C.llama_model_free(self._ptr)
+            self._ptr = None
+
+    def _read_metadata(self) -> dict[str, str]:
+        buf = ctypes.create_string_buffer(1 << 16)
+        out: dict[str, str] = {}
+        for i in range(C.llama_model_meta_count(self._ptr)):
+            C.llama_model_meta_key_by_index(self._ptr, i, buf, len(buf))
+            key = buf.value.decode("utf-8", errors="replace")
+            n = C.llama_model_meta_val_str_by_index(self._ptr, i, buf, len(buf))
+            if n >= len(buf):  # the chat template can be long: ask again with room
+                big = ctypes.create_string_buffer(n + 1)
+                C.llama_model_meta_val_str_by_index(self._ptr, i, big, len(big))
+                out[key] = big.value.decode("utf-8", errors="replace")
+            else:
+                out[key] = buf.value.decode("utf-8", errors="replace")
+        return out
+
+    def description(self) -> str:
+        buf = ctypes.create_string_buffer(256)
+        C.llama_model_desc(self._ptr, buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace")
+
+    def size_bytes(self) -> int:
+        return int(C.llama_model_size(self._ptr))
+
+    def tokenize(self, text: str, add_bos: bool, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (C.llama_token * cap)()
+        n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, add_bos, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (C.llama_token * cap)()
+            n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, add_bos, parse_special)
+        return list(buf[:n])
+
+    def token_bytes(self, token: int, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = C.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        raw = C.llama_vocab_get_text(self.vocab, token)
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+    def detokenize(self, tokens: Sequence[int], special: bool = False) -> str:
+        data = b"".join(self.token_bytes(t, special) for t in tokens)
+        return data.decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(C.llama_vocab_is_eog(self.vocab, token))
+
+
+def _load(source: ModelSource, params: Any) -> Any:
+    if source.offset == 0:
+        return C.llama_model_load_from_file(str(source.path).encode("utf-8"), params)
+    return _load_at_offset(source, params)
+
+
+def _load_at_offset(source: ModelSource, params: Any) -> Any:
+    """Load a GGUF embedded in a larger file through a C `FILE*` positioned
+    at its first byte, so the weights are mapped in place, never copied."""
+    libc = ctypes.CDLL(None)
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.fseeko.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    fp = libc.fopen(str(source.path).encode("utf-8"), b"rb")
+    if not fp:
+        raise ModelFileError(f"cannot open {source.path}")
+    try:
+        if libc.fseeko(fp, source.offset, 0) != 0:
+            raise ModelFileError(f"cannot seek to the weights in {source.path}")
+        return C.llama_model_load_from_file_ptr(fp, params)
+    finally:
+        libc.fclose(fp)
+
+
+class Context:
+    """A llama_context: the KV cache shared by up to `n_seq` sequences."""
+
+    def __init__(
+        self, model: Model, n_ctx: int, n_batch: int, n_seq: int, n_threads: int, log: LlamaLog
+    ) -> None:
+        params = C.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        # One sequence may use the whole window, as the REPL's does.
+        params.kv_unified = True
+        params.no_perf = True
+        self._ptr = C.llama_init_from_model(model.ptr, params)
+        if not self._ptr:
+            raise ContextAllocationError(
+                f"cannot allocate a context of {n_ctx} tokens ({log.last_error()});"
+                " try a smaller -c"
+            )
+        # llama.cpp may round n_ctx up and clamp n_batch to it: use its values.
+        self.n_ctx = C.llama_n_ctx(self._ptr)
+        self.n_batch = C.llama_n_batch(self._ptr)
+        self._memory = C.llama_get_memory(self._ptr)
+        self._batch = C.llama_batch_init(n_batch, 0, 1)
+
+    @property
+    def ptr(self) -> Any:
+        return self._ptr
+
+    def close(self) -> None:
+        if self._ptr:
+            C.llama_batch_free(self._batch)
+            C.llama_free(self._ptr)
+            self._ptr = None
+
+    def forget(self, seq: int, start: int) -> None:
+        """Drop positions >= start of one sequence from the KV cache."""
+        C.llama_memory_seq_rm(self._memory, seq, start, -1)
+
+    def decode(self, tokens: Sequence[int], seq: int, start_pos: int, want_last_logits: bool) -> None:
+        """Evaluate up to n_batch tokens of one sequence."""
+        batch = self._batch
+        n = len(tokens)
+        for i, tok in enumerate(tokens):
+            batch.token[i] = tok
+            batch.pos[i] = start_pos + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = 0
+        if want_last_logits:
+            batch.logits[n - 1] = 1
+        batch.n_tokens = n
+        rc = C.llama_decode(self._ptr, batch)
+        if rc != 0:
+            raise GenerationError(f"llama_decode failed with code {rc}")
+
+
+class Sampler:
+    """A llama.cpp sampler chain built from one request's settings."""
+
+    def __init__(self, model: Model, params: SamplingParams) -> None:
+        self._ptr = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+        with capture_stderr() as errors:
+            stages = _stages(model, params)
+        for stage in stages:
+            if not stage:
+                self.close()
+                raise UsageError(f"invalid grammar: {errors.first_line() or 'not valid GBNF'}")
+            C.llama_sampler_chain_add(self._ptr, stage)
+
+    def sample(self, ctx: Context) -> int:
+        """Pick the next token from the last logits; this also feeds it to
+        the stateful samplers (penalties, grammar)."""
+        return int(C.llama_sampler_sample(self._ptr, ctx.ptr, -1))
+
+    def close(self) -> None:
+        if self._ptr:
+            C.llama_sampler_free(self._ptr)
+            self._ptr = None
+
+
+class _Captured:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def first_line(self) -> str:
+        lines = [ln.strip() for ln in self.text.splitlines() if ln.strip()]
+        return lines[0].removeprefix("parse: error parsing grammar: ") if lines else ""
+
+
+@contextlib.contextmanager
+def capture_stderr() -> Iterator[_Captured]:
+    """Capture what C code writes straight to fd 2 (llama.cpp's grammar
+    parser does not use the log callback), to report it as one line."""
+    captured = _Captured()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            captured.text = tmp.read().decode("utf-8", errors="replace")
+
+
+def _stages(model: Model, p: SamplingParams) -> list[Any]:
+    # Same order as llama-cpp-python's Llama sampler, so greedy and seeded
+    # output match a direct Llama() completion.
+    stages = [C.llama_sampler_init_penalties(model.n_vocab, p.repeat_last_n, p.repeat_penalty, 0.0, 0.0)]
+    if p.grammar:
+        stages.append(C.llama_sampler_init_grammar(model.vocab, p.grammar.encode("utf-8"), b"root"))
+    if p.temperature <= 0:
+        stages.append(C.llama_sampler_init_greedy())
+        return stages
+    seed = p.seed if p.seed is not None else C.LLAMA_DEFAULT_SEED
+    stages += [
+        C.llama_sampler_init_top_k(p.top_k),
+        C.llama_sampler_init_top_p(p.top_p, 1),
+        C.llama_sampler_init_min_p(p.min_p, 1),
+        C.llama_sampler_init_temp(p.temperature),
+        C.llama_sampler_init_dist(seed & 0xFFFFFFFF),
+    ]
+    return stages

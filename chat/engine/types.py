@@ -1,0 +1,81 @@
+"""The engine's own request and result types.
+
+Front ends (REPL, one-shot CLI, HTTP server) translate their inputs into these
+types; the engine never sees click options, prompt_toolkit or OpenAI shapes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token. temperature <= 0 means greedy."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    seed: int | None = None
+    grammar: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation: a prompt (text or tokens) and how to continue it.
+
+    `prompt` is tokenized with special tokens parsed, so a rendered chat
+    template keeps its control tokens. `max_tokens` None means "until the
+    context is full".
+    """
+
+    prompt: str | list[int]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    add_bos: bool | None = None  # None: the model's own add-BOS rule
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"  # end-of-generation token or a stop string
+    LENGTH = "length"  # max_tokens or the context is full
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int  # tokens of the prompt
+    cached_tokens: int  # of those, reused from the KV cache (not evaluated)
+    completion_tokens: int
+    prompt_seconds: float
+    generation_seconds: float
+
+    @property
+    def evaluated_prompt_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_tokens
+
+    @property
+    def prompt_tokens_per_second(self) -> float:
+        secs = self.prompt_seconds
+        return self.evaluated_prompt_tokens / secs if secs > 0 else 0.0
+
+    @property
+    def generation_tokens_per_second(self) -> float:
+        secs = self.generation_seconds
+        return self.completion_tokens / secs if secs > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of streamed output. The last chunk of a request has a finish_reason."""
+
+    text: str
+    tokens: tuple[int, ...] = ()
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    error: str | None = None
