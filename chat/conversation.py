@@ -1,0 +1,179 @@
+"""A chat: messages, a template, and the engine that answers them.
+
+The REPL and the templated one-shot (`--ask`) both speak through this, so
+they render prompts, trim old turns and keep partial answers the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from chat.engine.engine import Engine, Generation
+from chat.engine.types import FinishReason, GenerationRequest, SamplingParams, Usage
+from chat.errors import ContextLengthExceededError, GenerationError, LlamabinError
+from templates import ChatTemplate
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class Message:
+    role: str
+    content: str
+
+
+class Reply:
+    """One streamed answer. Iterate it for text; the assistant message is
+    added to the conversation when it ends, or when it is cancelled (the
+    partial answer is kept)."""
+
+    def __init__(self, conversation: Conversation, generation: Generation, notice: str | None) -> None:
+        self._conv = conversation
+        self._gen = generation
+        self.notice = notice  # set when old turns were dropped to make room
+        self.text = ""
+        self.usage: Usage | None = None
+        self.finish_reason: FinishReason | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in self._gen:
+            if chunk.text:
+                self.text += chunk.text
+                yield chunk.text
+            if chunk.finish_reason is not None:
+                self._end(chunk.finish_reason, chunk.usage)
+                if chunk.error:
+                    raise GenerationError(chunk.error)
+
+    def cancel(self) -> None:
+        """Stop generating and keep what was said so far."""
+        self._gen.cancel()
+        for _ in self:  # drain to the final chunk, which commits the turn
+            pass
+
+    def _end(self, reason: FinishReason, usage: Usage | None) -> None:
+        self.finish_reason = reason
+        self.usage = usage
+        self._conv.messages.append(Message("assistant", self.text))
+
+
+class Conversation:
+    def __init__(
+        self,
+        engine: Engine,
+        template: ChatTemplate,
+        system_prompt: str | None = None,
+        sampling: SamplingParams | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.template = template
+        self.system_prompt = system_prompt or None
+        self.sampling = sampling or SamplingParams()
+        self.max_tokens = max_tokens
+        self.messages: list[Message] = []
+
+    # -- what a prompt is made of --------------------------------------------
+
+    def _all_messages(self, extra: list[Message] | None = None) -> list[dict[str, str]]:
+        msgs = [Message("system", self.system_prompt)] if self.system_prompt else []
+        return [asdict(m) for m in msgs + self.messages + (extra or [])]
+
+    def render(self, add_generation_prompt: bool = True) -> str:
+        return self.template.render(self._all_messages(), add_generation_prompt)
+
+    def tokens_used(self) -> int:
+        """Tokens the conversation so far takes in the context."""
+        if not self.messages and not self.system_prompt:
+            return 0
+        return len(self.engine.tokenize(self.render(add_generation_prompt=False)))
+
+    @property
+    def n_ctx(self) -> int:
+        return self.engine.n_ctx
+
+    def _answer_room(self) -> int:
+        room = self.max_tokens if self.max_tokens is not None else 512
+        return min(room, self.n_ctx // 4)
+
+    # -- turns -----------------------------------------------------------------
+
+    def ask(self, text: str) -> Reply:
+        """Add a user message and start answering it."""
+        self.messages.append(Message("user", text))
+        try:
+            tokens, dropped = self._fit()
+            gen = self.engine.submit(self._request(tokens))
+        except LlamabinError:
+            self.messages.pop()
+            raise
+        notice = None
+        if dropped:
+            notice = f"context full: dropped the oldest {dropped} message(s) to make room"
+        return Reply(self, gen, notice)
+
+    def _request(self, tokens: list[int]) -> GenerationRequest:
+        return GenerationRequest(
+            prompt=tokens, sampling=self.sampling, max_tokens=self.max_tokens, stop=self.template.stop
+        )
+
+    def _fit(self) -> tuple[list[int], int]:
+        """Render the prompt, dropping the oldest turns (never the system
+        prompt or the new message) until it and room for an answer fit."""
+        dropped = 0
+        while True:
+            tokens = self.engine.tokenize(self.render())
+            if len(tokens) + self._answer_room() <= self.n_ctx:
+                return tokens, dropped
+            if len(self.messages) <= 1:
+                if len(tokens) < self.n_ctx:
+                    return tokens, dropped
+                raise ContextLengthExceededError(len(tokens), self.n_ctx)
+            # Drop a whole exchange so roles keep alternating.
+            n = 2 if len(self.messages) > 2 and self.messages[1].role == "assistant" else 1
+            del self.messages[:n]
+            dropped += n
+
+    def undo(self) -> bool:
+        """Remove the last exchange (user message and its answer)."""
+        if not self.messages:
+            return False
+        if self.messages[-1].role == "assistant":
+            self.messages.pop()
+        if self.messages and self.messages[-1].role == "user":
+            self.messages.pop()
+        return True
+
+    def clear(self) -> None:
+        self.messages.clear()
+
+    # -- transcripts -----------------------------------------------------------
+
+    def to_json(self) -> str:
+        doc = {"system_prompt": self.system_prompt, "messages": [asdict(m) for m in self.messages]}
+        return json.dumps(doc, ensure_ascii=False, indent=2)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
+        tmp.replace(path)  # never leave a half-written transcript
+
+    def load(self, path: Path) -> None:
+        """Replace this conversation with a saved transcript; on a bad file
+        raise and change nothing."""
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            msgs = [Message(str(m["role"]), str(m["content"])) for m in doc["messages"]]
+            system = doc.get("system_prompt")
+        except OSError as exc:
+            raise LlamabinError(f"cannot read {path}: {exc.strerror}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LlamabinError(f"{path} is not a llamabin transcript") from exc
+        bad = [m.role for m in msgs if m.role not in ("user", "assistant")]
+        if bad:
+            raise LlamabinError(f"{path} has an unknown role {bad[0]!r}")
+        self.messages = msgs
+        self.system_prompt = str(system) if system else None

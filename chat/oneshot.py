@@ -1,0 +1,67 @@
+"""One-shot front end: `--cli` (a raw completion) and `--ask` (a templated
+question). Only the generated text goes to stdout."""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable
+
+from chat.engine import Engine, GenerationRequest
+from chat.errors import EXIT_INTERRUPTED, EXIT_OK, GenerationError
+from chat.session import open_engine, resolve_template
+from chat.settings import Mode, Settings
+from chat.conversation import Conversation
+
+
+def run_oneshot(settings: Settings) -> int:
+    assert settings.prompt is not None
+    with open_engine(settings) as engine:
+        if settings.mode is Mode.ASK:
+            return _ask(engine, settings)
+        return _complete(engine, settings)
+
+
+def _complete(engine: Engine, settings: Settings) -> int:
+    gen = engine.submit(
+        GenerationRequest(prompt=settings.prompt or "", sampling=settings.sampling, max_tokens=settings.n_predict)
+    )
+    try:
+        _write(c.text for c in gen)
+    except KeyboardInterrupt:
+        gen.cancel()
+        return EXIT_INTERRUPTED
+    final = gen.final
+    if final is not None and final.error:
+        raise GenerationError(final.error)
+    return EXIT_OK
+
+
+def _ask(engine: Engine, settings: Settings) -> int:
+    conv = Conversation(
+        engine,
+        resolve_template(engine, settings),
+        system_prompt=settings.system_prompt,
+        sampling=settings.sampling,
+        max_tokens=settings.n_predict,
+    )
+    reply = conv.ask(settings.prompt or "")
+    try:
+        _write(reply)
+    except KeyboardInterrupt:
+        reply.cancel()
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _write(pieces: Iterable[str]) -> None:
+    out = sys.stdout
+    last = ""
+    for piece in pieces:
+        out.write(piece)
+        out.flush()
+        last = piece or last
+    # A shell prompt should not land on the answer's last line, but a pipe
+    # gets the completion byte for byte.
+    if out.isatty() and not last.endswith("\n"):
+        out.write("\n")
+    out.flush()

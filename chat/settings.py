@@ -1,0 +1,52 @@
+"""One typed settings object, built in one place from the command line
+(and, in a packaged file, the baked defaults the command line overrides)."""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chat.engine.engine import EngineConfig
+from chat.engine.llama import ModelSource
+from chat.engine.types import SamplingParams
+
+
+def default_threads() -> int:
+    return os.cpu_count() or 1
+
+
+class Mode(str, enum.Enum):
+    DEFAULT = "default"  # the chat, with the server beside it
+    CHAT = "chat"  # the chat alone
+    CLI = "cli"  # one raw completion
+    ASK = "ask"  # one templated question
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: Mode
+    model: ModelSource
+    n_ctx: int | None = None
+    ctx_force: bool = False
+    n_predict: int | None = None  # None: until end of turn or context full
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    threads: int = field(default_factory=default_threads)
+    n_gpu_layers: int = 0
+    template: str | None = None  # builtin name or file; None: the model's own
+    system_prompt: str | None = None
+    prompt: str | None = None  # --cli / --ask text, already read from -f or stdin
+    verbose: bool = False
+    log_disable: bool = False
+    history_file: Path | None = None
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            model=self.model,
+            n_ctx=self.n_ctx,
+            ctx_force=self.ctx_force,
+            n_threads=self.threads,
+            n_gpu_layers=self.n_gpu_layers,
+            verbose=self.verbose,
+        )

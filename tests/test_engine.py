@@ -1,0 +1,132 @@
+"""The engine on the real SmolLM2 model: KV reuse, cancelling, stops, slots."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from chat.conversation import Conversation
+from chat.engine import Engine, EngineConfig, FinishReason, GenerationRequest, SamplingParams
+from chat.engine.llama import ModelSource
+from chat.engine.stream import TextStream
+from templates import resolve
+
+GREEDY = SamplingParams(temperature=0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2: Path) -> Iterator[Engine]:
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=2048, n_parallel=2)) as eng:
+        yield eng
+
+
+def conversation(engine: Engine, max_tokens: int = 24) -> Conversation:
+    template = resolve(None, engine.model.metadata, engine.bos_text, engine.eos_text)
+    return Conversation(engine, template, sampling=GREEDY, max_tokens=max_tokens)
+
+
+def test_each_turn_evaluates_only_its_new_tokens(engine: Engine) -> None:
+    conv = conversation(engine)
+    questions = ["Hi, who are you?", "What is 2 + 2?", "Name a color.", "Name an animal.", "Thanks!"]
+    evaluated, totals = [], []
+    for q in questions:
+        reply = conv.ask(q)
+        "".join(reply)
+        assert reply.usage is not None
+        evaluated.append(reply.usage.evaluated_prompt_tokens)
+        totals.append(reply.usage.prompt_tokens)
+    assert totals == sorted(totals) and totals[-1] > 3 * totals[0] / 2
+    # From the second turn on, only the last answer's end and the new
+    # question are evaluated: flat, however long the chat is.
+    assert max(evaluated[1:]) <= 30, evaluated
+    assert evaluated[-1] < totals[-1] / 3
+
+
+def test_cancel_stops_a_long_generation_quickly(engine: Engine) -> None:
+    gen = engine.submit(GenerationRequest("Once upon a time", GREEDY, max_tokens=2000))
+    chunks = iter(gen)
+    next(chunks)
+    started = time.perf_counter()
+    gen.cancel()
+    rest = list(chunks)
+    assert time.perf_counter() - started < 1.0
+    assert gen.final is not None and gen.final.finish_reason is FinishReason.CANCELLED
+    assert gen.final.usage is not None and gen.final.usage.completion_tokens < 100
+    assert rest[-1] is gen.final
+
+
+def test_end_of_turn_token_never_leaks(engine: Engine) -> None:
+    conv = conversation(engine, max_tokens=200)
+    reply = conv.ask("Say hello.")
+    text = "".join(reply)
+    assert reply.finish_reason is FinishReason.STOP
+    assert "<|im_end|>" not in text and "<|im_start|>" not in text
+
+
+def test_stop_string_ends_generation_without_leaking(engine: Engine) -> None:
+    prompt = "1, 2, 3, 4, 5,"
+    plain = engine.submit(GenerationRequest(prompt, GREEDY, max_tokens=20)).text()
+    assert " 8" in plain  # the model counts on
+    stopped = engine.submit(GenerationRequest(prompt, GREEDY, max_tokens=20, stop=(" 8",)))
+    text = stopped.text()
+    assert text == plain[: plain.index(" 8")]
+    assert stopped.final is not None and stopped.final.finish_reason is FinishReason.STOP
+
+
+def test_max_tokens_gives_length(engine: Engine) -> None:
+    gen = engine.submit(GenerationRequest("Once upon a time", GREEDY, max_tokens=5))
+    gen.text()
+    assert gen.final is not None and gen.final.finish_reason is FinishReason.LENGTH
+    assert gen.final.usage is not None and gen.final.usage.completion_tokens == 5
+
+
+def test_a_request_reuses_the_slot_holding_its_prefix(engine: Engine) -> None:
+    a = "The history of the Roman Empire begins with"
+    b = "A recipe for chocolate cake needs flour, sugar and"
+    for prompt in (a, b):
+        engine.submit(GenerationRequest(prompt, GREEDY, max_tokens=4)).text()
+    again = engine.submit(GenerationRequest(a, GREEDY, max_tokens=4))
+    again.text()
+    assert again.final is not None and again.final.usage is not None
+    usage = again.final.usage
+    assert usage.cached_tokens == usage.prompt_tokens - 1  # all but the last token
+
+
+def test_a_long_chat_drops_old_turns_and_never_crashes(smollm2: Path) -> None:
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=256)) as small:
+        conv = conversation(small, max_tokens=40)
+        conv.system_prompt = "You are terse."
+        notices = []
+        for i in range(12):
+            reply = conv.ask(f"Tell me a fact about the number {i}.")
+            "".join(reply)
+            if reply.notice:
+                notices.append(reply.notice)
+        assert notices and "dropped the oldest" in notices[0]
+        assert conv.tokens_used() <= small.n_ctx
+        assert conv.system_prompt == "You are terse."
+
+
+def test_utf8_split_across_tokens_is_never_printed_broken() -> None:
+    stream = TextStream(())
+    data = "né 🦜".encode()
+    out = "".join(stream.feed(data[i : i + 1]) for i in range(len(data))) + stream.finish()
+    assert out == "né 🦜"
+    assert "\ufffd" not in out
+
+
+def test_stop_string_split_across_tokens_is_held_back() -> None:
+    stream = TextStream(("<|end|>",))
+    shown = [stream.feed(p.encode()) for p in ["Hello <", "|en", "d|> more"]]
+    assert shown == ["Hello ", "", ""]
+    assert stream.stopped and stream.finish() == ""
+
+
+def test_held_back_text_is_released_when_it_is_not_a_stop() -> None:
+    stream = TextStream(("<|end|>",))
+    assert stream.feed(b"a <|e") == "a "
+    assert stream.feed(b"lse") == "<|else"
+    assert stream.finish() == ""
