@@ -1,0 +1,271 @@
+"""`llamabin build`: one GGUF in, one self-launching executable out."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from packager import progress
+from packager.elf import ElfError, insert_payload
+from packager.errors import BuildError
+from packager.gguf_info import GGUFInfo, read_gguf_info
+from packager.layout import encode_manifest
+from packager.runtime import runtime_executable
+from packager.sidecar import write_sidecar
+from packager.versions import build_versions
+
+EXE_LIMIT = 4 << 30  # PE files, and PyInstaller's macOS fix-up, stop at 4 GiB
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    model: Path
+    output: Path | None = None
+    name: str | None = None
+    system_prompt: str | None = None
+    ctx_size: int | None = None
+    template: str | None = None
+    license_file: Path | None = None
+    runtime_args: tuple[str, ...] = ()
+    sidecar: bool | None = None  # None: only where the platform needs it
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    executable: Path
+    sidecar: Path | None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def target_tag() -> str:
+    """OS and architecture, as in SmolLM2-135M-Instruct.Q4_1-linux-x86_64."""
+    system = {"darwin": "macos", "win32": "windows"}.get(sys.platform, sys.platform.rstrip("0123456789"))
+    machine = platform.machine().lower()
+    machine = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64" if system == "linux" else "arm64"}.get(
+        machine, machine
+    )
+    return f"{system}-{machine}"
+
+
+def output_path(opts: BuildOptions) -> Path:
+    name = f"{opts.name or opts.model.stem}-{target_tag()}" + (".exe" if os.name == "nt" else "")
+    if opts.output is None:
+        return Path("dist") / name
+    return opts.output / name if opts.output.is_dir() else opts.output
+
+
+def build(opts: BuildOptions, say: Callable[[str], None]) -> BuildResult:
+    out = output_path(opts)
+    _check_writable(out.parent)
+    say(f"reading {opts.model}")
+    info = read_gguf_info(opts.model)
+    args = _baked_args(opts)
+    template = _baked_template(opts.template)
+    digest = _sha256(opts.model, info.size)
+    manifest = _manifest(opts, info, digest, args, template, out)
+    say("preparing the runtime (built once, then cached)")
+    runtime = runtime_executable(opts.verbose)
+    use_sidecar = opts.sidecar if opts.sidecar is not None else _needs_sidecar(info.size)
+    with _staged(out) as tmp_exe, _staged(_sidecar_of(out)) as tmp_side:
+        if use_sidecar:
+            _write_with_sidecar(runtime, tmp_exe, tmp_side, opts.model, manifest, info.size)
+        else:
+            _write_inside(runtime, tmp_exe, opts.model, manifest, info.size)
+    result = BuildResult(out, _sidecar_of(out) if use_sidecar else None, manifest)
+    say("checking the result")
+    try:
+        _smoke_test(out)
+    except BaseException:
+        for path in (result.executable, result.sidecar):
+            if path is not None:
+                path.unlink(missing_ok=True)
+        raise
+    return result
+
+
+def _needs_sidecar(size: int) -> bool:
+    return sys.platform != "linux" and size + (200 << 20) >= EXE_LIMIT
+
+
+def _sidecar_of(out: Path) -> Path:
+    return out.with_name(out.name.removesuffix(".exe") + ".gguf")
+
+
+def _baked_args(opts: BuildOptions) -> list[str]:
+    args: list[str] = []
+    if opts.system_prompt is not None:
+        args += ["--system-prompt", opts.system_prompt]
+    if opts.ctx_size is not None:
+        args += ["--ctx-size", str(opts.ctx_size)]
+    if opts.template is not None and not Path(opts.template).is_file():
+        args += ["--template", opts.template]
+    return args + list(opts.runtime_args)
+
+
+def _baked_template(choice: str | None) -> dict[str, str] | None:
+    """A template file is built in as text, so the file need not travel."""
+    from templates import BUILTIN_NAMES, TemplateError, from_file
+
+    if choice is None:
+        return None
+    if choice in BUILTIN_NAMES:
+        return None
+    if not Path(choice).is_file():
+        names = ", ".join(BUILTIN_NAMES)
+        raise BuildError(f"unknown template '{choice}': use one of {names}, or a path to a Jinja file")
+    try:
+        tpl = from_file(choice)
+    except TemplateError as exc:
+        raise BuildError(str(exc)) from None
+    return {"name": tpl.name, "source": tpl.source}
+
+
+def _template_label(info: GGUFInfo, choice: str | None) -> str:
+    from templates import resolve
+
+    meta = {"general.architecture": info.architecture}
+    if info.chat_template:
+        meta["tokenizer.chat_template"] = info.chat_template
+    if choice is not None:
+        return Path(choice).name if Path(choice).is_file() else choice
+    tpl = resolve(None, meta)
+    return "the model's own" if tpl.origin == "gguf" else f"{tpl.name} (chosen by architecture)"
+
+
+def _manifest(
+    opts: BuildOptions, info: GGUFInfo, digest: str, args: list[str], template: dict[str, str] | None, out: Path
+) -> dict[str, Any]:
+    manifest: dict[str, Any] = {
+        "format": 1,
+        "name": out.name.removesuffix(".exe"),
+        "target": target_tag(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "gguf": {
+            "file": info.path.name,
+            "size": info.size,
+            "sha256": digest,
+            "model_name": info.name,
+            "architecture": info.architecture,
+            "quantization": info.quantization,
+            "context_length": info.context_length,
+        },
+        "defaults": {"args": args},
+        "template": _template_label(info, opts.template),
+        "license": {"name": info.license, "text": _license_text(opts.license_file)},
+        "versions": build_versions(),
+    }
+    if template is not None:
+        manifest["chat_template"] = template
+    return manifest
+
+
+def _license_text(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"cannot read license file {path}: {exc}") from None
+
+
+def _sha256(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f, progress.bar(size, "hashing weights") as update:
+        while block := f.read(1 << 20):
+            h.update(block)
+            update(len(block))
+    return h.hexdigest()
+
+
+def _write_inside(runtime: Path, out: Path, model: Path, manifest: dict[str, Any], size: int) -> None:
+    with progress.bar(size, "writing executable") as update:
+        try:
+            insert_payload(runtime, out, model, encode_manifest(manifest), update)
+        except ElfError as exc:
+            raise BuildError(f"cannot put the weights inside the runtime: {exc}") from None
+
+
+def _write_with_sidecar(
+    runtime: Path, out: Path, side: Path, model: Path, manifest: dict[str, Any], size: int
+) -> None:
+    import shutil
+
+    shutil.copy2(runtime, out)
+    with progress.bar(size, "writing sidecar") as update:
+        write_sidecar(model, side, encode_manifest(manifest), update)
+
+
+def _smoke_test(exe: Path) -> None:
+    """Start the new file once: this proves it runs, and that the baked
+    defaults parse (the runtime refuses bad ones)."""
+    with tempfile.TemporaryDirectory() as home:
+        env = dict(os.environ, LLAMABIN_HOME=home)
+        result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, env=env, timeout=120)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise BuildError(f"the built file does not start: {lines[-1] if lines else result.returncode}")
+
+
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildError(f"cannot create output directory {directory}: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise BuildError(f"cannot write to {directory}: permission denied")
+
+
+class _staged:
+    """Write to a temporary name beside the target and rename at the end,
+    so a failed or interrupted build never leaves a half-written file."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None and self.tmp.exists():
+            os.replace(self.tmp, self.target)
+            return
+        self.tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _disk_error(exc, self.target) from None
+
+
+def _disk_error(exc: OSError, target: Path) -> BuildError:
+    if exc.errno == errno.ENOSPC:
+        return BuildError(f"no space left on the device while writing {target}")
+    return BuildError(f"cannot write {target}: {exc.strerror or exc}")
+
+
+def iter_manifest_lines(manifest: dict[str, Any]) -> Iterator[str]:
+    """`inspect`'s view of a manifest."""
+    gguf = manifest.get("gguf", {})
+    versions = manifest.get("versions", {})
+    lic = manifest.get("license") or {}
+    yield f"name:             {manifest.get('name')}"
+    yield f"target:           {manifest.get('target')}"
+    yield f"model:            {gguf.get('model_name')} ({gguf.get('file')})"
+    yield f"architecture:     {gguf.get('architecture')}"
+    yield f"quantization:     {gguf.get('quantization')}"
+    yield f"weights:          {gguf.get('size', 0):,} bytes, sha256 {gguf.get('sha256')}"
+    yield f"trained ctx:      {gguf.get('context_length')} tokens"
+    yield f"defaults:         {' '.join(manifest.get('defaults', {}).get('args', [])) or '(none)'}"
+    yield f"template:         {manifest.get('template')}"
+    yield f"license:          {lic.get('name') or 'unknown'}" + (" (text included)" if lic.get("text") else "")
+    for key in ("llamabin", "llama-cpp-python", "llama.cpp", "pyinstaller"):
+        yield f"{key + ':':<18}{versions.get(key, 'unknown')}"
+    yield f"built:            {manifest.get('created')}"
