@@ -53,11 +53,19 @@ class Reply:
         self._gen.cancel()
         for _ in self:  # drain to the final chunk, which commits the turn
             pass
+        final = self._gen.final
+        if self.finish_reason is None and final is not None:  # an interrupt took the final chunk
+            self._end(final.finish_reason or FinishReason.CANCELLED, final.usage)
 
     def _end(self, reason: FinishReason, usage: Usage | None) -> None:
         self.finish_reason = reason
         self.usage = usage
-        self._conv.messages.append(Message("assistant", self.text))
+        if self.text:
+            self._conv.messages.append(Message("assistant", self.text))
+        elif self._conv.messages and self._conv.messages[-1].role == "user":
+            # Nothing was said (cancelled at once, or an error): the turn
+            # did not happen, and roles must keep alternating.
+            self._conv.messages.pop()
 
 
 class Conversation:
@@ -75,6 +83,7 @@ class Conversation:
         self.sampling = sampling or SamplingParams()
         self.max_tokens = max_tokens
         self.messages: list[Message] = []
+        self.last_prompt = ""  # the text of the last prompt, template applied
 
     # -- what a prompt is made of --------------------------------------------
 
@@ -102,13 +111,15 @@ class Conversation:
     # -- turns -----------------------------------------------------------------
 
     def ask(self, text: str) -> Reply:
-        """Add a user message and start answering it."""
+        """Add a user message and start answering it; if it cannot start
+        (too long, a template error, Ctrl-C) the conversation is unchanged."""
+        before = list(self.messages)
         self.messages.append(Message("user", text))
         try:
             tokens, dropped = self._fit()
             gen = self.engine.submit(self._request(tokens))
-        except LlamabinError:
-            self.messages.pop()
+        except BaseException:
+            self.messages = before  # _fit may have dropped turns for a message that never fit
             raise
         notice = None
         if dropped:
@@ -125,7 +136,8 @@ class Conversation:
         prompt or the new message) until it and room for an answer fit."""
         dropped = 0
         while True:
-            tokens = self.engine.tokenize(self.render())
+            self.last_prompt = self.render()
+            tokens = self.engine.tokenize(self.last_prompt)
             if len(tokens) + self._answer_room() <= self.n_ctx:
                 return tokens, dropped
             if len(self.messages) <= 1:

@@ -1,0 +1,173 @@
+"""The chat loop: read a line, run it as a command or ask the model, stream
+the answer. All the chat logic lives in `Conversation`; this is only the
+terminal around it."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from contextlib import AbstractContextManager, nullcontext
+from typing import Callable, TextIO
+
+from chat.conversation import Conversation, Reply
+from chat.engine import Engine, FinishReason
+from chat.errors import EXIT_OK, LlamabinError
+from chat.paths import history_file
+from chat.repl.commands import builtin_commands
+from chat.repl.input import CONTINUATION, PROMPT, LineReader, make_reader
+from chat.repl.registry import CommandError, Registry
+from chat.repl.state import Console, ReplState
+from chat.session import open_engine, resolve_template
+from chat.settings import Settings
+from templates import ChatTemplate, TemplateError
+
+# Something that runs beside the chat on the same engine and template (the
+# default mode's server): entered once the model is loaded, before the banner,
+# and exited when the chat ends.
+Background = Callable[[Engine, ChatTemplate], AbstractContextManager[object]]
+
+BLOCK_FENCE = '"""'
+
+
+def run_repl(settings: Settings, background: Background | None = None) -> int:
+    """Run the terminal chat until /exit, Ctrl-D or end of input; return the
+    exit code."""
+    with open_engine(settings) as engine:
+        template = resolve_template(engine, settings)
+        conversation = Conversation(
+            engine,
+            template,
+            system_prompt=settings.system_prompt,
+            sampling=settings.sampling,
+            max_tokens=settings.n_predict,
+        )
+        with background(engine, template) if background else nullcontext():
+            registry = builtin_commands()
+            reader = make_reader(registry, settings.history_file or history_file())
+            repl = Repl(conversation, reader, sys.stdout, registry, verbose=settings.verbose)
+            repl.banner(_model_name(engine))
+            return repl.run()
+
+
+def _model_name(engine: Engine) -> str:
+    source = engine.model.source
+    if source.offset:  # packaged inside the executable: its file name says nothing
+        return engine.model.metadata.get("general.name", source.path.name)
+    return source.path.name
+
+
+class Repl:
+    def __init__(
+        self,
+        conversation: Conversation,
+        reader: LineReader,
+        out: TextIO,
+        registry: Registry | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.reader = reader
+        self.console = Console(out)
+        self.state = ReplState(
+            conversation, registry or builtin_commands(), self.console, keys_help=reader.keys_help
+        )
+        self.verbose = verbose
+
+    @property
+    def conversation(self) -> Conversation:
+        return self.state.conversation
+
+    def banner(self, model_name: str) -> None:
+        self.console.say(
+            f"{model_name}, context {self.conversation.n_ctx} tokens;"
+            " type /help for commands, Ctrl-D to exit"
+        )
+
+    def run(self) -> int:
+        armed = False  # Ctrl-C was pressed on an empty line: one more exits
+        while not self.state.exit_requested:
+            try:
+                text, fenced = self._read_message()
+            except EOFError:
+                self.console.end_line()
+                return EXIT_OK
+            except KeyboardInterrupt:
+                if armed:
+                    return EXIT_OK
+                armed = True
+                self.console.say("press Ctrl-C again to exit")
+                continue
+            armed = False
+            self._handle(text, fenced)
+        return EXIT_OK
+
+    def _read_message(self) -> tuple[str, bool]:
+        """One line, or the lines between two \"\"\" lines (then True: the
+        text is a message even if it starts with a slash)."""
+        line = self.reader.read(PROMPT)
+        if line.strip() != BLOCK_FENCE:
+            return line, False
+        lines: list[str] = []
+        while True:
+            try:
+                line = self.reader.read(CONTINUATION)
+            except EOFError:  # the input ended inside the block: send what there is
+                break
+            if line.strip() == BLOCK_FENCE:
+                break
+            lines.append(line)
+        return "\n".join(lines), True
+
+    def _handle(self, text: str, fenced: bool) -> None:
+        stripped = text.strip()
+        if not stripped:
+            return
+        try:
+            if fenced:
+                self._answer(text)
+            elif stripped.startswith("//"):
+                self._answer(text.lstrip()[1:])
+            elif stripped.startswith("/"):
+                self.state.registry.run(self.state, stripped)
+            else:
+                self._answer(text)
+        except CommandError as exc:
+            self.console.say(str(exc))
+        except (LlamabinError, TemplateError) as exc:
+            self.console.error(str(exc))
+        except KeyboardInterrupt:
+            self.console.notice("interrupted")
+        except Exception as exc:  # a bug must not throw away the user's conversation
+            if self.verbose:
+                traceback.print_exc()
+            self.console.error(f"internal error: {exc!r}")
+
+    def _answer(self, text: str) -> None:
+        reply = self.conversation.ask(text)
+        if reply.notice:
+            self.console.notice(reply.notice)
+        try:
+            for piece in reply:
+                self.console.write(piece)
+        except KeyboardInterrupt:
+            _cancel(reply)
+            self.console.notice("stopped; the partial answer is kept")
+        except LlamabinError as exc:
+            self.console.error(str(exc))
+        else:
+            self.console.end_line()
+            if reply.finish_reason is FinishReason.LENGTH:
+                self.console.notice("the answer reached the token limit")
+        self.state.last_usage = reply.usage
+
+
+def _cancel(reply: Reply) -> None:
+    """Stop the answer and wait until the conversation has kept the partial
+    turn; more Ctrl-C presses meanwhile must not leave it half recorded."""
+    while True:
+        try:
+            reply.cancel()
+            return
+        except KeyboardInterrupt:
+            continue
+        except LlamabinError:  # it failed as it stopped: the turn is recorded
+            return

@@ -1,0 +1,53 @@
+"""What the chat loop and its commands share: the conversation, the
+command registry, and the terminal they write to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TextIO
+
+from chat.conversation import Conversation
+from chat.engine.types import Usage
+from chat.repl.registry import Registry
+
+
+class Console:
+    """Writes to the terminal, remembering whether the cursor is mid-line so
+    a message after a streamed (or interrupted) answer starts on its own line."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._midline = False
+
+    def write(self, text: str) -> None:
+        if text:
+            self.out.write(text)
+            self.out.flush()  # streamed pieces must show as they arrive
+            self._midline = not text.endswith("\n")
+
+    def end_line(self) -> None:
+        if self._midline:
+            self.write("\n")
+
+    def say(self, line: str = "") -> None:
+        self.end_line()
+        self.write(line + "\n")
+
+    def notice(self, text: str) -> None:
+        self.say(f"[{text}]")
+
+    def error(self, text: str) -> None:
+        self.say(f"error: {text}")
+
+
+@dataclass
+class ReplState:
+    conversation: Conversation
+    registry: Registry
+    console: Console
+    keys_help: str = ""  # the line editor's keys, for /help; none when piped
+    last_usage: Usage | None = None  # of the last answer, for /stats
+    exit_requested: bool = False
+
+    def say(self, line: str = "") -> None:
+        self.console.say(line)

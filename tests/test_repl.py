@@ -1,0 +1,284 @@
+"""The chat REPL driven through prompt_toolkit's pipe input, against the real
+SmolLM2 model: what the user would type goes in as keys, and the tests check
+what the chat prints and what the conversation holds."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from chat.conversation import Conversation, Message
+from chat.engine import Engine, EngineConfig, SamplingParams
+from chat.engine.llama import ModelSource
+from chat.paths import history_file
+from chat.repl import Repl, run_repl
+from chat.repl.commands import builtin_commands
+from chat.repl.input import PromptReader, RegistryCompleter, StdinReader, open_history
+from chat.repl.registry import Registry
+from chat.settings import Mode, Settings
+from templates import ChatTemplate, resolve
+from tests.helpers import run_chat
+
+ENTER = "\r"
+CTRL_C = "\x03"
+ESC_ENTER = "\x1b\r"
+HELPFUL = "You are a helpful assistant."
+CONTEXT_RE = re.compile(r"context: (\d+) / (\d+) tokens")
+
+
+def _engine(model: Path, n_ctx: int) -> Engine:
+    # One thread: llama.cpp's threads spin while they wait for each other, so
+    # on a busy machine (tests run side by side) more threads are ten times slower.
+    return Engine(EngineConfig(ModelSource(model), n_ctx=n_ctx, n_threads=1))
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2: Path) -> Iterator[Engine]:
+    with _engine(smollm2, 2048) as eng:
+        yield eng
+
+
+def _conversation(engine: Engine, max_tokens: int = 24) -> Conversation:
+    template = resolve(None, engine.model.metadata, engine.bos_text, engine.eos_text)
+    return Conversation(engine, template, sampling=SamplingParams(temperature=0), max_tokens=max_tokens)
+
+
+@pytest.fixture
+def conv(engine: Engine) -> Conversation:
+    return _conversation(engine)
+
+
+def type_into(conversation: Conversation, keys: str, registry: Registry | None = None) -> str:
+    """Run the chat on `keys` until they run out; return what it printed."""
+    registry = registry or builtin_commands()
+    out = io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text(keys)
+        pipe.close()  # the end of the keys is Ctrl-D's end of input
+        reader = PromptReader(registry, InMemoryHistory(), input=pipe, output=DummyOutput())
+        assert Repl(conversation, reader, out, registry).run() == 0
+    text = out.getvalue()
+    assert "Traceback" not in text
+    return text
+
+
+def lines(*typed: str) -> str:
+    return "".join(t + ENTER for t in typed)
+
+
+def test_help_lists_every_registered_command(conv: Conversation) -> None:
+    shown = type_into(conv, lines("/help"))
+    for command in builtin_commands():
+        assert re.search(rf"^  /{command.name}\b.*{re.escape(command.help)}", shown, re.M), command.name
+    assert "/quit" in shown  # aliases are listed
+    assert "Escape then Enter" in shown  # and the newline key
+
+
+def test_help_for_one_command_shows_its_usage(conv: Conversation) -> None:
+    shown = type_into(conv, lines("/help save", "/help nosuch"))
+    assert "/save FILE  save the conversation" in shown
+    assert "no command /nosuch" in shown
+
+
+def test_tab_completion_offers_commands_and_files(tmp_path: Path) -> None:
+    completer = RegistryCompleter(builtin_commands())
+
+    def offered(text: str) -> list[str]:
+        found = completer.get_completions(Document(text), CompleteEvent(completion_requested=True))
+        return [c.text for c in found]
+
+    assert offered("/he") == ["/help"]
+    assert offered("/qu") == ["/quit"]
+    assert offered("/help sa") == ["save"]
+    (tmp_path / "chat.json").write_text("{}")
+    (tmp_path / "notes").mkdir()
+    assert offered(f"/load {tmp_path}/c") == [f"{tmp_path}/chat.json"]
+    assert offered(f"/save {tmp_path}/n") == [f"{tmp_path}/notes/"]
+    assert offered("hello /he") == []
+
+
+def test_unknown_command_points_to_help(conv: Conversation) -> None:
+    shown = type_into(conv, lines("/frobnicate now"))
+    assert "unknown command /frobnicate: type /help for the list" in shown
+    assert conv.messages == []
+
+
+def test_bad_arguments_print_one_line(conv: Conversation, tmp_path: Path) -> None:
+    nowhere = tmp_path / "no-such-dir" / "chat.json"
+    shown = type_into(conv, lines("/save", "/context please", "/load", "/", f"/save {nowhere}"))
+    assert "usage: /save FILE" in shown
+    assert "/context takes no argument" in shown
+    assert "usage: /load FILE" in shown
+    assert "unknown command /: type /help" in shown
+    assert f"error: cannot write {nowhere}: No such file or directory" in shown
+
+
+def test_context_grows_after_a_turn_and_undo_shrinks_it(conv: Conversation) -> None:
+    shown = type_into(conv, lines("/context", "What is 2+2?", "/context", "/undo", "/context"))
+    used = [int(m.group(1)) for m in CONTEXT_RE.finditer(shown)]
+    assert len(used) == 3
+    assert used[0] == 0 and used[1] > 10 and used[2] == 0
+    assert {int(m.group(2)) for m in CONTEXT_RE.finditer(shown)} == {2048}
+    assert "removed the last exchange" in shown
+    assert conv.messages == []
+
+
+def test_answer_is_printed_and_kept(conv: Conversation) -> None:
+    conv.system_prompt = HELPFUL  # without it this small model rambles in French
+    shown = type_into(conv, lines("What is the capital of France?"))
+    assert [m.role for m in conv.messages] == ["user", "assistant"]
+    answer = conv.messages[1].content
+    assert answer.strip() and answer in shown
+    assert "Paris" in answer
+
+
+def test_save_then_load_round_trips(engine: Engine, conv: Conversation, tmp_path: Path) -> None:
+    path = tmp_path / "chat.json"
+    shown = type_into(conv, lines("/system You are terse.", "Name a color.", f"/save {path}"))
+    assert f"saved 2 messages to {path}" in shown
+    saved = json.loads(path.read_text())
+    assert saved["system_prompt"] == "You are terse."
+
+    fresh = _conversation(engine)
+    shown = type_into(fresh, lines(f"/load {path}", "/system"))
+    assert f"loaded 2 messages from {path}" in shown
+    assert "system prompt: You are terse." in shown
+    assert fresh.messages == conv.messages
+
+
+def test_loading_a_bad_file_keeps_the_conversation(conv: Conversation, tmp_path: Path) -> None:
+    conv.messages = [Message("user", "hello"), Message("assistant", "hi there")]
+    bad = tmp_path / "bad.json"
+    bad.write_text("this is not json")
+    shown = type_into(conv, lines(f"/load {bad}", f"/load {tmp_path / 'missing.json'}"))
+    assert f"error: {bad} is not a llamabin transcript" in shown
+    assert "error: cannot read" in shown
+    assert conv.messages == [Message("user", "hello"), Message("assistant", "hi there")]
+
+
+def test_dump_writes_the_rendered_conversation(conv: Conversation, tmp_path: Path) -> None:
+    conv.messages = [Message("user", "hello"), Message("assistant", "hi there")]
+    out = tmp_path / "dump.txt"
+    shown = type_into(conv, lines("/dump", f"/dump {out}"))
+    assert "<|im_start|>user\nhello<|im_end|>" in shown
+    assert out.read_text() == conv.render(add_generation_prompt=False)
+
+
+def test_stats_template_system_and_clear(conv: Conversation) -> None:
+    shown = type_into(
+        conv,
+        lines("/stats", "Hi!", "/stats", "Name a color.", "/stats", "/template",
+              "/system Be brief.", "/system", "/clear", "/context"),
+    )
+    assert "no answer yet" in shown
+    prompts = re.findall(r"prompt: (\d+) tokens \((\d+) cached, (\d+) evaluated\) at [\d.]+ tokens/s", shown)
+    assert len(prompts) == 2
+    (total1, _, _), (total2, cached2, evaluated2) = [tuple(map(int, p)) for p in prompts]
+    assert cached2 > total1 // 2  # the second turn reuses the first from the KV cache
+    assert cached2 + evaluated2 == total2 > total1
+    assert re.search(r"generation: [1-9]\d* tokens at [\d.]+ tokens/s", shown)
+    assert "template: " in shown and "'<|im_end|>'" in shown
+    assert "system prompt: Be brief." in shown
+    assert conv.messages == [] and conv.system_prompt == "Be brief."
+
+
+def test_multi_line_messages(conv: Conversation) -> None:
+    type_into(conv, lines('"""', "/not a command", "line two", '"""'))
+    assert conv.messages[0] == Message("user", "/not a command\nline two")
+    conv.clear()
+    type_into(conv, "first" + ESC_ENTER + "second" + ENTER)
+    assert conv.messages[0] == Message("user", "first\nsecond")
+
+
+def test_ctrl_c_clears_the_line_then_warns_then_exits(conv: Conversation) -> None:
+    shown = type_into(conv, "some words" + CTRL_C + lines("/context") + CTRL_C + CTRL_C + lines("/help"))
+    assert "context: 0 / 2048" in shown  # the words were cleared, not sent
+    assert shown.count("press Ctrl-C again to exit") == 1
+    assert "commands:" not in shown  # the second Ctrl-C exited before /help
+    assert conv.messages == []
+
+
+def test_a_full_context_drops_old_turns_with_a_notice(smollm2: Path) -> None:
+    with _engine(smollm2, 256) as small:
+        conv = _conversation(small, max_tokens=32)
+        questions = [f"Tell me a fact about the number {n}." for n in range(8)]
+        shown = type_into(conv, lines(*questions, "/context"))
+    assert "[context full: dropped the oldest" in shown
+    used, total = map(int, CONTEXT_RE.findall(shown)[-1])
+    assert total == 256 and used <= 256
+    assert conv.messages[-2].content == questions[-1]
+
+
+def test_a_message_larger_than_the_context_is_refused_in_one_line(smollm2: Path) -> None:
+    with _engine(smollm2, 256) as small:
+        conv = _conversation(small, max_tokens=16)
+        # Pasted, as a terminal sends it: typed key by key it would be slow.
+        paste = "\x1b[200~" + "word " * 400 + "\x1b[201~" + ENTER
+        shown = type_into(conv, paste + lines("Hi!"))
+    assert re.search(r"^error: the prompt is \d+ tokens, more than the context of 256 tokens", shown, re.M)
+    assert [m.role for m in conv.messages] == ["user", "assistant"]
+    assert conv.messages[0].content == "Hi!"
+
+
+def test_history_is_kept_in_the_history_file(conv: Conversation) -> None:
+    path = history_file()
+    registry = builtin_commands()
+    with create_pipe_input() as pipe:
+        pipe.send_text(lines("/context", "/stats"))
+        pipe.close()
+        reader = PromptReader(registry, open_history(path), input=pipe, output=DummyOutput())
+        Repl(conv, reader, io.StringIO(), registry).run()
+    assert "/context" in path.read_text() and "/stats" in path.read_text()
+
+
+def test_plain_lines_when_not_a_terminal(conv: Conversation) -> None:
+    out = io.StringIO()
+    reader = StdinReader(io.StringIO("/context\n//help me\n/exit\nnever read\n"))
+    assert Repl(conv, reader, out).run() == 0
+    assert "context: 0 / 2048 tokens" in out.getvalue()
+    assert conv.messages[0] == Message("user", "/help me")
+    assert all("never read" not in m.content for m in conv.messages)
+
+
+def test_piped_chat_through_the_command_line(smollm2: Path) -> None:
+    proc = run_chat(
+        "-m", str(smollm2), "--chat", "--temp", "0", "-n", "16", "-t", "1",
+        input="What is 2+2?\n/context\n/exit\n", timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "type /help for commands" in proc.stdout
+    used = CONTEXT_RE.search(proc.stdout)
+    assert used and int(used.group(1)) > 10
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_repl_runs_the_background_hook_beside_the_chat(
+    smollm2: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[str] = []
+
+    @contextlib.contextmanager
+    def background(engine: Engine, template: ChatTemplate) -> Iterator[None]:
+        seen.append(f"started with context {engine.n_ctx} and stop {template.stop}")
+        yield
+        seen.append("stopped")
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("/context\n/exit\n"))
+    settings = Settings(mode=Mode.CHAT, model=ModelSource(smollm2), n_ctx=1024, threads=1)
+    assert run_repl(settings, background=background) == 0
+    assert seen == ["started with context 1024 and stop ('<|im_end|>',)", "stopped"]
+    shown = capsys.readouterr().out
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf, context 1024 tokens; type /help for commands" in shown
+    assert "context: 0 / 1024 tokens" in shown
