@@ -19,13 +19,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from chat.engine.llama import Context, LlamaLog, Model, ModelSource, Sampler
+from chat.engine.llama import Context, EmbeddingContext, LlamaLog, Model, ModelSource, Sampler
 from chat.engine.memory import check_context_fits
 from chat.engine.stream import TextStream
 from chat.engine.types import Chunk, FinishReason, GenerationRequest, Usage
 from chat.errors import ContextLengthExceededError, LlamabinError, UsageError
 
 DEFAULT_CTX = 4096
+# The embedding context outputs every token's state (logits included), so
+# its memory grows with n_vocab x this size: inputs are kept short.
+EMBED_CTX = 512
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,29 @@ class Generation:
 
 
 @dataclass
+class EngineStats:
+    """Running totals, written only by the worker thread and read by anyone
+    (the server's /metrics). A reader may see one generation's numbers
+    partly added; each number by itself is always a real total."""
+
+    generations: int = 0  # finished, cancelled or failed
+    prompt_tokens: int = 0  # evaluated, not counting those reused from the cache
+    completion_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generation_seconds: float = 0.0
+    last_tokens_per_second: float = 0.0  # the latest generation's decoding speed
+    busy: bool = False  # a generation is running now
+
+    def add(self, usage: Usage) -> None:
+        self.prompt_tokens += usage.evaluated_prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+        self.prompt_seconds += usage.prompt_seconds
+        self.generation_seconds += usage.generation_seconds
+        if usage.completion_tokens:
+            self.last_tokens_per_second = usage.generation_tokens_per_second
+
+
+@dataclass
 class _Slot:
     seq: int
     cached: list[int] = field(default_factory=list)  # tokens whose KV is in the cache
@@ -84,7 +110,7 @@ class Engine:
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        self.log = LlamaLog(config.verbose)
+        self.log = LlamaLog.install(config.verbose)
         self.model = Model(config.model, config.n_gpu_layers, self.log)
         try:
             n_ctx = resolve_n_ctx(config.n_ctx, self.model.n_ctx_train, config.ctx_force)
@@ -98,6 +124,9 @@ class Engine:
         self.n_ctx = self.ctx.n_ctx
         self._slots = [_Slot(seq) for seq in range(config.n_parallel)]
         self._served = 0
+        self.stats = EngineStats()
+        self._embedder: EmbeddingContext | None = None
+        self._embed_lock = threading.Lock()
         self._queue: queue.Queue[Generation | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="llamabin-engine", daemon=True)
         self._worker.start()
@@ -113,7 +142,45 @@ class Engine:
         return self.model.tokenize(text, add_bos=add_bos)
 
     def detokenize(self, tokens: list[int]) -> str:
+        self.check_tokens(tokens)
         return self.model.detokenize(tokens)
+
+    def check_tokens(self, tokens: list[int]) -> None:
+        """Refuse ids outside the vocabulary: llama.cpp aborts the process
+        on them rather than returning an error."""
+        bad = next((t for t in tokens if not 0 <= t < self.model.n_vocab), None)
+        if bad is not None:
+            raise UsageError(f"token id {bad} is not in the vocabulary (0 to {self.model.n_vocab - 1})")
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for the worker (not counting the one running)."""
+        return self._queue.qsize()
+
+    def embed(self, inputs: list[str] | list[list[int]]) -> list[list[float]]:
+        """One unit-length vector per input: the mean of its token states.
+
+        Runs on the caller's thread in a second context created on first
+        use, one call at a time, beside generation. Raises before computing
+        anything if an input is empty or longer than EMBED_CTX tokens."""
+        token_lists = [self._embedding_tokens(x) for x in inputs]
+        with self._embed_lock:
+            if self._embedder is None:
+                n_ctx = min(EMBED_CTX, self.n_ctx)
+                cfg = self.config
+                self._embedder = EmbeddingContext(self.model, n_ctx, cfg.n_threads, self.log)
+            embedder = self._embedder
+            for toks in token_lists:
+                if len(toks) > embedder.n_ctx:
+                    raise ContextLengthExceededError(len(toks), embedder.n_ctx)
+            return [_unit(embedder.embed(toks)) for toks in token_lists]
+
+    def _embedding_tokens(self, item: str | list[int]) -> list[int]:
+        tokens = self.tokenize(item) if isinstance(item, str) else list(item)
+        self.check_tokens(tokens)
+        if not tokens:
+            raise UsageError("an input to embed is empty")
+        return tokens
 
     @property
     def bos_text(self) -> str:
@@ -129,6 +196,7 @@ class Engine:
             tokens = self.tokenize(request.prompt, request.add_bos)
         else:
             tokens = list(request.prompt)
+            self.check_tokens(tokens)
         if not tokens:
             raise UsageError("the prompt is empty")
         if len(tokens) >= self.n_ctx:
@@ -145,6 +213,8 @@ class Engine:
         if self._worker.is_alive():
             self._queue.put(None)
             self._worker.join()
+        if self._embedder is not None:
+            self._embedder.close()
         self.ctx.close()
         self.model.close()
 
@@ -160,13 +230,18 @@ class Engine:
         while (gen := self._queue.get()) is not None:
             if gen.cancelled:
                 gen.emit(Chunk("", finish_reason=FinishReason.CANCELLED))
+                self.stats.generations += 1
                 continue
+            self.stats.busy = True
             try:
                 self._generate(gen, self._pick_slot(gen.prompt_tokens))
             except LlamabinError as exc:
                 gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=str(exc)))
             except Exception as exc:  # keep serving others; report, never die
                 gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=repr(exc)))
+            finally:
+                self.stats.busy = False
+                self.stats.generations += 1
 
     def _pick_slot(self, prompt: list[int]) -> _Slot:
         """The slot sharing the longest prefix; with none shared, the least
@@ -187,6 +262,7 @@ class Engine:
         finally:
             sampler.close()
         usage = Usage(len(gen.prompt_tokens), cached, n_out, t1 - t0, time.perf_counter() - t1)
+        self.stats.add(usage)
         gen.emit(Chunk("", finish_reason=finish, usage=usage))
 
     def _prefill(self, gen: Generation, slot: _Slot) -> int:
@@ -266,6 +342,13 @@ def resolve_n_ctx(requested: int | None, n_ctx_train: int, force: bool) -> int:
             " was trained for (pass --ctx-force to use it anyway)"
         )
     return requested
+
+
+def _unit(vec: list[float]) -> list[float]:
+    """Scale to length 1, as OpenAI's embeddings are, so a dot product is
+    the cosine similarity."""
+    norm = sum(x * x for x in vec) ** 0.5
+    return [x / norm for x in vec] if norm > 0 else vec
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

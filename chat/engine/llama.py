@@ -35,15 +35,27 @@ GGUF_MAGIC = b"GGUF"
 
 class LlamaLog:
     """Receives llama.cpp's log lines: echoes them when verbose and keeps the
-    last few so a failed load can say why."""
+    last few so a failed load can say why.
 
-    def __init__(self, verbose: bool) -> None:
-        self.verbose = verbose
+    llama.cpp's log callback is one per process and holds only a raw
+    pointer, so there is one LlamaLog per process too, kept alive here for as
+    long as llama.cpp may log (freeing it while installed crashes the next
+    log line). Get it with `LlamaLog.install(verbose)`."""
+
+    _installed: LlamaLog | None = None
+
+    def __init__(self) -> None:
+        self.verbose = False
         self.recent: deque[str] = deque(maxlen=20)
-        # The C side holds only a raw pointer: this object must keep the
-        # callback alive for as long as llama.cpp may log.
         self._callback = C.llama_log_callback(self._on_log)
-        C.llama_log_set(self._callback, ctypes.c_void_p(0))
+
+    @classmethod
+    def install(cls, verbose: bool) -> LlamaLog:
+        if cls._installed is None:
+            cls._installed = cls()
+            C.llama_log_set(cls._installed._callback, ctypes.c_void_p(0))
+        cls._installed.verbose = verbose
+        return cls._installed
 
     def _on_log(self, level: int, text: bytes, _user: Any) -> None:
         line = text.decode("utf-8", errors="replace")
@@ -327,3 +339,57 @@ def _stages(model: Model, p: SamplingParams) -> list[Any]:
         C.llama_sampler_init_dist(seed & 0xFFFFFFFF),
     ]
     return stages
+
+
+class EmbeddingContext:
+    """A context that pools each input into one vector (the mean of its
+    token states). It is separate from the generation context, so an
+    embedding request never disturbs a chat's KV cache."""
+
+    def __init__(self, model: Model, n_ctx: int, n_threads: int, log: LlamaLog) -> None:
+        params = C.llama_context_default_params()
+        params.n_ctx = n_ctx
+        # A pooled input must fit in one micro-batch: llama.cpp pools per
+        # micro-batch, so a split input would be averaged over its tail only.
+        params.n_batch = n_ctx
+        params.n_ubatch = n_ctx
+        params.n_seq_max = 1
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.embeddings = True
+        params.pooling_type = C.LLAMA_POOLING_TYPE_MEAN
+        params.no_perf = True
+        self._ptr = C.llama_init_from_model(model.ptr, params)
+        if not self._ptr:
+            raise ContextAllocationError(
+                f"cannot allocate an embedding context of {n_ctx} tokens ({log.last_error()})"
+            )
+        self.n_ctx = C.llama_n_ctx(self._ptr)
+        self.n_embd = C.llama_model_n_embd(model.ptr)
+        self._memory = C.llama_get_memory(self._ptr)
+        self._batch = C.llama_batch_init(self.n_ctx, 0, 1)
+
+    def close(self) -> None:
+        if self._ptr:
+            C.llama_batch_free(self._batch)
+            C.llama_free(self._ptr)
+            self._ptr = None
+
+    def embed(self, tokens: Sequence[int]) -> list[float]:
+        """The pooled, unnormalised embedding of up to n_ctx tokens."""
+        C.llama_memory_clear(self._memory, True)
+        batch = self._batch
+        for i, tok in enumerate(tokens):
+            batch.token[i] = tok
+            batch.pos[i] = i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 1  # pooling reads every token's state
+        batch.n_tokens = len(tokens)
+        rc = C.llama_decode(self._ptr, batch)
+        if rc != 0:
+            raise GenerationError(f"llama_decode failed with code {rc} while embedding")
+        vec = C.llama_get_embeddings_seq(self._ptr, 0)
+        if not vec:
+            raise GenerationError("this model gave no pooled embedding")
+        return [float(x) for x in vec[: self.n_embd]]
