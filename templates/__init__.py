@@ -7,7 +7,7 @@ template) may come from anyone.
 from __future__ import annotations
 
 from ._chat import ChatTemplate, TemplateError
-from ._choose import BUILTIN_NAMES, builtin, detect_stop, from_file, resolve
+from ._choose import BUILTIN_NAMES, builtin, detect_stop, from_file, from_source, resolve
 
 __all__ = [
     "BUILTIN_NAMES",
@@ -16,5 +16,6 @@ __all__ = [
     "builtin",
     "detect_stop",
     "from_file",
+    "from_source",
     "resolve",
 ]

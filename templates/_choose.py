@@ -74,6 +74,11 @@ def _from_text(name: str, origin: str, source: str, bos_token: str, eos_token: s
     return ChatTemplate(name, origin, source, bos_token, eos_token, detect_stop(source, eos_token))
 
 
+def from_source(name: str, source: str, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
+    """A Jinja template given as text, e.g. one built into a packaged file."""
+    return _from_text(name, "file", source, bos_token, eos_token)
+
+
 def from_file(path: str | os.PathLike[str], bos_token: str = "", eos_token: str = "") -> ChatTemplate:
     """A Jinja chat template read from a UTF-8 file."""
     file = Path(path)

@@ -1,0 +1,135 @@
+"""The model built into this executable: finding it, checking it, and the
+defaults it was built with.
+
+A packaged file carries the GGUF and a JSON manifest inside itself (see
+docs/payload-layout.md), or, where the platform caps executables at 4 GiB, in
+a sidecar `NAME.gguf` laid out the same way next to it. The weights are read
+in place: nothing is extracted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from chat.engine.llama import ModelSource
+from chat.errors import ModelFileError
+from chat.paths import cache_dir
+from packager.layout import LayoutError, Payload, read_payload
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Bundle:
+    payload: Payload
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.payload.manifest
+
+    @property
+    def source(self) -> ModelSource:
+        return ModelSource(self.payload.path, self.payload.blob_offset)
+
+    @property
+    def args(self) -> list[str]:
+        """The runtime flags baked in at build time (like llamafile's .args)."""
+        return [str(a) for a in self.manifest.get("defaults", {}).get("args", [])]
+
+    @property
+    def chat_template(self) -> dict[str, str] | None:
+        """A template file baked in at build time: {"name", "source"}."""
+        tpl = self.manifest.get("chat_template")
+        return tpl if isinstance(tpl, dict) else None
+
+
+def find_bundle(executable: Path | None = None) -> Bundle | None:
+    """The payload of the running executable (or of its sidecar), or None
+    when this is a plain runtime such as `python -m chat`."""
+    if executable is None:
+        if not getattr(sys, "frozen", False):
+            return None
+        executable = Path(sys.executable)
+    for candidate in (executable, sidecar_path(executable)):
+        if not candidate.is_file():
+            continue
+        try:
+            payload = read_payload(candidate)
+        except LayoutError as exc:
+            raise ModelFileError(f"{candidate} is damaged ({exc}): download it again") from None
+        except OSError as exc:
+            raise ModelFileError(f"cannot read {candidate}: {exc.strerror}") from None
+        if payload is not None:
+            return Bundle(payload)
+    return None
+
+
+def sidecar_path(executable: Path) -> Path:
+    name = executable.name.removesuffix(".exe")
+    return executable.with_name(name + ".gguf")
+
+
+def verify(bundle: Bundle, force: bool, progress: Callable[[int, int], None] | None = None) -> bool:
+    """Check the weights against the manifest's sha256. A pass is remembered
+    (by size, mtime, inode and manifest), so later launches skip the full
+    read; returns False when the check was skipped for that reason."""
+    key = _verified_key(bundle)
+    record = cache_dir() / "verified.json"
+    if not force and key in _read_record(record):
+        return False
+    digest = _sha256(bundle, progress)
+    expected = bundle.manifest.get("gguf", {}).get("sha256")
+    if digest != expected:
+        raise ModelFileError(
+            f"the weights in {bundle.payload.path} are corrupted (sha256 mismatch): download the file again"
+        )
+    _remember(record, key)
+    return True
+
+
+def _sha256(bundle: Bundle, progress: Callable[[int, int], None] | None) -> str:
+    h = hashlib.sha256()
+    total = bundle.payload.blob_size
+    with bundle.payload.path.open("rb") as f:
+        f.seek(bundle.payload.blob_offset)
+        done = 0
+        while done < total:
+            block = f.read(min(CHUNK, total - done))
+            if not block:
+                raise ModelFileError(f"{bundle.payload.path} is truncated: download it again")
+            h.update(block)
+            done += len(block)
+            if progress:
+                progress(done, total)
+    return h.hexdigest()
+
+
+def _verified_key(bundle: Bundle) -> str:
+    st = bundle.payload.path.stat()
+    manifest = json.dumps(bundle.manifest, sort_keys=True).encode()
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{hashlib.sha256(manifest).hexdigest()[:16]}"
+
+
+def _read_record(record: Path) -> list[str]:
+    try:
+        keys = json.loads(record.read_text(encoding="utf-8"))
+        return [str(k) for k in keys] if isinstance(keys, list) else []
+    except (OSError, ValueError):
+        return []
+
+
+def _remember(record: Path, key: str) -> None:
+    """Best effort: an unwritable cache only means verifying again next time."""
+    try:
+        keys = _read_record(record)[-31:] + [key]
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f"{record.name}.{key.replace(':', '-')}.tmp")
+        tmp.write_text(json.dumps(keys), encoding="utf-8")
+        tmp.replace(record)
+    except OSError:
+        pass

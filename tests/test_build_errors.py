@@ -1,0 +1,91 @@
+"""Bad input to `llamabin build`: one clear line, non-zero exit, and no
+half-written output."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.test_packaged import llamabin
+
+
+def one_error_line(stderr: str) -> str:
+    """Progress lines may come first; the error is one line, and the last."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("llamabin: error: ")]
+    assert errors == lines[-1:] and "Traceback" not in stderr, stderr
+    return errors[0]
+
+
+def assert_nothing_written(out: Path) -> None:
+    assert not out.exists() or list(out.iterdir()) == [], list(out.iterdir())
+
+
+@pytest.fixture
+def mount(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs of our own (root only), unmounted afterwards."""
+    point = tmp_path / "mnt"
+    point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(point)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield point
+    subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_not_a_gguf(tmp_path: Path) -> None:
+    bogus = tmp_path / "model.gguf"
+    bogus.write_text("hello")
+    result = llamabin("build", str(bogus), "-o", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "not a GGUF model file" in one_error_line(result.stderr)
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_truncated_gguf(smollm2: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    with smollm2.open("rb") as src:
+        cut.write_bytes(src.read(smollm2.stat().st_size * 2 // 3))
+    result = llamabin("build", str(cut), "-o", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "truncated" in one_error_line(result.stderr)
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_missing_and_unreadable_input(tmp_path: Path) -> None:
+    missing = llamabin("build", str(tmp_path / "nope.gguf"))
+    assert missing.returncode == 1 and "model file not found" in one_error_line(missing.stderr)
+    fifo_dir = tmp_path / "a-directory.gguf"
+    fifo_dir.mkdir()
+    unreadable = llamabin("build", str(fifo_dir))
+    assert unreadable.returncode != 0
+    one_error_line(unreadable.stderr)
+
+
+def test_unwritable_output(smollm2: Path, mount: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+    result = llamabin("build", str(smollm2), "-o", str(mount))
+    assert result.returncode == 1
+    assert str(mount) in one_error_line(result.stderr)
+
+
+def test_full_disk_leaves_no_partial_file(smollm2: Path, mount: Path) -> None:
+    result = llamabin("build", str(smollm2), "-o", str(mount))
+    assert result.returncode == 1
+    assert "no space left" in one_error_line(result.stderr)
+    assert_nothing_written(mount)
+
+
+def test_unknown_template_and_bad_baked_args(smollm2: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    bad_template = llamabin("build", str(smollm2), "-o", str(out), "--template", "klingon")
+    assert bad_template.returncode == 1
+    assert "unknown template 'klingon'" in one_error_line(bad_template.stderr)
+    bad_args = llamabin("build", str(smollm2), "-o", str(out), "--", "--no-such-flag")
+    assert bad_args.returncode == 1
+    assert "built-in defaults are invalid" in one_error_line(bad_args.stderr)
+    assert_nothing_written(out)
