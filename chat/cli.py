@@ -12,7 +12,9 @@ from typing import Any, Sequence
 import click
 
 from chat import __version__
+from chat.bundle import Bundle, find_bundle, sidecar_path
 from chat.engine.llama import ModelSource
+from chat.startup import check_bundle, describe_bundle, verify_bundle
 from chat.engine.types import SamplingParams
 from chat.errors import EXIT_INTERRUPTED, EXIT_USAGE, LlamabinError, UsageError
 from chat.settings import Mode, Settings, default_threads
@@ -22,7 +24,8 @@ MANUAL = """Chat with a local language model, or run it from scripts.
 
 \b
 Modes (pick at most one; the default is the chat):
-  (none)        terminal chat; type /help inside it
+  (none)        terminal chat; type /help inside it; the server runs beside it
+  --server      the server alone: OpenAI-compatible API and a web chat page
   --chat        the terminal chat alone; -p sets the system prompt
   --cli         one raw completion of -p/-f/stdin, printed to stdout
   --ask TEXT    one chat-templated question, its answer printed to stdout
@@ -35,11 +38,20 @@ Examples:
   echo 'Once upon a time' | llamabin -m model.gguf --cli -n 32
   llamabin -m model.gguf --ask 'What is the capital of France?' --temp 0
   llamabin -m model.gguf --ask 'List three colors' --json
+  llamabin -m model.gguf --server --port 8080 --nobrowser
 
 \b
 In --cli mode the prompt is used as it is: no chat template is applied, as
 in llama.cpp. --ask applies the model's chat template (and --system-prompt)
 for you. Only the generated text goes to stdout; diagnostics go to stderr.
+
+\b
+The server (--server, and beside the default chat) listens on
+http://127.0.0.1:8080: the web chat is at /, the OpenAI API under /v1
+(chat/completions, completions, models, embeddings), llama.cpp's endpoints
+at /completion, /tokenize, /detokenize, /health, /props and /metrics. When
+the port is taken, --server stops with exit code 1 and the default mode
+runs the chat alone; --port 0 picks a free port and prints it.
 
 \b
 Exit codes: 0 success, 1 runtime error (bad model file, out of memory),
@@ -55,11 +67,12 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 
 @click.command(
     help=MANUAL,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True},
 )
 @click.option("-m", "--model", type=click.Path(path_type=Path), help="GGUF model file to run.")
 @click.option("--chat", "mode", flag_value=Mode.CHAT.value, help="Run the terminal chat alone.")
 @click.option("--cli", "mode", flag_value=Mode.CLI.value, help="Print one raw completion and exit.")
+@click.option("--server", "mode", flag_value=Mode.SERVER.value, help="Run the HTTP server alone.")
 @click.option("--ask", metavar="TEXT", help="Ask one templated question ('-' reads stdin) and exit.")
 @click.option("-p", "--prompt", metavar="TEXT", help="Prompt for --cli; system prompt for the chat.")
 @click.option("--system-prompt", "--system", "system_prompt", metavar="TEXT", help="System prompt for the chat and --ask.")
@@ -82,11 +95,22 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 @click.option("-j", "--json", "json_output", is_flag=True, help="Constrain output to a JSON value.")
 @click.option("--log-disable", is_flag=True, help="Print no diagnostics on stderr (errors still print).")
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's logs and full tracebacks.")
+@click.option("--host", default="127.0.0.1", help="Address the server listens on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, help="Port the server listens on (0: any free one).")
+@click.option("--nobrowser", is_flag=True, help="Do not open the web chat in a browser.")
+@click.option("--api-key", metavar="KEY", help="Require 'Authorization: Bearer KEY' on API calls.")
+@click.option("--api-key-file", metavar="FILE", help="Read the API key from the first line of FILE.")
+@click.option("--verbose-prompt", is_flag=True, help="Print the prompt as the model sees it (chat template applied) on stderr.")
+@click.option("--verify", is_flag=True, help="Check the built-in weights' sha256 and exit.")
 @click.version_option(__version__, "--version", message="llamabin %(version)s")
 @click.pass_context
 def command(ctx: click.Context, **opts: Any) -> int:
-    settings = build_settings(opts)
-    ctx.obj = settings
+    bundle: Bundle | None = ctx.obj
+    if opts["verify"]:
+        return verify_bundle(bundle, opts["log_disable"])
+    settings = build_settings(opts, bundle)
+    if bundle is not None and settings.model == bundle.source:
+        check_bundle(bundle, settings.log_disable)
     return dispatch(settings)
 
 
@@ -97,21 +121,35 @@ def dispatch(settings: Settings) -> int:
         from chat.oneshot import run_oneshot
 
         return run_oneshot(settings)
+    if settings.mode is Mode.SERVER:
+        from chat.server.run import serve
+
+        return serve(settings)
     from chat.repl import run_repl
 
+    if settings.mode is Mode.DEFAULT:
+        from chat.server.run import beside_the_chat
+
+        return run_repl(settings, background=beside_the_chat(settings))
     return run_repl(settings)
 
 
-def build_settings(opts: dict[str, Any]) -> Settings:
+def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settings:
     mode = _mode(opts)
-    model = opts["model"]
-    if model is None:
+    if opts["model"] is not None:
+        model = ModelSource(Path(opts["model"]))
+    elif bundle is not None:
+        model = bundle.source
+    elif getattr(sys, "frozen", False):
+        side = sidecar_path(Path(sys.executable))
+        raise UsageError(f"this file's weights are missing: put {side.name} next to it, or pass -m MODEL.gguf")
+    else:
         raise UsageError("no model given: pass -m MODEL.gguf")
     chat_mode = mode in (Mode.CHAT, Mode.DEFAULT)
     _check_template(opts["template"])
     return Settings(
         mode=mode,
-        model=ModelSource(Path(model)),
+        model=model,
         n_ctx=opts["ctx_size"],
         ctx_force=opts["ctx_force"],
         n_predict=None if opts["n_predict"] < 0 else opts["n_predict"] or None,
@@ -119,11 +157,29 @@ def build_settings(opts: dict[str, Any]) -> Settings:
         threads=opts["threads"] or default_threads(),
         n_gpu_layers=opts["n_gpu_layers"],
         template=opts["template"],
+        baked_template=bundle.chat_template if bundle and model == bundle.source else None,
         system_prompt=opts["system_prompt"] or (opts["prompt"] if chat_mode else None),
         prompt=_one_shot_prompt(mode, opts),
         verbose=opts["verbose"],
         log_disable=opts["log_disable"],
+        verbose_prompt=opts["verbose_prompt"],
+        host=opts["host"],
+        port=opts["port"],
+        api_key=_api_key(opts),
+        open_browser=not opts["nobrowser"],
     )
+
+
+def _api_key(opts: dict[str, Any]) -> str | None:
+    if opts["api_key"] is not None and opts["api_key_file"]:
+        raise UsageError("give the API key with --api-key or --api-key-file, not both")
+    key = opts["api_key"]
+    if opts["api_key_file"]:
+        lines = _read_text(opts["api_key_file"], "API key file").splitlines()
+        key = lines[0] if lines else ""
+    if key is not None and not key.strip():
+        raise UsageError("the API key is empty")
+    return key.strip() if key is not None else None
 
 
 def _check_template(choice: str | None) -> None:
@@ -207,7 +263,14 @@ def main(argv: Sequence[str] | None = None, default_map: dict[str, Any] | None =
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args
     try:
-        rv = command.main(args, prog_name="llamabin", standalone_mode=False, default_map=default_map)
+        bundle = find_bundle()
+        if bundle is not None and default_map is None and not _names_a_model(args):
+            default_map = baked_defaults(bundle)
+            if _asks_for_help(args):
+                click.echo(describe_bundle(bundle) + "\n")
+        rv = command.main(
+            args, prog_name=_prog_name(), standalone_mode=False, default_map=default_map, obj=bundle
+        )
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
@@ -223,6 +286,30 @@ def main(argv: Sequence[str] | None = None, default_map: dict[str, Any] | None =
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     return int(rv or 0)
+
+
+def baked_defaults(bundle: Bundle) -> dict[str, Any]:
+    """The file's baked flags as click defaults: the command line beats them,
+    and --help shows them."""
+    try:
+        ctx = command.make_context(_prog_name(), list(bundle.args), resilient_parsing=False)
+    except click.ClickException as exc:
+        raise LlamabinError(f"this file's built-in defaults are invalid: {exc.format_message()}") from None
+    given = click.core.ParameterSource.COMMANDLINE
+    return {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) is given}
+
+
+def _names_a_model(args: list[str]) -> bool:
+    """With -m another model, the built-in model's defaults do not apply."""
+    return any(a in ("-m", "--model") or a.startswith("--model=") for a in args)
+
+
+def _asks_for_help(args: list[str]) -> bool:
+    return any(a in ("-h", "--help") for a in args)
+
+
+def _prog_name() -> str:
+    return Path(sys.argv[0]).name if getattr(sys, "frozen", False) else "llamabin"
 
 
 def _fail(message: str) -> None:

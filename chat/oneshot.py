@@ -22,6 +22,9 @@ def run_oneshot(settings: Settings) -> int:
 
 
 def _complete(engine: Engine, settings: Settings) -> int:
+    if settings.verbose_prompt:
+        sys.stderr.write(settings.prompt or "")
+        sys.stderr.flush()
     gen = engine.submit(
         GenerationRequest(prompt=settings.prompt or "", sampling=settings.sampling, max_tokens=settings.n_predict)
     )
@@ -45,6 +48,9 @@ def _ask(engine: Engine, settings: Settings) -> int:
         max_tokens=settings.n_predict,
     )
     reply = conv.ask(settings.prompt or "")
+    if settings.verbose_prompt:
+        sys.stderr.write(conv.last_prompt)
+        sys.stderr.flush()
     try:
         _write(reply)
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ import sys
 from chat.engine import Engine
 from chat.errors import UsageError
 from chat.settings import Settings
-from templates import ChatTemplate, TemplateError, resolve
+from templates import ChatTemplate, TemplateError, from_source, resolve
 
 
 def open_engine(settings: Settings) -> Engine:
@@ -17,7 +17,10 @@ def open_engine(settings: Settings) -> Engine:
 
 
 def resolve_template(engine: Engine, settings: Settings) -> ChatTemplate:
+    baked = settings.baked_template
     try:
+        if settings.template is None and baked:
+            return from_source(baked["name"], baked["source"], engine.bos_text, engine.eos_text)
         return resolve(settings.template, engine.model.metadata, engine.bos_text, engine.eos_text)
     except TemplateError as exc:
         raise UsageError(str(exc)) from None

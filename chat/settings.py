@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chat.engine.engine import EngineConfig
 from chat.engine.llama import ModelSource
 from chat.engine.types import SamplingParams
+from chat.server.settings import DEFAULT_HOST, DEFAULT_PORT, ServerSettings
 
 
 def default_threads() -> int:
@@ -22,6 +23,7 @@ class Mode(str, enum.Enum):
     CHAT = "chat"  # the chat alone
     CLI = "cli"  # one raw completion
     ASK = "ask"  # one templated question
+    SERVER = "server"  # the server alone
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,17 @@ class Settings:
     threads: int = field(default_factory=default_threads)
     n_gpu_layers: int = 0
     template: str | None = None  # builtin name or file; None: the model's own
+    baked_template: dict[str, str] | None = None  # a template file built into the executable
     system_prompt: str | None = None
     prompt: str | None = None  # --cli / --ask text, already read from -f or stdin
     verbose: bool = False
     log_disable: bool = False
+    verbose_prompt: bool = False
     history_file: Path | None = None
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    api_key: str | None = None
+    open_browser: bool = True
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -48,5 +56,18 @@ class Settings:
             ctx_force=self.ctx_force,
             n_threads=self.threads,
             n_gpu_layers=self.n_gpu_layers,
+            verbose=self.verbose,
+        )
+
+    def server_settings(self) -> ServerSettings:
+        """The server's settings; the sampling flags become the defaults for
+        fields a request leaves out (but --grammar/--json stay the chat's)."""
+        return ServerSettings(
+            host=self.host,
+            port=self.port,
+            api_key=self.api_key,
+            open_browser=self.open_browser,
+            sampling=replace(self.sampling, grammar=None),
+            max_tokens=self.n_predict,
             verbose=self.verbose,
         )

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# System packages the tests drive: a real terminal (tmux). Installs only
+# System packages the tests drive: a real terminal (tmux), a browser for
+# the web page (chromium) and curl for the API examples. Installs only
 # what is missing, so a machine that has them needs no network or root.
 set -euo pipefail
 need=()
 command -v tmux >/dev/null || need+=(tmux)
+command -v chromium >/dev/null || need+=(chromium)
+command -v curl >/dev/null || need+=(curl)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "setup: please install: ${need[*]}" >&2

@@ -1,0 +1,57 @@
+"""The FastAPI application: routes, error mapping and guards around one
+shared engine."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from chat import __version__
+from chat.engine import Engine
+from chat.server import errors
+from chat.server.generations import Generations
+from chat.server.guards import CheckBody, CountRequests, RequestCounts, RequireApiKey
+from chat.server.routes import native, openai, web
+from chat.server.settings import ServerSettings
+from chat.server.state import ServerState
+from templates import ChatTemplate
+
+
+def create_app(engine: Engine, template: ChatTemplate, settings: ServerSettings) -> FastAPI:
+    """An app serving `engine`; it does not own it (the caller closes it)."""
+    app = FastAPI(
+        title="llamabin",
+        version=__version__,
+        description="An OpenAI-compatible API and llama.cpp's native endpoints for one local model.",
+        # The interactive docs pages load their scripts from a CDN, and
+        # llamabin must work offline: only the JSON description is served.
+        docs_url=None,
+        redoc_url=None,
+    )
+    routers = [openai.router, native.router, web.router]
+    for router in routers:
+        app.include_router(router)
+    app.mount("/static", web.static_files(), name="static")
+    counts = RequestCounts({route.path for router in routers for route in router.routes if hasattr(route, "path")})
+    app.state.llamabin = ServerState(
+        engine=engine,
+        template=template,
+        settings=settings,
+        model_id=settings.model_id or model_id(engine),
+        generations=Generations(engine, settings.max_queue),
+        counts=counts,
+    )
+    errors.install(app)
+    # Added innermost first: a request meets CountRequests, then the key, then the body check.
+    app.add_middleware(CheckBody, limit=settings.max_body_bytes)
+    app.add_middleware(RequireApiKey, api_key=settings.api_key)
+    app.add_middleware(CountRequests, counts=counts)
+    return app
+
+
+def model_id(engine: Engine) -> str:
+    """The model's name as clients see it: its file name, or inside a
+    packaged executable (whose file name says nothing) its own name."""
+    source = engine.model.source
+    if source.offset:
+        return engine.model.metadata.get("general.name", source.path.stem)
+    return source.path.name

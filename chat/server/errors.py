@@ -1,0 +1,160 @@
+"""The one place where failures become OpenAI-shaped errors.
+
+Every error the server sends, before or inside a stream, is
+`{"error": {"message", "type", "param", "code"}}` with the status chosen
+here. A client's mistake is a 4xx; a 5xx means a fault of the server's own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from chat.errors import ContextLengthExceededError, LlamabinError, UsageError
+from templates import TemplateError
+
+INVALID_REQUEST = "invalid_request_error"
+SERVER_ERROR = "server_error"
+
+
+class ApiError(Exception):
+    """An error with its HTTP status and OpenAI's four fields."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = INVALID_REQUEST,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+    def sse(self) -> str:
+        """The error as a server-sent event, for failures after a stream began."""
+        return f"data: {json.dumps(self.body(), ensure_ascii=False)}\n\n"
+
+
+def to_api_error(exc: BaseException) -> ApiError:
+    """Map any exception to the error a client sees."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ContextLengthExceededError):
+        return ApiError(400, str(exc), code="context_length_exceeded")
+    if isinstance(exc, (UsageError, TemplateError)):
+        return ApiError(400, str(exc))
+    if isinstance(exc, RequestValidationError):
+        return _validation_error(exc.errors())
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    if isinstance(exc, LlamabinError):
+        return ApiError(500, str(exc), type=SERVER_ERROR)
+    return ApiError(500, f"internal error: {exc!r}", type=SERVER_ERROR)
+
+
+def install(app: FastAPI) -> None:
+    """Route every exception a handler raises through `to_api_error`."""
+
+    async def handle(_request: Request, exc: Exception) -> Response:
+        return to_api_error(exc).response()
+
+    for cls in (ApiError, LlamabinError, TemplateError, RequestValidationError, HTTPException, Exception):
+        app.add_exception_handler(cls, handle)
+
+
+# -- FastAPI's own errors, reworded ----------------------------------------------
+
+
+def _http_error(exc: HTTPException) -> ApiError:
+    if exc.status_code == 404:
+        return ApiError(404, "Unknown URL: see /openapi.json for the endpoints", code="not_found")
+    if exc.status_code == 405:
+        return ApiError(405, "Method not allowed for this URL", code="method_not_allowed")
+    if exc.status_code == 400:  # FastAPI's word for a body its JSON parser gave up on
+        return ApiError(400, "The body could not be parsed as JSON (nested too deeply?)", code="invalid_json")
+    if exc.status_code >= 500:
+        return ApiError(exc.status_code, str(exc.detail), type=SERVER_ERROR)
+    return ApiError(exc.status_code, str(exc.detail))
+
+
+def _validation_error(errors: Sequence[Any]) -> ApiError:
+    """FastAPI reports bad bodies as 422 with a list of pydantic errors;
+    OpenAI answers 400 naming the first bad parameter."""
+    if not errors:
+        return ApiError(400, "Invalid request body")
+    first = errors[0]
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        reason = first.get("ctx", {}).get("error", "")
+        return ApiError(400, f"The body is not valid JSON ({reason})", code="invalid_json")
+    loc = _field_loc(first.get("loc", ()))
+    if not loc and kind == "missing":
+        return ApiError(400, "The request body is empty: send a JSON object", code="invalid_json")
+    if not loc:
+        return ApiError(
+            400, "The request body must be a JSON object (sent as Content-Type: application/json)",
+            code="invalid_type",
+        )
+    same_field = [e for e in errors if _field_loc(e.get("loc", ()))[:1] == loc[:1]]
+    param = _format_loc(_common_prefix([_field_loc(e.get("loc", ())) for e in same_field]))
+    if kind == "missing":
+        return ApiError(400, f"Missing required parameter: '{param}'", param=param, code="missing_required_parameter")
+    reasons = sorted({_reason(e) for e in same_field})
+    # A union reports a type error per member; one value error among them is the real complaint.
+    kinds = [str(e.get("type", "")) for e in same_field]
+    code = "invalid_type" if all(k.endswith("_type") for k in kinds) else "invalid_value"
+    return ApiError(400, f"Invalid value for '{param}': {'; or '.join(reasons)}", param=param, code=code)
+
+
+def _field_loc(loc: Sequence[Any]) -> tuple[Any, ...]:
+    # The first element says where the value came from ("body", "query").
+    return tuple(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else tuple(loc)
+
+
+def _common_prefix(locs: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    prefix = locs[0]
+    for loc in locs[1:]:
+        n = 0
+        while n < min(len(prefix), len(loc)) and prefix[n] == loc[n]:
+            n += 1
+        prefix = prefix[:n]
+    return prefix
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _is_union_tag(str(part)):
+            break  # pydantic names the union member it tried; clients never wrote that
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _is_union_tag(part: str) -> bool:
+    return part in ("str", "int", "float", "bool") or any(c in part for c in "[]-")
+
+
+def _reason(error: Any) -> str:
+    msg = str(error.get("msg", "invalid"))
+    return msg[0].lower() + msg[1:] if msg else "invalid"

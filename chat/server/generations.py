@@ -1,0 +1,149 @@
+"""The server's generations in flight, bridged from the engine's worker
+thread to the event loop.
+
+The engine's `Generation` is a blocking iterator. Each chunk is awaited in
+a worker thread, so the event loop never blocks; when the awaiting side is
+cancelled (the client went away, or the server is stopping) the thread is
+abandoned at once and the generation is cancelled, which also ends that
+thread within a token.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import anyio
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from chat.engine import Chunk, Engine, Generation, GenerationRequest
+from chat.server.errors import ApiError
+
+
+class Generations:
+    def __init__(self, engine: Engine, limit: int) -> None:
+        self.engine = engine
+        self.limit = limit
+        self._active: set[Generation] = set()
+        self._starting = 0  # requests being built and queued right now
+        self._lock = threading.Lock()
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def _threads(self) -> anyio.CapacityLimiter:
+        # Created on first use: an anyio limiter belongs to a running loop.
+        # Each generation holds at most one thread, plus a few in passing.
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.limit + 8)
+        return self._limiter
+
+    async def start(self, build: Callable[[], GenerationRequest]) -> Generation:
+        """Build the request and queue it, in a thread: rendering and
+        tokenizing a long prompt, or compiling a grammar, takes a while."""
+        with self._lock:  # the place is taken before the await, so a burst cannot overshoot
+            if len(self._active) + self._starting >= self.limit:
+                raise ApiError(
+                    429, f"The server is busy: {self.limit} requests are already waiting; retry later",
+                    type="rate_limit_error", code="queue_full",
+                )
+            self._starting += 1
+        place = [True]  # held until _submit turns it into an active generation, or given back
+        try:
+            return await anyio.to_thread.run_sync(self._submit, build, place, limiter=self._threads())
+        finally:
+            self._give_back(place)
+
+    def _submit(self, build: Callable[[], GenerationRequest], place: list[bool]) -> Generation:
+        gen = self.engine.submit(build())
+        # Tracked from the moment it is queued, so cancel_all reaches it even
+        # if the request that made it is cancelled before it gets it back.
+        with self._lock:  # one step: never counted twice, nor not at all
+            self._active.add(gen)
+            self._take_back(place)
+        return gen
+
+    def _give_back(self, place: list[bool]) -> None:
+        with self._lock:
+            self._take_back(place)
+
+    def _take_back(self, place: list[bool]) -> None:
+        """Release a reserved place exactly once, whoever gets here first
+        (the caller holds the lock)."""
+        if place[0]:
+            place[0] = False
+            self._starting -= 1
+
+    async def chunks(self, gen: Generation) -> AsyncIterator[Chunk]:
+        """The generation's chunks, ending with the final one. However the
+        consumer stops, the generation is cancelled and forgotten."""
+        it = iter(gen)
+        try:
+            while True:
+                chunk = await anyio.to_thread.run_sync(_next, it, abandon_on_cancel=True, limiter=self._threads())
+                if chunk is None:
+                    return
+                yield chunk
+                if chunk.finish_reason is not None:
+                    return
+        finally:
+            self.release(gen)
+
+    async def collect(self, gen: Generation, request: Request) -> tuple[str, Chunk]:
+        """The whole text and the final chunk, for a non-streaming answer.
+        A client that hangs up meanwhile cancels the generation."""
+        pieces: list[str] = []
+        final = Chunk("")
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_cancel_on_disconnect, request, gen)
+                async for chunk in self.chunks(gen):
+                    pieces.append(chunk.text)
+                    final = chunk
+                tasks.cancel_scope.cancel()
+        finally:
+            self.release(gen)
+        return "".join(pieces), final
+
+    def release(self, gen: Generation) -> None:
+        """Cancel (a no-op once finished) and forget a generation."""
+        gen.cancel()
+        with self._lock:
+            self._active.discard(gen)
+
+    def cancel_all(self) -> None:
+        with self._lock:
+            for gen in self._active:
+                gen.cancel()
+
+
+def _next(it: Iterator[Chunk]) -> Chunk | None:
+    return next(it, None)
+
+
+async def _cancel_on_disconnect(request: Request, gen: Generation) -> None:
+    while not await request.is_disconnected():
+        await anyio.sleep(0.25)
+    gen.cancel()
+
+
+class GenerationStream(StreamingResponse):
+    """A server-sent event stream that releases its generation however it
+    ends, even when the client leaves before the first event (then the
+    body's own generator never starts, and its cleanup never runs)."""
+
+    def __init__(self, body: AsyncIterator[str], gen: Generation, generations: Generations) -> None:
+        super().__init__(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self._gen = gen
+        self._generations = generations
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._generations.release(self._gen)

@@ -1,0 +1,31 @@
+"""/metrics in Prometheus' text format: the engine's totals (which include
+the chat's own turns in the default mode) and the server's request counts."""
+
+from __future__ import annotations
+
+from chat.server.state import ServerState
+
+
+def prometheus_text(st: ServerState) -> str:
+    stats = st.engine.stats
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help: str, value: float) -> None:
+        lines.extend([f"# HELP llamabin_{name} {help}", f"# TYPE llamabin_{name} {kind}", f"llamabin_{name} {value:g}"])
+
+    metric("generations_total", "counter", "Generations finished, cancelled or failed.", stats.generations)
+    metric("prompt_tokens_total", "counter", "Prompt tokens evaluated (not from the cache).", stats.prompt_tokens)
+    metric("completion_tokens_total", "counter", "Tokens generated.", stats.completion_tokens)
+    metric("prompt_seconds_total", "counter", "Time spent evaluating prompts.", stats.prompt_seconds)
+    metric("generation_seconds_total", "counter", "Time spent generating tokens.", stats.generation_seconds)
+    metric("tokens_per_second", "gauge", "Generation speed of the latest generation.", stats.last_tokens_per_second)
+    metric("queue_depth", "gauge", "Generations waiting for the engine.", st.engine.queue_depth)
+    metric("busy", "gauge", "1 while a generation runs.", int(stats.busy))
+    metric("server_generations_active", "gauge", "The server's generations queued or running.", st.generations.active)
+    lines += [
+        "# HELP llamabin_http_requests_total HTTP requests answered, by path and status.",
+        "# TYPE llamabin_http_requests_total counter",
+    ]
+    for (path, status), n in sorted(st.counts.counts.items()):
+        lines.append(f'llamabin_http_requests_total{{path="{path}",status="{status}"}} {n}')
+    return "\n".join(lines) + "\n"

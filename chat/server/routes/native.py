@@ -1,0 +1,95 @@
+"""llama.cpp server's own endpoints, for clients written against it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
+
+from chat import __version__
+from chat.engine import Generation
+from chat.server import adapters
+from chat.server.errors import to_api_error
+from chat.server.generations import GenerationStream
+from chat.server.metrics import prometheus_text
+from chat.server.state import ServerState, State
+from chat.server.types import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    Health,
+    NativeCompletion,
+    NativeCompletionRequest,
+    Props,
+    TokenizeRequest,
+    TokenizeResponse,
+    TokenPiece,
+)
+
+router = APIRouter(tags=["llama.cpp"])
+
+
+@router.post("/completion", response_model=NativeCompletion)
+async def completion(body: NativeCompletionRequest, request: Request, st: State) -> NativeCompletion | Response:
+    gen = await st.generations.start(lambda: adapters.native_request(body, st.settings, st.engine.n_ctx))
+    if body.stream:
+        return GenerationStream(_events(st, gen), gen, st.generations)
+    text, final = await st.generations.collect(gen, request)
+    return adapters.native_completion(st.model_id, text, final)
+
+
+async def _events(st: ServerState, gen: Generation) -> AsyncIterator[str]:
+    """llama.cpp's stream: pieces with stop false, then the summary with
+    stop true; no [DONE] line."""
+    try:
+        async for chunk in st.generations.chunks(gen):
+            if chunk.text:
+                yield f"data: {json.dumps({'content': chunk.text, 'stop': False}, ensure_ascii=False)}\n\n"
+            if chunk.finish_reason is not None:
+                summary = adapters.native_completion(st.model_id, "", chunk)
+                yield f"data: {summary.model_dump_json()}\n\n"
+    except Exception as exc:  # the status line has gone: the error travels in the stream
+        yield to_api_error(exc).sse()
+
+
+@router.post("/tokenize", response_model=TokenizeResponse)
+async def tokenize(body: TokenizeRequest, st: State) -> TokenizeResponse:
+    engine = st.engine
+    tokens = await anyio.to_thread.run_sync(lambda: engine.tokenize(body.content, add_bos=body.add_special))
+    if body.with_pieces:
+        return TokenizeResponse(tokens=[TokenPiece(id=t, piece=engine.detokenize([t])) for t in tokens])
+    return TokenizeResponse(tokens=tokens)
+
+
+@router.post("/detokenize", response_model=DetokenizeResponse)
+async def detokenize(body: DetokenizeRequest, st: State) -> DetokenizeResponse:
+    content = await anyio.to_thread.run_sync(st.engine.detokenize, body.tokens)
+    return DetokenizeResponse(content=content)
+
+
+@router.get("/health", response_model=Health)
+async def health(st: State) -> Health:
+    return Health(queue_depth=st.engine.queue_depth, busy=st.engine.stats.busy)
+
+
+@router.get("/props", response_model=Props)
+async def props(st: State) -> Props:
+    engine = st.engine
+    return Props(
+        model=st.model_id,
+        model_path=str(engine.model.source.path),
+        n_ctx=engine.n_ctx,
+        n_vocab=engine.model.n_vocab,
+        total_slots=engine.config.n_parallel,
+        chat_template=st.template.source,
+        chat_template_name=st.template.name,
+        build=f"llamabin {__version__}",
+        api_key_required=st.settings.api_key is not None,
+    )
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(st: State) -> PlainTextResponse:
+    return PlainTextResponse(prometheus_text(st), media_type="text/plain; version=0.0.4; charset=utf-8")

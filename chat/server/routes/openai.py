@@ -1,0 +1,152 @@
+"""OpenAI's endpoints: chat completions, completions, models, embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from chat.engine import Generation
+from chat.server import adapters
+from chat.server.errors import ApiError, to_api_error
+from chat.server.generations import GenerationStream
+from chat.server.state import ServerState, State
+from chat.server.types import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    Delta,
+    Embedding,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+    ModelCard,
+    ModelList,
+)
+
+router = APIRouter(prefix="/v1", tags=["OpenAI"])
+SSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "With stream: server-sent events"}
+}
+DONE = "data: [DONE]\n\n"
+
+
+def sse(event: BaseModel) -> str:
+    return f"data: {event.model_dump_json()}\n\n"
+
+
+@router.post("/chat/completions", response_model=ChatCompletion, responses=SSE)
+async def chat_completions(body: ChatCompletionRequest, request: Request, st: State) -> ChatCompletion | Response:
+    gen = await st.generations.start(lambda: adapters.chat_request(body, st.template, st.settings))
+    ids = adapters.Ids("chatcmpl")
+    if body.stream:
+        with_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return GenerationStream(_chat_events(st, gen, ids, with_usage), gen, st.generations)
+    text, final = await st.generations.collect(gen, request)
+    return adapters.chat_completion(ids, st.model_id, text, final)
+
+
+async def _chat_events(st: ServerState, gen: Generation, ids: adapters.Ids, with_usage: bool) -> AsyncIterator[str]:
+    model = st.model_id
+    yield sse(adapters.chat_chunk(ids, model, Delta(role="assistant", content="")))
+    try:
+        async for chunk in st.generations.chunks(gen):
+            if chunk.text:
+                yield sse(adapters.chat_chunk(ids, model, Delta(content=chunk.text)))
+            if chunk.finish_reason is not None:
+                yield sse(adapters.chat_chunk(ids, model, Delta(), adapters.finish_reason(chunk)))
+                if with_usage:
+                    yield sse(adapters.chat_usage_chunk(ids, model, chunk))
+    except Exception as exc:  # the status line has gone: the error travels in the stream
+        yield to_api_error(exc).sse()
+        return
+    yield DONE
+
+
+@router.post("/completions", response_model=Completion, responses=SSE)
+async def completions(body: CompletionRequest, request: Request, st: State) -> Completion | Response:
+    echo = _echo(st, body) if body.echo else ""
+    gen = await st.generations.start(lambda: adapters.completion_request(body, st.settings))
+    ids = adapters.Ids("cmpl")
+    if body.stream:
+        with_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return GenerationStream(_completion_events(st, gen, ids, echo, with_usage), gen, st.generations)
+    text, final = await st.generations.collect(gen, request)
+    return adapters.completion(ids, st.model_id, echo + text, adapters.finish_reason(final), final.usage)
+
+
+def _echo(st: ServerState, body: CompletionRequest) -> str:
+    prompt = adapters.completion_prompt(body)
+    return prompt if isinstance(prompt, str) else st.engine.detokenize(prompt)
+
+
+async def _completion_events(
+    st: ServerState, gen: Generation, ids: adapters.Ids, echo: str, with_usage: bool
+) -> AsyncIterator[str]:
+    model = st.model_id
+    try:
+        if echo:
+            yield sse(adapters.completion(ids, model, echo, None, None))
+        async for chunk in st.generations.chunks(gen):
+            if chunk.text:
+                yield sse(adapters.completion(ids, model, chunk.text, None, None))
+            if chunk.finish_reason is not None:
+                yield sse(adapters.completion(ids, model, "", adapters.finish_reason(chunk), None))
+                if with_usage:
+                    done = adapters.completion(ids, model, "", None, chunk.usage)
+                    yield sse(done.model_copy(update={"choices": []}))
+    except Exception as exc:  # the status line has gone: the error travels in the stream
+        yield to_api_error(exc).sse()
+        return
+    yield DONE
+
+
+@router.get("/models", response_model=ModelList)
+async def models(st: State) -> ModelList:
+    return ModelList(data=[_card(st)])
+
+
+@router.get("/models/{name:path}", response_model=ModelCard)
+async def model(name: str, st: State) -> ModelCard:
+    if name != st.model_id:
+        message = f"The model '{name}' does not exist; this server has '{st.model_id}'"
+        raise ApiError(404, message, param="model", code="model_not_found")
+    return _card(st)
+
+
+def _card(st: ServerState) -> ModelCard:
+    return ModelCard(id=st.model_id, created=st.started)
+
+
+@router.post("/embeddings", response_model=EmbeddingList)
+async def embeddings(body: EmbeddingRequest, st: State) -> EmbeddingList:
+    engine = st.engine
+    inputs = _embedding_inputs(body.input)
+
+    def run() -> tuple[list[list[float]], int]:
+        tokens = [engine.tokenize(x) if isinstance(x, str) else x for x in inputs]
+        return engine.embed(tokens), sum(len(t) for t in tokens)
+
+    vectors, n_tokens = await anyio.to_thread.run_sync(run)
+    if body.dimensions is not None and body.dimensions != len(vectors[0]):
+        raise ApiError(400, f"This model's embeddings have {len(vectors[0])} dimensions", param="dimensions")
+    data = [
+        Embedding(index=i, embedding=adapters.encode_embedding(v, body.encoding_format))
+        for i, v in enumerate(vectors)
+    ]
+    usage = EmbeddingUsage(prompt_tokens=n_tokens, total_tokens=n_tokens)
+    return EmbeddingList(data=data, model=st.model_id, usage=usage)
+
+
+def _embedding_inputs(items: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    """OpenAI's four shapes of `input` as one list of texts or token lists."""
+    if isinstance(items, str):
+        return [items]
+    if items and isinstance(items[0], int):
+        return [[int(t) for t in items]]  # type: ignore[arg-type]  # a list of ints here
+    return list(items)  # type: ignore[arg-type]  # a list of texts or of token lists

@@ -1,0 +1,209 @@
+"""Running the app: alone in the foreground (`--server`), or in a thread
+beside the terminal chat (the default mode), sharing its engine.
+
+The port is bound before the model loads, so a taken port is reported at
+once rather than after seconds of loading.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+import threading
+import time
+import webbrowser
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from chat.engine import Engine
+from chat.errors import EXIT_OK, LlamabinError, UsageError
+from chat.server.app import create_app
+from chat.server.generations import Generations
+from chat.server.settings import ServerSettings, base_url, is_loopback
+from chat.session import open_engine, resolve_template
+from chat.settings import Settings
+from templates import ChatTemplate
+
+if TYPE_CHECKING:
+    from chat.repl import Background
+
+STARTUP_TIMEOUT = 30.0  # seconds for the server thread to start listening
+
+
+def serve(settings: Settings) -> int:
+    """`--server`: serve until Ctrl-C, which reaches the caller as
+    KeyboardInterrupt once open requests have been cancelled."""
+    server_settings = settings.server_settings()
+    sock = bind(server_settings.host, server_settings.port)
+    warn_if_exposed(server_settings)
+    with open_engine(settings) as engine:
+        app = create_app(engine, resolve_template(engine, settings), server_settings)
+        generations: Generations = app.state.llamabin.generations
+        server = _Server(_config(app, server_settings, quiet=False), generations)
+        url = base_url(server_settings.host, sock.getsockname()[1])
+        if not settings.log_disable:
+            print(f"listening on {url}", file=sys.stderr, flush=True)
+        open_browser(url, server_settings.open_browser)
+        try:
+            server.run(sockets=[sock])
+        finally:
+            generations.cancel_all()  # let the engine close without finishing them
+    return EXIT_OK
+
+
+class BackgroundServer:
+    """A server running in a thread; `stop()` (or leaving a `with` block)
+    cancels its generations and waits for the thread to end."""
+
+    def __init__(self, server: _Server, thread: threading.Thread, url: str) -> None:
+        self._server = server
+        self._thread = thread
+        self.url = url
+
+    def stop(self) -> None:
+        self._server.generations.cancel_all()
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def start_in_background(
+    engine: Engine, template: ChatTemplate, settings: ServerSettings, sock: socket.socket | None = None
+) -> BackgroundServer:
+    """Serve `engine` from a thread (binding now unless given a bound
+    socket); return once it accepts connections."""
+    sock = sock or bind(settings.host, settings.port)
+    app = create_app(engine, template, settings)
+    server = _Server(_config(app, settings, quiet=True), app.state.llamabin.generations)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="llamabin-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise LlamabinError("the server did not start")
+        time.sleep(0.02)
+    return BackgroundServer(server, thread, base_url(settings.host, sock.getsockname()[1]))
+
+
+def beside_the_chat(settings: Settings) -> Background | None:
+    """The default mode's server, as the chat's background hook: started
+    once the model is loaded, stopped when the chat ends. The port is bound
+    now; when it cannot be, the chat runs alone (a second chat in another
+    terminal is normal, and must not fail for want of a port)."""
+    server_settings = settings.server_settings()
+    try:
+        sock = bind(server_settings.host, server_settings.port)
+    except LlamabinError as exc:
+        print(f"llamabin: {exc}; the chat runs without the server", file=sys.stderr)
+        return None
+    warn_if_exposed(server_settings)
+
+    @contextmanager
+    def run(engine: Engine, template: ChatTemplate) -> Iterator[BackgroundServer]:
+        with start_in_background(engine, template, server_settings, sock) as server:
+            print(f"web chat and OpenAI API: {server.url}", flush=True)
+            open_browser(server.url, server_settings.open_browser)
+            yield server
+
+    return run
+
+
+# -- pieces --------------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, cancelling our generations as it shuts down: otherwise it
+    would wait for every open stream to finish on its own."""
+
+    def __init__(self, config: uvicorn.Config, generations: Generations) -> None:
+        super().__init__(config)
+        self.generations = generations
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.generations.cancel_all()
+        await super().shutdown(sockets)
+
+
+def _config(app: object, settings: ServerSettings, quiet: bool) -> uvicorn.Config:
+    # Beside the chat, the terminal belongs to the chat: uvicorn says nothing
+    # unless asked to (--verbose). Protocol classes are given directly, not
+    # by name, so a frozen executable needs no hidden imports.
+    level = "info" if settings.verbose else ("critical" if quiet else "warning")
+    log_config = LOGGING_CONFIG if settings.verbose else None
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        http=H11Protocol,
+        ws="none",
+        lifespan="off",
+        loop="asyncio",
+        interface="asgi3",
+        log_config=log_config,
+        log_level=level,
+        access_log=settings.verbose,
+        server_header=False,
+        timeout_graceful_shutdown=3,
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or one clear line saying why there is none."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on host {host!r}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name != "nt":  # on Windows this flag would let two servers share a port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise LlamabinError(
+                f"port {port} on {host} is already in use: pick another with --port (--port 0 picks a free one)"
+            ) from None
+        raise LlamabinError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def warn_if_exposed(settings: ServerSettings) -> None:
+    if not is_loopback(settings.host) and not settings.api_key:
+        print(
+            f"llamabin: warning: listening on {settings.host} without an API key: anyone who can reach"
+            " this machine can use the model (set --api-key)",
+            file=sys.stderr,
+        )
+
+
+def open_browser(url: str, enabled: bool) -> None:
+    """Show the page in the user's browser, if there is one to show it in.
+    On Linux without a display, `webbrowser` would pick a text browser and
+    take over the terminal, so it is not asked at all."""
+    if not enabled:
+        return
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return
+    threading.Thread(target=_open, args=(url,), name="llamabin-browser", daemon=True).start()
+
+
+def _open(url: str) -> None:
+    try:
+        webbrowser.open(url)
+    except Exception:  # no browser, or a broken one, is no reason to stop serving
+        pass

@@ -1,0 +1,141 @@
+"""The web chat in a real browser: Debian's chromium, headless, driven by
+Playwright, against the real server and model."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import BrowserContext, Page, sync_playwright
+
+from tests.serverproc import ServerProcess
+
+CHROMIUM = shutil.which("chromium")  # Debian's; Playwright's own browser download is not used
+# What works headless as root in a container, with no network to reach.
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+# Screenshots of what a person would see, kept for a look after the run.
+SCREENSHOT_DIR = Path(os.environ.get("LLAMABIN_SCREENSHOTS", tempfile.gettempdir()))
+
+
+@pytest.fixture(scope="module")
+def server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(smollm2, home=tmp_path_factory.mktemp("home"))
+    yield proc
+    proc.stop()
+
+
+@contextmanager
+def _browser(tmp_path: Path, bypass_csp: bool = False) -> Iterator[BrowserContext]:
+    assert CHROMIUM, "chromium is missing: run `make setup`"
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),  # a fresh profile every time
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1000, "height": 700}, bypass_csp=bypass_csp,
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[BrowserContext]:
+    with _browser(tmp_path) as context:
+        yield context
+
+
+def open_page(browser: BrowserContext, server: ServerProcess) -> tuple[Page, list[str], list[str]]:
+    """The chat page, with every URL it asked for and every script error."""
+    page = browser.new_page()
+    requested: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{server.url}/")
+    page.wait_for_selector("#model:not(:empty)")  # the scripts ran and reached the API
+    return page, requested, errors
+
+
+def assistant_text(page: Page) -> str:
+    body = page.locator(".message.assistant .body").last
+    return body.inner_text() if body.count() else ""
+
+
+def test_type_see_it_stream_then_stop(browser: BrowserContext, server: ServerProcess) -> None:
+    page, requested, errors = open_page(browser, server)
+    assert page.locator("#model").inner_text() == httpx.get(f"{server.url}/v1/models").json()["data"][0]["id"]
+    page.click("summary")  # the system prompt box
+    page.fill("#system", "You are a helpful assistant.")
+    page.fill("#prompt", "Write a very long story about a dragon and its treasure.")
+    page.keyboard.press("Enter")
+
+    # The reply appears piece by piece: its text is seen at several lengths.
+    lengths: list[int] = []
+    deadline = time.monotonic() + 120
+    while len(lengths) < 4 and time.monotonic() < deadline:
+        n = len(assistant_text(page))
+        if n and (not lengths or n > lengths[-1]):
+            lengths.append(n)
+        time.sleep(0.05)
+    assert len(lengths) >= 4, f"no streamed reply: {lengths}"
+    assert page.locator(".message.assistant.streaming").count() == 1
+    page.screenshot(path=str(SCREENSHOT_DIR / "llamabin-web-streaming.png"))
+
+    page.click("#stop")
+    page.wait_for_selector(".message.assistant.stopped", timeout=10_000)
+    assert page.locator("#stop").is_disabled() and page.locator("#send").is_enabled()
+    kept = assistant_text(page)
+    assert len(kept) >= lengths[-1]  # the partial answer stays on the page
+    server.wait_idle(timeout=15)  # stopping the page stopped the generation
+    time.sleep(0.5)
+    assert assistant_text(page) == kept
+    page.screenshot(path=str(SCREENSHOT_DIR / "llamabin-web-stopped.png"))
+
+    assert not errors
+    assert all(url.startswith(server.url) or url.startswith("data:") for url in requested), requested
+
+
+def test_errors_are_readable(browser: BrowserContext, server: ServerProcess) -> None:
+    page, _, errors = open_page(browser, server)
+    page.fill("#prompt", "hello " * 6000)
+    page.click("#send")
+    note = page.wait_for_selector(".message.assistant.error .error-text", timeout=30_000)
+    assert note is not None and "context" in note.inner_text()
+    page.screenshot(path=str(SCREENSHOT_DIR / "llamabin-web-error.png"))
+    assert page.locator("#send").is_enabled()
+    assert not errors
+
+
+def test_markdown_is_rendered_and_sanitised(tmp_path: Path, server: ServerProcess) -> None:
+    # The page's own policy forbids evaluating strings; this context lifts it
+    # only so the test can call the page's renderer directly.
+    with _browser(tmp_path, bypass_csp=True) as context:
+        page, _, _ = open_page(context, server)
+        html = page.evaluate(
+            """() => {
+                const el = document.createElement("div");
+                renderMarkdown(el, "**bold** and `code`\\n\\n- one\\n- two\\n\\n"
+                    + "<img src=x onerror=alert(1)> <script>alert(2)</script> [link](javascript:alert(3))");
+                return el.innerHTML;
+            }"""
+        )
+        assert "<strong>bold</strong>" in html and "<code>code</code>" in html and "<li>one</li>" in html
+        assert "onerror" not in html and "<script" not in html and "javascript:" not in html
+
+
+def test_the_page_and_its_files_come_from_the_package(server: ServerProcess) -> None:
+    page = httpx.get(f"{server.url}/", timeout=10)
+    assert page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
+    for path in ("/static/app.js", "/static/style.css", "/static/vendor/marked.umd.js", "/static/vendor/purify.min.js"):
+        assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200, path
+    assert not re.search(r"(https?:)?//", page.text)  # nothing fetched from elsewhere
