@@ -204,3 +204,52 @@ def test_launch_benchmark_harness_runs(built: Path, smollm2: Path, tmp_path: Pat
     text = out.read_text()
     assert "File size minus GGUF size:" in text
     assert "| first |" in text and "| warm |" in text and "| unpackaged |" in text
+
+
+def _free_port(preferred: int = 8080) -> int:
+    """The card's own port when it is free, so the example runs truly verbatim."""
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise AssertionError("no free port")
+
+
+def test_the_seed_card_curl_example_against_the_packaged_server(built: Path, empty_dir: Path) -> None:
+    from tests.test_server_curl import SEED_CARD_EXAMPLE
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["env", "-i", str(built), "--server", "--nobrowser", "--port", str(port)],
+        cwd=empty_dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = ""
+        deadline = time.monotonic() + 90
+        while "listening on" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "the server exited"
+        assert f"listening on http://127.0.0.1:{port}" in line
+        command = SEED_CARD_EXAMPLE.replace("localhost:8080", f"localhost:{port}")
+        reply = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True,
+                               timeout=300)
+        assert reply.returncode == 0, reply.stderr
+        import json
+
+        answer = json.loads(reply.stdout)
+        assert answer["choices"][0]["message"]["content"].strip()
+        # The web page comes from inside the file, not from a CDN.
+        page = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/"], capture_output=True, text=True)
+        assert page.returncode == 0 and "<html" in page.stdout.lower()
+        script = subprocess.run(["curl", "-sf", "-o", "/dev/null", "-w", "%{http_code}",
+                                 f"http://127.0.0.1:{port}/static/app.js"], capture_output=True, text=True)
+        assert script.stdout == "200"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
