@@ -45,11 +45,29 @@ def measure(exe: Path, gguf: Path, runs: int) -> dict[str, list[float]]:
     return times
 
 
+def machine() -> str:
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    return ", ".join(f"{d} {version(d)}" for d in ("llamabin", "llama-cpp-python", "pyinstaller"))
+
+
 def report(exe: Path, gguf: Path, times: dict[str, list[float]]) -> str:
     overhead = exe.stat().st_size - gguf.stat().st_size
     ref = statistics.median(times["unpackaged"])
     lines = [
-        f"### Launch ({date.today().isoformat()}, {platform.machine()}, {os.cpu_count()} cores, {len(times['warm'])} runs)",
+        f"### Launch ({date.today().isoformat()}, {len(times['warm'])} runs)",
+        "",
+        f"Machine: {machine()}. Versions: {versions()}.",
         "",
         f"File size minus GGUF size: {overhead / 2**20:.1f} MiB ({exe.name}).",
         "",
