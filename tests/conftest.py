@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from chat import cli
+from chat.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,6 +42,20 @@ def gemma() -> Path:
     path = gemma_path()
     assert path.is_file(), f"{path} is missing: run `make setup`"
     return path
+
+
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
+    """The Settings the command line builds, with the work function patched
+    out: option parsing is tested without loading a model."""
+    seen: list[Settings] = []
+
+    def fake_dispatch(settings: Settings) -> int:
+        seen.append(settings)
+        return 0
+
+    monkeypatch.setattr(cli, "dispatch", fake_dispatch)
+    return seen
 
 
 @pytest.fixture(autouse=True)

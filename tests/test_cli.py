@@ -10,18 +10,6 @@ from chat import cli
 from chat.settings import Mode, Settings
 
 
-@pytest.fixture
-def parsed(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
-    seen: list[Settings] = []
-
-    def fake_dispatch(settings: Settings) -> int:
-        seen.append(settings)
-        return 0
-
-    monkeypatch.setattr(cli, "dispatch", fake_dispatch)
-    return seen
-
-
 def test_default_mode_is_the_chat(parsed: list[Settings]) -> None:
     assert cli.main(["-m", "x.gguf"]) == 0
     assert parsed[0].mode is Mode.DEFAULT

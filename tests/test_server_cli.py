@@ -11,18 +11,6 @@ from chat import cli
 from chat.settings import Mode, Settings
 
 
-@pytest.fixture
-def parsed(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
-    seen: list[Settings] = []
-
-    def fake_dispatch(settings: Settings) -> int:
-        seen.append(settings)
-        return 0
-
-    monkeypatch.setattr(cli, "dispatch", fake_dispatch)
-    return seen
-
-
 def test_server_defaults(parsed: list[Settings]) -> None:
     assert cli.main(["-m", "x.gguf", "--server"]) == 0
     s = parsed[0]
