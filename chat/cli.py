@@ -70,9 +70,9 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True},
 )
 @click.option("-m", "--model", type=click.Path(path_type=Path), help="GGUF model file to run.")
-@click.option("--chat", "mode", flag_value=Mode.CHAT.value, help="Run the terminal chat alone.")
-@click.option("--cli", "mode", flag_value=Mode.CLI.value, help="Print one raw completion and exit.")
-@click.option("--server", "mode", flag_value=Mode.SERVER.value, help="Run the HTTP server alone.")
+@click.option("--chat", "chat_mode", is_flag=True, help="Run the terminal chat alone.")
+@click.option("--cli", "cli_mode", is_flag=True, help="Print one raw completion and exit.")
+@click.option("--server", "server_mode", is_flag=True, help="Run the HTTP server alone.")
 @click.option("--ask", metavar="TEXT", help="Ask one templated question ('-' reads stdin) and exit.")
 @click.option("-p", "--prompt", metavar="TEXT", help="Prompt for --cli; system prompt for the chat.")
 @click.option("--system-prompt", "--system", "system_prompt", metavar="TEXT", help="System prompt for the chat and --ask.")
@@ -190,11 +190,13 @@ def _check_template(choice: str | None) -> None:
 
 
 def _mode(opts: dict[str, Any]) -> Mode:
-    if opts["ask"] is not None and opts["mode"] is not None:
-        raise UsageError(f"--ask and --{opts['mode']} cannot be used together")
+    """One mode at most: two are refused rather than one silently winning."""
+    chosen = [m for m in (Mode.CHAT, Mode.CLI, Mode.SERVER) if opts[f"{m.value}_mode"]]
     if opts["ask"] is not None:
-        return Mode.ASK
-    return Mode(opts["mode"]) if opts["mode"] else Mode.DEFAULT
+        chosen.append(Mode.ASK)
+    if len(chosen) > 1:
+        raise UsageError(" and ".join(f"--{m.value}" for m in chosen) + " cannot be used together")
+    return chosen[0] if chosen else Mode.DEFAULT
 
 
 def _sampling(opts: dict[str, Any]) -> SamplingParams:

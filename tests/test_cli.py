@@ -67,6 +67,14 @@ def test_conflicting_modes_are_refused(parsed: list[Settings], capsys: pytest.Ca
     assert not parsed
 
 
+@pytest.mark.parametrize("flags", [["--chat", "--cli"], ["--cli", "--server"], ["--chat", "--server"]])
+def test_two_modes_are_refused(parsed: list[Settings], capsys: pytest.CaptureFixture[str], flags: list[str]) -> None:
+    assert cli.main(["-m", "x.gguf", "-p", "x", *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"{flags[0]} and {flags[1]} cannot be used together" in err
+    assert not parsed
+
+
 def test_two_grammars_are_refused(parsed: list[Settings], capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["-m", "x.gguf", "--cli", "-p", "x", "--json", "--grammar", "root ::= \"a\""]) == 2
     assert "only one of" in capsys.readouterr().err
