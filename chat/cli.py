@@ -59,6 +59,9 @@ Exit codes: 0 success, 1 runtime error (bad model file, out of memory),
 """
 
 
+SERVER_SLOTS = 4
+
+
 def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
     if value is not None and value <= 0:
         raise click.BadParameter("must be a positive number")
@@ -88,6 +91,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 @click.option("--repeat-last-n", type=int, default=64, show_default=True, help="How many recent tokens the penalty looks at.")
 @click.option("-s", "--seed", type=int, default=-1, show_default=True, help="Random seed (-1 = random).")
 @click.option("-t", "--threads", type=int, callback=_positive, help="CPU threads [default: all cores].")
+@click.option("-np", "--parallel", type=int, callback=_positive, help="Requests the server decodes together, sharing the context [default: 4 with the server, else 1].")
 @click.option("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload to a GPU, if this build has one (999 = all).")
 @click.option("--template", metavar="NAME|FILE", help="Chat template: alpaca, chatml, gemma, llama3, or a Jinja file [default: the model's own].")
 @click.option("--grammar", metavar="GBNF", help="Constrain output to a GBNF grammar.")
@@ -156,6 +160,7 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         sampling=_sampling(opts),
         threads=opts["threads"] or default_threads(),
         n_gpu_layers=opts["n_gpu_layers"],
+        parallel=opts["parallel"] or (SERVER_SLOTS if mode in (Mode.DEFAULT, Mode.SERVER) else 1),
         template=opts["template"],
         baked_template=bundle.chat_template if bundle and model == bundle.source else None,
         system_prompt=opts["system_prompt"] or (opts["prompt"] if chat_mode else None),

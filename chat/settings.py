@@ -36,6 +36,7 @@ class Settings:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     threads: int = field(default_factory=default_threads)
     n_gpu_layers: int = 0
+    parallel: int = 1  # sequences decoded together (the server's slots)
     template: str | None = None  # builtin name or file; None: the model's own
     baked_template: dict[str, str] | None = None  # a template file built into the executable
     system_prompt: str | None = None
@@ -52,6 +53,7 @@ class Settings:
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
             model=self.model,
+            n_parallel=self.parallel,
             n_ctx=self.n_ctx,
             ctx_force=self.ctx_force,
             n_threads=self.threads,

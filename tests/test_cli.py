@@ -97,3 +97,12 @@ def test_baked_defaults_apply_and_flags_override_them(parsed: list[Settings]) ->
     cli.main(["-m", "x.gguf", "--temp", "0.7"], default_map=baked)
     assert parsed[0].sampling.temperature == 0.7
     assert parsed[0].n_ctx == 1024
+
+
+def test_parallel_slots_default_to_four_with_the_server(parsed: list[Settings]) -> None:
+    cli.main(["-m", "x.gguf", "--server"])
+    cli.main(["-m", "x.gguf"])
+    cli.main(["-m", "x.gguf", "--chat"])
+    cli.main(["-m", "x.gguf", "--server", "-np", "8"])
+    assert [s.parallel for s in parsed] == [4, 4, 1, 8]
+    assert parsed[3].engine_config().n_parallel == 8

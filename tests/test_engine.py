@@ -130,3 +130,37 @@ def test_held_back_text_is_released_when_it_is_not_a_stop() -> None:
     assert stream.feed(b"a <|e") == "a "
     assert stream.feed(b"lse") == "<|else"
     assert stream.finish() == ""
+
+
+def test_concurrent_requests_share_each_step(engine: Engine) -> None:
+    """Continuous batching: a short request submitted after a long one is
+    served beside it, not after it."""
+    long = engine.submit(GenerationRequest("Once upon a time", GREEDY, max_tokens=120))
+    short = engine.submit(GenerationRequest("The capital of France is", GREEDY, max_tokens=4))
+    assert short.text()
+    long.cancel()
+    long.text()
+    assert long.final is not None and long.final.usage is not None
+    assert long.final.finish_reason is FinishReason.CANCELLED
+    assert long.final.usage.completion_tokens < 120
+
+
+def test_sequences_sharing_a_full_cache_end_cleanly(smollm2: Path) -> None:
+    """Three long generations in a 256-token cache shared by three slots: the
+    cache runs out, and each ends with a reason (length or a clear error),
+    never a hang or a crash; the engine still serves afterwards."""
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=256, n_parallel=3)) as small:
+        gens = [small.submit(GenerationRequest(f"Story number {i}: once upon a time", GREEDY, max_tokens=200))
+                for i in range(3)]
+        for g in gens:
+            g.text()
+        finals = [g.final for g in gens]
+        assert all(f is not None for f in finals)
+        reasons = {f.finish_reason for f in finals if f is not None}
+        assert reasons <= {FinishReason.LENGTH, FinishReason.STOP, FinishReason.ERROR}
+        assert FinishReason.LENGTH in reasons
+        errors = [f.error for f in finals if f is not None and f.error]
+        assert all("context is full" in e for e in errors)
+        after = small.submit(GenerationRequest("Hello", GREEDY, max_tokens=4))
+        after.text()
+        assert after.final is not None and after.final.finish_reason is FinishReason.LENGTH

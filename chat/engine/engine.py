@@ -5,25 +5,25 @@ Front ends submit a `GenerationRequest` and iterate the returned
 llama.cpp so that a front end's thread (a REPL waiting for a key, an HTTP
 handler) never blocks inside a decode, and Ctrl-C reaches Python at once.
 
-The context holds `n_parallel` sequences (slots). Each slot remembers the
-tokens its KV cache holds, and a request goes to the free slot sharing the
-longest prefix with its prompt, so a chat that grows turn by turn evaluates
-only its new tokens.
+The context holds `n_parallel` sequences (slots), served together by
+continuous batching (see scheduler.py). Each slot remembers the tokens its
+KV cache holds, and a request goes to the free slot sharing the longest
+prefix with its prompt, so a chat that grows turn by turn evaluates only its
+new tokens.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 from chat.engine.llama import Context, EmbeddingContext, LlamaLog, Model, ModelSource, Sampler
 from chat.engine.memory import check_context_fits
-from chat.engine.stream import TextStream
-from chat.engine.types import Chunk, FinishReason, GenerationRequest, Usage
-from chat.errors import ContextLengthExceededError, LlamabinError, UsageError
+from chat.engine.scheduler import Scheduler
+from chat.engine.types import Chunk, GenerationRequest, Usage
+from chat.errors import ContextLengthExceededError, UsageError
 
 DEFAULT_CTX = 4096
 # The embedding context outputs every token's state (logits included), so
@@ -98,13 +98,6 @@ class EngineStats:
             self.last_tokens_per_second = usage.generation_tokens_per_second
 
 
-@dataclass
-class _Slot:
-    seq: int
-    cached: list[int] = field(default_factory=list)  # tokens whose KV is in the cache
-    last_used: int = 0  # request counter, to evict the least recently used
-
-
 class Engine:
     """Owns the model, the context and the worker thread."""
 
@@ -122,13 +115,12 @@ class Engine:
             self.model.close()
             raise
         self.n_ctx = self.ctx.n_ctx
-        self._slots = [_Slot(seq) for seq in range(config.n_parallel)]
-        self._served = 0
         self.stats = EngineStats()
         self._embedder: EmbeddingContext | None = None
         self._embed_lock = threading.Lock()
         self._queue: queue.Queue[Generation | None] = queue.Queue()
-        self._worker = threading.Thread(target=self._run, name="llamabin-engine", daemon=True)
+        self._scheduler = Scheduler(self.model, self.ctx, config.n_parallel, self.stats, self._queue)
+        self._worker = threading.Thread(target=self._scheduler.run, name="llamabin-engine", daemon=True)
         self._worker.start()
 
     # -- the interface every front end uses ---------------------------------
@@ -154,8 +146,8 @@ class Engine:
 
     @property
     def queue_depth(self) -> int:
-        """Requests waiting for the worker (not counting the one running)."""
-        return self._queue.qsize()
+        """Requests waiting for a slot (not counting those running)."""
+        return self._queue.qsize() + self._scheduler.waiting
 
     def embed(self, inputs: list[str] | list[list[int]]) -> list[list[float]]:
         """One unit-length vector per input: the mean of its token states.
@@ -224,108 +216,6 @@ class Engine:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    # -- the worker ---------------------------------------------------------
-
-    def _run(self) -> None:
-        while (gen := self._queue.get()) is not None:
-            if gen.cancelled:
-                gen.emit(Chunk("", finish_reason=FinishReason.CANCELLED))
-                self.stats.generations += 1
-                continue
-            self.stats.busy = True
-            try:
-                self._generate(gen, self._pick_slot(gen.prompt_tokens))
-            except LlamabinError as exc:
-                gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=str(exc)))
-            except Exception as exc:  # keep serving others; report, never die
-                gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=repr(exc)))
-            finally:
-                self.stats.busy = False
-                self.stats.generations += 1
-
-    def _pick_slot(self, prompt: list[int]) -> _Slot:
-        """The slot sharing the longest prefix; with none shared, the least
-        recently used, so another chat's cache survives as long as it can."""
-        slot = max(self._slots, key=lambda s: (_common_prefix(s.cached, prompt), -s.last_used))
-        self._served += 1
-        slot.last_used = self._served
-        return slot
-
-    def _generate(self, gen: Generation, slot: _Slot) -> None:
-        req = gen.request
-        t0 = time.perf_counter()
-        cached = self._prefill(gen, slot)
-        t1 = time.perf_counter()
-        sampler = Sampler(self.model, req.sampling)
-        try:
-            finish, n_out = self._decode_loop(gen, slot, sampler)
-        finally:
-            sampler.close()
-        usage = Usage(len(gen.prompt_tokens), cached, n_out, t1 - t0, time.perf_counter() - t1)
-        self.stats.add(usage)
-        gen.emit(Chunk("", finish_reason=finish, usage=usage))
-
-    def _prefill(self, gen: Generation, slot: _Slot) -> int:
-        """Evaluate the prompt tokens the slot's cache lacks; return how many
-        were reused. The last token is always evaluated: its logits pick the
-        first new token."""
-        prompt = gen.prompt_tokens
-        keep = min(_common_prefix(slot.cached, prompt), len(prompt) - 1)
-        self.ctx.forget(slot.seq, keep)
-        slot.cached = prompt[:keep]
-        for start in range(keep, len(prompt), self.ctx.n_batch):
-            if gen.cancelled:
-                break
-            part = prompt[start : start + self.ctx.n_batch]
-            last = start + len(part) == len(prompt)
-            self.ctx.decode(part, slot.seq, start, want_last_logits=last)
-            slot.cached.extend(part)
-        return keep
-
-    def _decode_loop(self, gen: Generation, slot: _Slot, sampler: Sampler) -> tuple[FinishReason, int]:
-        req = gen.request
-        if gen.cancelled:
-            return FinishReason.CANCELLED, 0
-        stop_ids = self._stop_token_ids(req.stop)
-        text = TextStream(req.stop)
-        limit = req.max_tokens if req.max_tokens is not None else self.n_ctx
-        n_out = 0
-        while True:
-            token = sampler.sample(self.ctx)
-            if self.model.is_eog(token) or token in stop_ids:
-                reason = FinishReason.STOP
-                break
-            n_out += 1
-            piece = text.feed(self.model.token_bytes(token))
-            if piece or text.stopped:
-                gen.emit(Chunk(piece, (token,)))
-            if text.stopped:
-                reason = FinishReason.STOP
-                break
-            if n_out >= limit or len(slot.cached) + 1 >= self.n_ctx:
-                reason = FinishReason.LENGTH
-                break
-            if gen.cancelled:
-                reason = FinishReason.CANCELLED
-                break
-            self.ctx.decode([token], slot.seq, len(slot.cached), want_last_logits=True)
-            slot.cached.append(token)
-        tail = text.finish()
-        if tail:
-            gen.emit(Chunk(tail))
-        return reason, n_out
-
-    def _stop_token_ids(self, stops: tuple[str, ...]) -> set[int]:
-        """Stop strings that are single control tokens (like <|im_end|>) never
-        show up as text, so they must be caught by id."""
-        ids: set[int] = set()
-        for stop in stops:
-            toks = self.model.tokenize(stop, add_bos=False)
-            if len(toks) == 1 and self.model.token_text(toks[0]) == stop:
-                ids.add(toks[0])
-        return ids
-
-
 def resolve_n_ctx(requested: int | None, n_ctx_train: int, force: bool) -> int:
     """The context size to allocate: None means the default (never above the
     trained size), 0 the trained size; more than the trained size is refused
@@ -349,12 +239,3 @@ def _unit(vec: list[float]) -> list[float]:
     the cosine similarity."""
     norm = sum(x * x for x in vec) ** 0.5
     return [x / norm for x in vec] if norm > 0 else vec
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

@@ -17,7 +17,7 @@ import tempfile
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import llama_cpp.llama_cpp as C
 
@@ -210,6 +210,13 @@ def _load_at_offset(source: ModelSource, params: Any) -> Any:
         libc.fclose(fp)
 
 
+class BatchEntry(NamedTuple):
+    token: int
+    seq: int
+    pos: int
+    logits: bool  # compute logits here (to sample the sequence's next token)
+
+
 class Context:
     """A llama_context: the KV cache shared by up to `n_seq` sequences."""
 
@@ -252,20 +259,19 @@ class Context:
         """Drop positions >= start of one sequence from the KV cache."""
         C.llama_memory_seq_rm(self._memory, seq, start, -1)
 
-    def decode(self, tokens: Sequence[int], seq: int, start_pos: int, want_last_logits: bool) -> None:
-        """Evaluate up to n_batch tokens of one sequence."""
+    def decode_batch(self, entries: Sequence[BatchEntry]) -> None:
+        """Evaluate up to n_batch tokens, of any sequences, in one call."""
         batch = self._batch
-        n = len(tokens)
-        for i, tok in enumerate(tokens):
-            batch.token[i] = tok
-            batch.pos[i] = start_pos + i
+        for i, e in enumerate(entries):
+            batch.token[i] = e.token
+            batch.pos[i] = e.pos
             batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = seq
-            batch.logits[i] = 0
-        if want_last_logits:
-            batch.logits[n - 1] = 1
-        batch.n_tokens = n
+            batch.seq_id[i][0] = e.seq
+            batch.logits[i] = e.logits
+        batch.n_tokens = len(entries)
         rc = C.llama_decode(self._ptr, batch)
+        if rc == 1:
+            raise GenerationError("the context is full: no room in the KV cache for this step")
         if rc != 0:
             raise GenerationError(f"llama_decode failed with code {rc}")
 
@@ -283,10 +289,10 @@ class Sampler:
                 raise UsageError(f"invalid grammar: {errors.first_line() or 'not valid GBNF'}")
             C.llama_sampler_chain_add(self._ptr, stage)
 
-    def sample(self, ctx: Context) -> int:
-        """Pick the next token from the last logits; this also feeds it to
-        the stateful samplers (penalties, grammar)."""
-        return int(C.llama_sampler_sample(self._ptr, ctx.ptr, -1))
+    def sample(self, ctx: Context, index: int) -> int:
+        """Pick the next token from the logits of batch entry `index`; this
+        also feeds it to the stateful samplers (penalties, grammar)."""
+        return int(C.llama_sampler_sample(self._ptr, ctx.ptr, index))
 
     def close(self) -> None:
         if self._ptr:

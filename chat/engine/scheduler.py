@@ -1,0 +1,260 @@
+"""Continuous batching: one llama_decode per step serves every running
+generation.
+
+Each step evaluates the next token of every generation that is decoding,
+then fills what is left of the batch with prompt tokens of generations still
+in prefill, so a long prompt is evaluated in chunks between other streams'
+tokens instead of stalling them. New requests join at the next step when a
+slot is free; finished or cancelled ones leave at once. Each slot is one
+sequence of the shared context and remembers the tokens its KV cache holds,
+so a request reuses the longest cached prefix.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from chat.engine.llama import BatchEntry, Context, Model, Sampler
+from chat.engine.stream import TextStream
+from chat.engine.types import Chunk, FinishReason, Usage
+from chat.errors import GenerationError, LlamabinError
+
+if TYPE_CHECKING:
+    from chat.engine.engine import EngineStats, Generation
+
+
+@dataclass
+class Slot:
+    seq: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV is in the cache
+    last_used: int = 0  # admission counter, to evict the least recently used
+
+
+@dataclass
+class _Run:
+    """A generation being served, and how far it has got."""
+
+    gen: Generation
+    slot: Slot
+    sampler: Sampler
+    text: TextStream
+    stop_ids: set[int]
+    limit: int
+    todo: list[int]  # prompt tokens still to evaluate
+    reused: int  # prompt tokens taken from the cache
+    started: float
+    prefilled_at: float = 0.0
+    n_out: int = 0
+    next_token: int | None = None  # sampled, to be evaluated at the next step
+
+
+class Scheduler:
+    """The engine's worker: owns the slots and runs the step loop."""
+
+    def __init__(
+        self, model: Model, ctx: Context, n_parallel: int, stats: EngineStats, inbox: queue.Queue[Generation | None]
+    ) -> None:
+        self.model = model
+        self.ctx = ctx
+        self.stats = stats
+        self.slots = [Slot(seq) for seq in range(n_parallel)]
+        self._inbox = inbox
+        self._waiting: collections.deque[Generation] = collections.deque()
+        self._runs: list[_Run] = []
+        self._admitted = 0
+
+    @property
+    def waiting(self) -> int:
+        """Requests admitted to the worker but not yet given a slot."""
+        return len(self._waiting)
+
+    def run(self) -> None:
+        """Serve until the engine closes (a None in the inbox)."""
+        while self._admit():
+            if not self._runs:
+                continue
+            try:
+                self._step()
+            except Exception as exc:  # a bug must not leave clients waiting forever
+                for r in list(self._runs):
+                    self._fail(r, repr(exc))
+        for r in list(self._runs):
+            self._finish(r, FinishReason.CANCELLED)
+
+    # -- admission ----------------------------------------------------------
+
+    def _admit(self) -> bool:
+        """Move requests into free slots; block only when nothing runs.
+        Returns False when the engine is closing."""
+        while True:
+            idle = not self._runs and not self._waiting
+            try:
+                item = self._inbox.get(block=idle)
+            except queue.Empty:
+                break
+            if item is None:
+                return False
+            self._waiting.append(item)
+        while self._waiting and len(self._runs) < len(self.slots):
+            self._start(self._waiting.popleft())
+        return True
+
+    def _start(self, gen: Generation) -> None:
+        if gen.cancelled:
+            gen.emit(Chunk("", finish_reason=FinishReason.CANCELLED))
+            self.stats.generations += 1
+            return
+        prompt = gen.prompt_tokens
+        slot = self._pick_slot(prompt)
+        keep = min(_common_prefix(slot.cached, prompt), len(prompt) - 1)
+        self.ctx.forget(slot.seq, keep)
+        slot.cached = prompt[:keep]
+        req = gen.request
+        try:
+            sampler = Sampler(self.model, req.sampling)
+        except LlamabinError as exc:
+            gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=str(exc)))
+            self.stats.generations += 1
+            return
+        limit = req.max_tokens if req.max_tokens is not None else self.ctx.n_ctx
+        self._runs.append(
+            _Run(gen, slot, sampler, TextStream(req.stop), self._stop_token_ids(req.stop), limit,
+                 prompt[keep:], keep, time.perf_counter())
+        )
+        self.stats.busy = True
+
+    def _pick_slot(self, prompt: list[int]) -> Slot:
+        """The free slot sharing the longest prefix; with none shared, the
+        least recently used, so another chat's cache survives longest."""
+        busy = {r.slot.seq for r in self._runs}
+        free = [s for s in self.slots if s.seq not in busy]
+        slot = max(free, key=lambda s: (_common_prefix(s.cached, prompt), -s.last_used))
+        self._admitted += 1
+        slot.last_used = self._admitted
+        return slot
+
+    # -- one step -------------------------------------------------------------
+
+    def _step(self) -> None:
+        for r in [r for r in self._runs if r.gen.cancelled]:
+            self._finish(r, FinishReason.CANCELLED)
+        entries, sampled = self._plan()
+        if not entries:
+            # Every run waits for room that only another waiting run could
+            # free: give up the newest, so the others can go on.
+            self._fail(max(self._runs, key=lambda r: r.slot.last_used), "the context is full: try again later")
+            return
+        try:
+            self.ctx.decode_batch(entries)
+        except GenerationError as exc:
+            for r in list(self._runs):
+                self._fail(r, str(exc))
+            return
+        for r, index in sampled:
+            self._on_token(r, r.sampler.sample(self.ctx, index))
+
+    def _plan(self) -> tuple[list[BatchEntry], list[tuple[_Run, int]]]:
+        """This step's batch: one token per decoding run, then prompt chunks,
+        as far as the batch and the shared cache have room."""
+        entries: list[BatchEntry] = []
+        sampled: list[tuple[_Run, int]] = []
+        for r in list(self._runs):
+            token, r.next_token = r.next_token, None
+            if token is None:
+                continue
+            if self._room(1) < 1:
+                self._finish(r, FinishReason.LENGTH)
+                continue
+            entries.append(BatchEntry(token, r.slot.seq, len(r.slot.cached), True))
+            sampled.append((r, len(entries) - 1))
+            r.slot.cached.append(token)
+        for r in self._runs:
+            room = min(self.ctx.n_batch - len(entries), self._room(len(r.todo)))
+            if not r.todo or room <= 0:
+                continue
+            part, r.todo = r.todo[:room], r.todo[room:]
+            for i, tok in enumerate(part):
+                last = not r.todo and i == len(part) - 1
+                entries.append(BatchEntry(tok, r.slot.seq, len(r.slot.cached), last))
+                r.slot.cached.append(tok)
+            if not r.todo:
+                sampled.append((r, len(entries) - 1))
+        return entries, sampled
+
+    def _room(self, wanted: int) -> int:
+        """Free cells in the cache all sequences share, up to `wanted`:
+        idle slots' caches are dropped, least recently used first, to make
+        room before a running generation is refused any."""
+        busy = {r.slot.seq for r in self._runs}
+        idle = sorted((s for s in self.slots if s.seq not in busy and s.cached), key=lambda s: s.last_used)
+        free = self.ctx.n_ctx - sum(len(s.cached) for s in self.slots)
+        while free < wanted and idle:
+            slot = idle.pop(0)
+            free += len(slot.cached)
+            self.ctx.forget(slot.seq, 0)
+            slot.cached = []
+        return max(0, min(free, wanted))
+
+    def _on_token(self, r: _Run, token: int) -> None:
+        if not r.prefilled_at:
+            r.prefilled_at = time.perf_counter()
+        if self.model.is_eog(token) or token in r.stop_ids:
+            self._finish(r, FinishReason.STOP)
+            return
+        r.n_out += 1
+        piece = r.text.feed(self.model.token_bytes(token))
+        if piece or r.text.stopped:
+            r.gen.emit(Chunk(piece, (token,)))
+        if r.text.stopped:
+            self._finish(r, FinishReason.STOP)
+        elif r.n_out >= r.limit or len(r.slot.cached) + 1 >= self.ctx.n_ctx:
+            self._finish(r, FinishReason.LENGTH)
+        else:
+            r.next_token = token
+
+    def _finish(self, r: _Run, reason: FinishReason) -> None:
+        tail = r.text.finish()
+        if tail:
+            r.gen.emit(Chunk(tail))
+        now = time.perf_counter()
+        prefilled = r.prefilled_at or now
+        usage = Usage(len(r.gen.prompt_tokens), r.reused, r.n_out, prefilled - r.started, now - prefilled)
+        self._leave(r)
+        self.stats.add(usage)
+        r.gen.emit(Chunk("", finish_reason=reason, usage=usage))
+
+    def _fail(self, r: _Run, error: str) -> None:
+        """The batch failed: the slot's cache is unknown now, so forget it."""
+        self.ctx.forget(r.slot.seq, 0)
+        r.slot.cached = []
+        self._leave(r)
+        r.gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=error))
+
+    def _leave(self, r: _Run) -> None:
+        r.sampler.close()
+        self._runs.remove(r)
+        self.stats.generations += 1
+        self.stats.busy = bool(self._runs)
+
+    def _stop_token_ids(self, stops: tuple[str, ...]) -> set[int]:
+        """Stop strings that are single control tokens (like <|im_end|>) never
+        show up as text, so they must be caught by id."""
+        ids: set[int] = set()
+        for stop in stops:
+            toks = self.model.tokenize(stop, add_bos=False)
+            if len(toks) == 1 and self.model.token_text(toks[0]) == stop:
+                ids.add(toks[0])
+        return ids
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
