@@ -11,6 +11,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from packager.errors import BuildError
@@ -43,14 +44,19 @@ def runtime_executable(verbose: bool = False) -> Path:
     exe = out_dir / (RUNTIME_NAME + (".exe" if os.name == "nt" else ""))
     if exe.is_file():
         return exe
-    work = ROOT / "build" / "pyinstaller"
-    cmd = [
-        sys.executable, "-m", "PyInstaller", "--noconfirm", "--clean",
-        "--log-level", "INFO" if verbose else "WARN",
-        "--distpath", str(out_dir), "--workpath", str(work), str(SPEC),
-    ]
-    result = subprocess.run(cmd, capture_output=not verbose, text=True, cwd=ROOT)
-    if result.returncode != 0 or not exe.is_file():
-        tail = (result.stderr or "").strip().splitlines()[-1:] if not verbose else []
-        raise BuildError("PyInstaller failed to build the runtime" + (f": {tail[0]}" if tail else ""))
+    # Each build freezes in a private directory and renames the result into
+    # place, so two builds at once never read a half-written runtime.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".building-") as tmp:
+        cmd = [
+            sys.executable, "-m", "PyInstaller", "--noconfirm",
+            "--log-level", "INFO" if verbose else "WARN",
+            "--distpath", str(Path(tmp) / "dist"), "--workpath", str(Path(tmp) / "work"), str(SPEC),
+        ]
+        result = subprocess.run(cmd, capture_output=not verbose, text=True, cwd=ROOT)
+        built = Path(tmp) / "dist" / exe.name
+        if result.returncode != 0 or not built.is_file():
+            tail = (result.stderr or "").strip().splitlines()[-1:] if not verbose else []
+            raise BuildError("PyInstaller failed to build the runtime" + (f": {tail[0]}" if tail else ""))
+        os.replace(built, exe)
     return exe
