@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from chat.engine.llama import ModelSource
 from chat.errors import ModelFileError
-from chat.paths import cache_dir
+from chat.paths import NoHomeError, cache_dir
 from packager.layout import LayoutError, Payload, read_payload
 
 CHUNK = 1 << 20
@@ -79,8 +79,8 @@ def verify(bundle: Bundle, force: bool, progress: Callable[[int, int], None] | N
     (by size, mtime, inode and manifest), so later launches skip the full
     read; returns False when the check was skipped for that reason."""
     key = _verified_key(bundle)
-    record = cache_dir() / "verified.json"
-    if not force and key in _read_record(record):
+    record = _record_path()
+    if not force and record is not None and key in _read_record(record):
         return False
     digest = _sha256(bundle, progress)
     expected = bundle.manifest.get("gguf", {}).get("sha256")
@@ -88,8 +88,18 @@ def verify(bundle: Bundle, force: bool, progress: Callable[[int, int], None] | N
         raise ModelFileError(
             f"the weights in {bundle.payload.path} are corrupted (sha256 mismatch): download the file again"
         )
-    _remember(record, key)
+    if record is not None:
+        _remember(record, key)
     return True
+
+
+def _record_path() -> Path | None:
+    """Where passed checks are remembered; None without a home to keep them
+    in (then every launch checks: never trust a shared /tmp record)."""
+    try:
+        return cache_dir() / "verified.json"
+    except NoHomeError:
+        return None
 
 
 def _sha256(bundle: Bundle, progress: Callable[[int, int], None] | None) -> str:

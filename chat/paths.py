@@ -14,13 +14,21 @@ import platformdirs
 APP = "llamabin"
 
 
+class NoHomeError(OSError):
+    """There is no home to keep files in (HOME unset and no passwd entry,
+    as under `docker run --user 54321`): callers go on without keeping any."""
+
+
 def _base(kind: str) -> Path:
     home = os.environ.get("LLAMABIN_HOME")
     if home:
         return Path(home) / kind
-    if kind == "data":
-        return Path(platformdirs.user_data_dir(APP, appauthor=False))
-    return Path(platformdirs.user_cache_dir(APP, appauthor=False))
+    try:
+        if kind == "data":
+            return Path(platformdirs.user_data_dir(APP, appauthor=False))
+        return Path(platformdirs.user_cache_dir(APP, appauthor=False))
+    except RuntimeError as exc:  # platformdirs' way of saying "no home"
+        raise NoHomeError(str(exc)) from None
 
 
 def data_dir() -> Path:

@@ -5,6 +5,7 @@ terminal around it."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 import traceback
 from contextlib import AbstractContextManager, nullcontext
 from typing import Callable, TextIO
@@ -12,7 +13,7 @@ from typing import Callable, TextIO
 from chat.conversation import Conversation, Reply
 from chat.engine import Engine, FinishReason
 from chat.errors import EXIT_OK, LlamabinError
-from chat.paths import history_file
+from chat.paths import NoHomeError, history_file
 from chat.repl.commands import builtin_commands
 from chat.repl.input import CONTINUATION, PROMPT, LineReader, make_reader
 from chat.repl.registry import CommandError, Registry
@@ -43,10 +44,17 @@ def run_repl(settings: Settings, background: Background | None = None) -> int:
         )
         with background(engine, template) if background else nullcontext():
             registry = builtin_commands()
-            reader = make_reader(registry, settings.history_file or history_file())
+            reader = make_reader(registry, settings.history_file or _history_path())
             repl = Repl(conversation, reader, sys.stdout, registry, verbose=settings.verbose)
             repl.banner(_model_name(engine))
             return repl.run()
+
+
+def _history_path() -> Path | None:
+    try:
+        return history_file()
+    except NoHomeError:
+        return None
 
 
 def _model_name(engine: Engine) -> str:

@@ -119,9 +119,11 @@ def _key_bindings() -> KeyBindings:
     return keys
 
 
-def open_history(path: Path) -> History:
+def open_history(path: Path | None) -> History:
     """The history file, or none kept if its folder cannot be made: a
-    read-only home must not stop the chat."""
+    read-only home, or none at all, must not stop the chat."""
+    if path is None:
+        return InMemoryHistory()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(exist_ok=True)
@@ -130,7 +132,7 @@ def open_history(path: Path) -> History:
     return FileHistory(str(path))
 
 
-def make_reader(registry: Registry, history_path: Path) -> LineReader:
+def make_reader(registry: Registry, history_path: Path | None) -> LineReader:
     """The line editor when the user is at a terminal; plain lines otherwise."""
     if sys.stdin.isatty() and sys.stdout.isatty():
         return PromptReader(registry, open_history(history_path))
