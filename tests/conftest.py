@@ -10,6 +10,7 @@ import pytest
 
 from chat import cli
 from chat.settings import Settings
+from tests.helpers import llamabin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,3 +65,20 @@ def llamabin_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "llamabin-home"
     monkeypatch.setenv("LLAMABIN_HOME", str(home))
     return home
+
+
+# The packaged file's baked defaults: tests check that flags override them.
+BAKED = ("-n", "6", "--temp", "0")
+
+
+@pytest.fixture(scope="session")
+def built(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    license_file = tmp_path_factory.mktemp("lic") / "LICENSE"
+    license_file.write_text("Apache License 2.0 (test copy)\n")
+    result = llamabin("build", str(smollm2), "-o", str(out), "--license", str(license_file), "--", *BAKED)
+    assert result.returncode == 0, result.stderr
+    exe = out / "SmolLM2-135M-Instruct.Q4_1-linux-x86_64"
+    assert result.stdout.strip() == str(exe)
+    assert os.access(exe, os.X_OK)
+    return exe

@@ -3,14 +3,13 @@ half-written output."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.test_packaged import llamabin
+from tests.helpers import llamabin
 
 
 def one_error_line(stderr: str) -> str:

@@ -10,42 +10,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from packager.layout import read_payload
-from tests.helpers import ROOT, run_chat
+from tests.conftest import BAKED
+from tests.helpers import ROOT, llamabin, run_chat, run_file
 
 PROMPT = "four score and seven"
-BAKED = ("-n", "6", "--temp", "0")
-
-
-def llamabin(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "packager", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
-
-
-def run_file(exe: Path, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the file with nothing inherited: no PATH, no HOME, no Python."""
-    env_args = [f"{k}={v}" for k, v in (env or {}).items()]
-    return subprocess.run(
-        ["env", "-i", *env_args, str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
-    )
-
-
-@pytest.fixture(scope="session")
-def built(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    license_file = tmp_path_factory.mktemp("lic") / "LICENSE"
-    license_file.write_text("Apache License 2.0 (test copy)\n")
-    result = llamabin("build", str(smollm2), "-o", str(out), "--license", str(license_file), "--", *BAKED)
-    assert result.returncode == 0, result.stderr
-    exe = out / f"SmolLM2-135M-Instruct.Q4_1-linux-x86_64"
-    assert result.stdout.strip() == str(exe)
-    assert os.access(exe, os.X_OK)
-    return exe
 
 
 @pytest.fixture
