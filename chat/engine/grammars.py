@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+from chat.engine.bindings import llama_grammar
+
+JSON_GBNF: str = llama_grammar.JSON_GBNF
+json_schema_to_gbnf = llama_grammar.json_schema_to_gbnf
 
 from chat.errors import UsageError
 

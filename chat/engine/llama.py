@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
-import llama_cpp.llama_cpp as C
+from chat.engine.bindings import llama_cpp as C
 
 from chat.engine.types import SamplingParams
 from chat.errors import (
