@@ -105,6 +105,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 @click.option("--api-key", metavar="KEY", help="Require 'Authorization: Bearer KEY' on API calls.")
 @click.option("--api-key-file", metavar="FILE", help="Read the API key from the first line of FILE.")
 @click.option("--verbose-prompt", is_flag=True, help="Print the prompt as the model sees it (chat template applied) on stderr.")
+@click.option("--doctor", is_flag=True, help="Print what to check when something does not work, and exit.")
 @click.option("--verify", is_flag=True, help="Check the built-in weights' sha256 and exit.")
 @click.version_option(__version__, "--version", message="llamabin %(version)s")
 @click.pass_context
@@ -113,6 +114,10 @@ def command(ctx: click.Context, **opts: Any) -> int:
     if opts["verify"]:
         return verify_bundle(bundle, opts["log_disable"])
     settings = build_settings(opts, bundle)
+    if opts["doctor"]:
+        from chat.doctor import run_doctor
+
+        return run_doctor(settings, bundle)
     if bundle is not None and settings.model == bundle.source:
         check_bundle(bundle, settings.log_disable)
     return dispatch(settings)

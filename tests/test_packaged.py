@@ -225,3 +225,14 @@ def test_the_seed_card_curl_example_against_the_packaged_server(built: Path, emp
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_doctor_says_where_the_weights_are_and_what_was_seen(built: Path, empty_dir: Path) -> None:
+    result = run_file(built, "--doctor", cwd=empty_dir)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"inside this file, {built} at byte " in out and "mapped in place; sha256 verified" in out
+    assert "llama.cpp sees: SSE3" in out
+    assert "gpu:       none" in out
+    assert "template:  the model's own; stops on <|im_end|>" in out
+    assert "start-up:  verify weights" in out and "load model and context" in out

@@ -1,0 +1,84 @@
+"""`--doctor`: what a user needs when something does not work, in a dozen
+lines: versions, CPU features, GPU, where the weights come from and whether
+they are verified, memory, template, and how long each start-up phase took."""
+
+from __future__ import annotations
+
+import time
+from importlib import metadata
+from typing import Callable, TypeVar
+
+from chat import __version__
+from chat.bundle import Bundle, verify
+from chat.engine import Engine
+from chat.engine.bindings import llama_cpp as C
+from chat.engine.memory import available_memory, kv_cache_bytes
+from chat.errors import EXIT_OK
+from chat.session import resolve_template
+from chat.settings import Settings
+
+T = TypeVar("T")
+MiB = 2**20
+
+
+def run_doctor(settings: Settings, bundle: Bundle | None) -> int:
+    phases: list[tuple[str, float]] = []
+
+    def timed(name: str, step: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        result = step()
+        phases.append((name, time.perf_counter() - start))
+        return result
+
+    print(f"llamabin {__version__} (llama-cpp-python {_version('llama-cpp-python')})")
+    print(f"cpu:       {_cpu_model()}; llama.cpp sees: {_cpu_features()}")
+    print(f"gpu:       {_gpu()}")
+    weights = _weights(settings, bundle, timed)
+    print(f"weights:   {weights}")
+    with timed("load model and context", lambda: Engine(settings.engine_config())) as engine:
+        template = resolve_template(engine, settings)
+        need = engine.model.size_bytes() + kv_cache_bytes(engine.model.metadata, engine.n_ctx)
+        free = available_memory()
+        print(f"memory:    {need / MiB:.0f} MiB needed (model and a {engine.n_ctx}-token cache),"
+              f" {'unknown' if free is None else f'{free / MiB:.0f} MiB'} free")
+        name = "the model's own" if template.origin == "gguf" else f"{template.name} ({template.origin})"
+        print(f"template:  {name}; stops on {', '.join(template.stop)}")
+    print("start-up:  " + ", ".join(f"{name} {secs:.2f} s" for name, secs in phases))
+    return EXIT_OK
+
+
+def _weights(settings: Settings, bundle: Bundle | None, timed: Callable[[str, Callable[[], bool]], bool]) -> str:
+    source = settings.model
+    if bundle is None or source != bundle.source:
+        return f"{source.path} (a plain GGUF file)"
+    checked = timed("verify weights", lambda: verify(bundle, force=False))
+    status = "sha256 verified now" if checked else "sha256 verified at an earlier launch"
+    where = "inside this file" if source.offset else "in the sidecar file"
+    return f"{where}, {source.path} at byte {source.offset:,}, mapped in place; {status}"
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "bundled"  # a packaged file carries no distribution metadata
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown")
+    except OSError:
+        return "unknown"
+
+
+def _cpu_features() -> str:
+    info = C.llama_print_system_info().decode("utf-8", errors="replace")
+    on = [part.split("=")[0].strip() for part in info.split("|") if part.strip().endswith("= 1")]
+    return " ".join(name.removeprefix("CPU : ") for name in on) or info.strip()
+
+
+def _gpu() -> str:
+    if C.llama_supports_gpu_offload():
+        return "this build can offload layers to a GPU (use -ngl N)"
+    return "none: this build of llama.cpp has only the CPU backend (-ngl is ignored)"
