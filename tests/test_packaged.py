@@ -222,6 +222,8 @@ def test_the_seed_card_curl_example_against_the_packaged_server(built: Path, emp
         script = subprocess.run(["curl", "-sf", "-o", "/dev/null", "-w", "%{http_code}",
                                  f"http://127.0.0.1:{port}/static/app.js"], capture_output=True, text=True)
         assert script.stdout == "200"
+        models = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/v1/models"], capture_output=True, text=True)
+        assert [m["id"] for m in json.loads(models.stdout)["data"]] == [built.name]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -101,6 +101,13 @@ class ModelSource:
     path: Path
     offset: int = 0
 
+    @property
+    def name(self) -> str:
+        """What to call the model: its file's name, which for a packaged file
+        is the name the user downloaded (the GGUF's own general.name is often
+        a training-run label)."""
+        return self.path.name.removesuffix(".exe")
+
 
 class Model:
     """A loaded llama_model and its vocabulary."""

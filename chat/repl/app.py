@@ -46,7 +46,7 @@ def run_repl(settings: Settings, background: Background | None = None) -> int:
             registry = builtin_commands()
             reader = make_reader(registry, settings.history_file or _history_path())
             repl = Repl(conversation, reader, sys.stdout, registry, verbose=settings.verbose)
-            repl.banner(_model_name(engine))
+            repl.banner(engine.model.source.name)
             return repl.run()
 
 
@@ -55,13 +55,6 @@ def _history_path() -> Path | None:
         return history_file()
     except NoHomeError:
         return None
-
-
-def _model_name(engine: Engine) -> str:
-    source = engine.model.source
-    if source.offset:  # packaged inside the executable: its file name says nothing
-        return engine.model.metadata.get("general.name", source.path.name)
-    return source.path.name
 
 
 class Repl:

@@ -49,9 +49,5 @@ def create_app(engine: Engine, template: ChatTemplate, settings: ServerSettings)
 
 
 def model_id(engine: Engine) -> str:
-    """The model's name as clients see it: its file name, or inside a
-    packaged executable (whose file name says nothing) its own name."""
-    source = engine.model.source
-    if source.offset:
-        return engine.model.metadata.get("general.name", source.path.stem)
-    return source.path.name
+    """The model's name as clients see it."""
+    return engine.model.source.name
