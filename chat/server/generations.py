@@ -22,6 +22,8 @@ from starlette.types import Receive, Scope, Send
 from chat.engine import Chunk, Engine, Generation, GenerationRequest
 from chat.server.errors import ApiError
 
+RETRY_AFTER_SECONDS = 1  # a queued generation of a small model ends within seconds
+
 
 class Generations:
     def __init__(self, engine: Engine, limit: int) -> None:
@@ -48,9 +50,11 @@ class Generations:
         tokenizing a long prompt, or compiling a grammar, takes a while."""
         with self._lock:  # the place is taken before the await, so a burst cannot overshoot
             if len(self._active) + self._starting >= self.limit:
+                # Overload is the server's state, not the client's fault:
+                # 503, with when to come back.
                 raise ApiError(
-                    429, f"The server is busy: {self.limit} requests are already waiting; retry later",
-                    type="rate_limit_error", code="queue_full",
+                    503, f"The server is busy: {self.limit} requests are already waiting; retry later",
+                    type="server_error", code="queue_full", retry_after=RETRY_AFTER_SECONDS,
                 )
             self._starting += 1
         place = [True]  # held until _submit turns it into an active generation, or given back

@@ -13,7 +13,7 @@ DEFAULT_PORT = 8080
 # a bigger body is a mistake or an attack, refused before it is parsed.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 # Server generations waiting for the engine at most; more are refused with
-# 429 rather than piling up threads and memory.
+# 503 (and Retry-After) rather than piling up threads and memory.
 MAX_QUEUE = 32
 
 
