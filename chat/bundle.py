@@ -19,7 +19,7 @@ from typing import Any, Callable
 from chat.engine.llama import ModelSource
 from chat.errors import ModelFileError
 from chat.paths import NoHomeError, cache_dir
-from packager.layout import LayoutError, Payload, read_payload
+from packager.layout import LayoutError, Payload, read_payload, sidecar_path
 
 CHUNK = 1 << 20
 
@@ -67,11 +67,6 @@ def find_bundle(executable: Path | None = None) -> Bundle | None:
         if payload is not None:
             return Bundle(payload)
     return None
-
-
-def sidecar_path(executable: Path) -> Path:
-    name = executable.name.removesuffix(".exe")
-    return executable.with_name(name + ".gguf")
 
 
 def verify(bundle: Bundle, force: bool, progress: Callable[[int, int], None] | None = None) -> bool:

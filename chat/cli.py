@@ -12,9 +12,10 @@ from typing import Any, Sequence
 import click
 
 from chat import __version__
-from chat.bundle import Bundle, find_bundle, sidecar_path
+from chat.bundle import Bundle, find_bundle
 from chat.engine.llama import ModelSource
 from chat.startup import check_bundle, describe_bundle, verify_bundle
+from packager.layout import sidecar_path
 from chat.engine.types import SamplingParams
 from chat.errors import EXIT_INTERRUPTED, EXIT_USAGE, LlamabinError, UsageError
 from chat.settings import Mode, Settings, default_threads

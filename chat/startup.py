@@ -3,6 +3,7 @@ and describe itself in --help."""
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Callable
 
@@ -54,12 +55,8 @@ def describe_bundle(bundle: Bundle) -> str:
         f" {gguf.get('quantization', '?')}, {gguf.get('size', 0) / 2**20:.0f} MiB)."
     ]
     if bundle.args:
-        lines.append("Built-in defaults (flags override them): " + " ".join(_quote(a) for a in bundle.args))
+        lines.append("Built-in defaults (flags override them): " + " ".join(shlex.quote(a) for a in bundle.args))
     lines.append("Run another model with -m FILE.gguf; the built-in defaults then do not apply.")
     return "\n".join(lines)
 
 
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)

@@ -18,7 +18,7 @@ from packager import progress
 from packager.elf import ElfError, insert_payload
 from packager.errors import BuildError
 from packager.gguf_info import GGUFInfo, read_gguf_info
-from packager.layout import encode_manifest
+from packager.layout import encode_manifest, sidecar_path
 from packager.runtime import runtime_executable
 from packager.sidecar import write_sidecar
 from packager.versions import build_versions
@@ -75,12 +75,12 @@ def build(opts: BuildOptions, say: Callable[[str], None]) -> BuildResult:
     say("preparing the runtime (built once, then cached)")
     runtime = runtime_executable(opts.verbose)
     use_sidecar = opts.sidecar if opts.sidecar is not None else _needs_sidecar(info.size)
-    with _staged(out) as tmp_exe, _staged(_sidecar_of(out)) as tmp_side:
+    with _staged(out) as tmp_exe, _staged(sidecar_path(out)) as tmp_side:
         if use_sidecar:
             _write_with_sidecar(runtime, tmp_exe, tmp_side, opts.model, manifest, info.size)
         else:
             _write_inside(runtime, tmp_exe, opts.model, manifest, info.size)
-    result = BuildResult(out, _sidecar_of(out) if use_sidecar else None, manifest)
+    result = BuildResult(out, sidecar_path(out) if use_sidecar else None, manifest)
     say("checking the result")
     try:
         _smoke_test(out)
@@ -98,10 +98,6 @@ def _needs_sidecar(size: int) -> bool:
     (docs/payload-layout.md); `size` will matter once PE and Mach-O insertion
     exist for models under that cap."""
     return not sys.platform.startswith("linux")
-
-
-def _sidecar_of(out: Path) -> Path:
-    return out.with_name(out.name.removesuffix(".exe") + ".gguf")
 
 
 def _baked_args(opts: BuildOptions) -> list[str]:

@@ -10,7 +10,7 @@ import click
 
 from packager.build import BuildOptions, build, iter_manifest_lines
 from packager.errors import BuildError
-from packager.layout import LayoutError, read_payload
+from packager.layout import LayoutError, read_payload, sidecar_path
 
 EPILOG = """\b
 Examples:
@@ -74,7 +74,7 @@ def inspect_cmd(file: Path, show_license: bool) -> None:
 
 
 def _payload(file: Path):  # type: ignore[no-untyped-def]
-    sidecar = file.with_name(file.name.removesuffix(".exe") + ".gguf")
+    sidecar = sidecar_path(file)
     try:
         for candidate in (file, sidecar):
             if candidate.is_file() and (payload := read_payload(candidate)) is not None:

@@ -156,6 +156,12 @@ class Payload:
         return self.footer.blob_size
 
 
+def sidecar_path(executable: str | os.PathLike[str]) -> Path:
+    """Where an executable's weights live when they are beside it, not inside."""
+    exe = Path(executable)
+    return exe.with_name(exe.name.removesuffix(".exe") + ".gguf")
+
+
 def align_up(value: int, alignment: int = ALIGNMENT) -> int:
     """Smallest multiple of ``alignment`` that is >= ``value``."""
     return -(-value // alignment) * alignment
