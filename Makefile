@@ -3,15 +3,20 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo setup system test lint clean
+.PHONY: demo setup system llama-lib test lint clean
 
 demo: setup
 	scripts/demo.sh $(PY)
 
-setup: system $(VENV)/.installed $(VENV)/.models
+setup: system $(VENV)/.installed $(VENV)/.models llama-lib
 
 system:
 	@scripts/setup-system.sh
+
+# llama.cpp's portable libraries that every file ships (about 25 minutes on
+# two cores the first time; kept in ~/.cache/llamabin-build afterwards).
+llama-lib: system
+	@scripts/build-llama-cpp.sh portable >/dev/null
 
 # pip keeps the llama-cpp-python wheel it builds (about 8 minutes) in its
 # cache, so a fresh venv on the same machine installs it in seconds.

@@ -10,8 +10,9 @@ from typing import Callable, TypeVar
 
 from chat import __version__
 from chat.bundle import Bundle, verify
-from chat.engine import Engine
+from chat.engine import Engine, backends
 from chat.engine.bindings import llama_cpp as C
+from chat.engine.llama import LlamaLog
 from chat.engine.memory import available_memory, kv_cache_bytes
 from chat.errors import EXIT_OK
 from chat.session import resolve_template
@@ -31,7 +32,10 @@ def run_doctor(settings: Settings, bundle: Bundle | None) -> int:
         return result
 
     print(f"llamabin {__version__} (llama-cpp-python {_version('llama-cpp-python')})")
+    LlamaLog.install(settings.verbose)  # before the kernels load: they log where they came from
+    kernels = timed("load CPU kernels", backends.load)
     print(f"cpu:       {_cpu_model()}; llama.cpp sees: {_cpu_features()}")
+    print(f"kernels:   {kernels.describe()}")
     print(f"gpu:       {_gpu()}")
     weights = _weights(settings, bundle, timed)
     print(f"weights:   {weights}")

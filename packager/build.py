@@ -19,7 +19,7 @@ from packager.elf import ElfError, insert_payload
 from packager.errors import BuildError
 from packager.gguf_info import GGUFInfo, read_gguf_info
 from packager.layout import encode_manifest, sidecar_path
-from packager.runtime import runtime_executable
+from packager.runtime import check_lib_dir, runtime_executable
 from packager.sidecar import write_sidecar
 from packager.versions import build_versions
 
@@ -37,6 +37,7 @@ class BuildOptions:
     runtime_args: tuple[str, ...] = ()
     sidecar: bool | None = None  # None: only where the platform needs it
     verbose: bool = False
+    llama_lib: Path | None = None  # llama.cpp libraries to ship; None: the installed wheel's
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,13 @@ def build(opts: BuildOptions, say: Callable[[str], None]) -> BuildResult:
     digest = _sha256(opts.model, info.size)
     manifest = _manifest(opts, info, digest, args, template, out)
     say("preparing the runtime (built once, then cached)")
-    runtime = runtime_executable(opts.verbose)
+    lib_dir = check_lib_dir(opts.llama_lib)
+    if opts.llama_lib is None:
+        say("note: llama.cpp comes from the installed llama-cpp-python, compiled for this machine's CPU;"
+            " on an older CPU the file may stop with 'Illegal instruction'."
+            " For one file that runs on any x86-64 CPU, pass --llama-lib with the folder"
+            " `scripts/build-llama-cpp.sh portable` prints")
+    runtime = runtime_executable(lib_dir, opts.verbose)
     use_sidecar = opts.sidecar if opts.sidecar is not None else _needs_sidecar(info.size)
     with _staged(out) as tmp_exe, _staged(sidecar_path(out)) as tmp_side:
         if use_sidecar:
@@ -161,7 +168,7 @@ def _manifest(
         "defaults": {"args": args},
         "template": _template_label(info, opts.template),
         "license": {"name": info.license, "text": _license_text(opts.license_file)},
-        "versions": build_versions(),
+        "versions": build_versions(opts.llama_lib),
     }
     if template is not None:
         manifest["chat_template"] = template
@@ -265,6 +272,6 @@ def iter_manifest_lines(manifest: dict[str, Any]) -> Iterator[str]:
     yield f"defaults:         {' '.join(manifest.get('defaults', {}).get('args', [])) or '(none)'}"
     yield f"template:         {manifest.get('template')}"
     yield f"license:          {lic.get('name') or 'unknown'}" + (" (text included)" if lic.get("text") else "")
-    for key in ("llamabin", "llama-cpp-python", "llama.cpp", "pyinstaller"):
+    for key in ("llamabin", "llama-cpp-python", "llama.cpp", "cpu kernels", "pyinstaller"):
         yield f"{key + ':':<18}{versions.get(key, 'unknown')}"
     yield f"built:            {manifest.get('created')}"

@@ -15,17 +15,34 @@ import tempfile
 from pathlib import Path
 
 from packager.errors import BuildError
-from packager.versions import build_versions
+from packager.versions import build_versions, ggml_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "build.spec"
 SOURCES = ("chat", "templates", "packager/layout.py", "build.spec")
 RUNTIME_NAME = "llamabin-runtime"
+LIBLLAMA = {"win32": "llama.dll", "darwin": "libllama.dylib"}.get(sys.platform, "libllama.so")
 
 
-def source_hash() -> str:
+def check_lib_dir(lib_dir: Path | None) -> Path | None:
+    """A --llama-lib folder must hold what llama-cpp-python opens."""
+    if lib_dir is None:
+        return None
+    if not lib_dir.is_dir():
+        raise BuildError(f"--llama-lib: no such folder: {lib_dir}")
+    if not (lib_dir / LIBLLAMA).is_file() or not ggml_file(lib_dir).is_file():
+        raise BuildError(f"--llama-lib: {lib_dir} has no {LIBLLAMA} and {ggml_file(lib_dir).name};"
+                         " give the lib folder that scripts/build-llama-cpp.sh prints")
+    return lib_dir.resolve()
+
+
+def source_hash(lib_dir: Path | None = None) -> str:
     """Changes whenever anything frozen into the runtime changes."""
-    h = hashlib.sha256(repr(sorted(build_versions().items())).encode())
+    h = hashlib.sha256(repr(sorted(build_versions(lib_dir).items())).encode())
+    if lib_dir is not None:
+        for path in sorted(lib_dir.iterdir()):
+            h.update(path.name.encode())
+            h.update(hashlib.sha256(path.read_bytes()).digest())
     for rel in SOURCES:
         base = ROOT / rel
         files = sorted(base.rglob("*")) if base.is_dir() else [base]
@@ -36,11 +53,12 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def runtime_executable(verbose: bool = False) -> Path:
-    """The cached runtime for the current sources, built if missing."""
+def runtime_executable(lib_dir: Path | None = None, verbose: bool = False) -> Path:
+    """The cached runtime for the current sources and llama.cpp libraries
+    (`lib_dir`, or the installed wheel's), built if missing."""
     if not SPEC.is_file():
         raise BuildError(f"llamabin build needs its source tree ({SPEC} is missing)")
-    out_dir = ROOT / "build" / "runtime" / source_hash()
+    out_dir = ROOT / "build" / "runtime" / source_hash(lib_dir)
     exe = out_dir / (RUNTIME_NAME + (".exe" if os.name == "nt" else ""))
     if exe.is_file():
         return exe
@@ -53,7 +71,11 @@ def runtime_executable(verbose: bool = False) -> Path:
             "--log-level", "INFO" if verbose else "WARN",
             "--distpath", str(Path(tmp) / "dist"), "--workpath", str(Path(tmp) / "work"), str(SPEC),
         ]
-        result = subprocess.run(cmd, capture_output=not verbose, text=True, cwd=ROOT)
+        env = dict(os.environ)
+        env.pop("LLAMABIN_LLAMA_LIB", None)
+        if lib_dir is not None:
+            env["LLAMABIN_LLAMA_LIB"] = str(lib_dir)  # build.spec reads it
+        result = subprocess.run(cmd, capture_output=not verbose, text=True, cwd=ROOT, env=env)
         built = Path(tmp) / "dist" / exe.name
         if result.returncode != 0 or not built.is_file():
             tail = (result.stderr or "").strip().splitlines()[-1:] if not verbose else []

@@ -10,6 +10,7 @@ lic = next((str(dist.locate_file(f)) for f in dist.files or [] if f.name == "LIC
 print(os.path.join(pkg, "SmolLM2-135M-Instruct.Q4_1.gguf"), lic)
 PY
 )
-exe=$("$py" -m packager build "$gguf" ${license:+--license "$license"})
+libs="$(scripts/build-llama-cpp.sh portable)/lib"
+exe=$("$py" -m packager build "$gguf" --llama-lib "$libs" ${license:+--license "$license"})
 echo "built $exe ($(du -h "$exe" | cut -f1)); starting it" >&2
 exec "$exe"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the tests drive: a real terminal (tmux), a browser for
-# the web page (chromium), curl for the API examples, and debootstrap for
-# the empty-rootfs test. Installs only
+# the web page (chromium), curl for the API examples, debootstrap for the
+# empty-rootfs test, qemu-user for the older-CPU test, and a C++ toolchain
+# with CMake and Ninja for llama.cpp's portable libraries. Installs only
 # what is missing, so a machine that has them needs no network or root.
 set -euo pipefail
 need=()
@@ -9,6 +10,11 @@ command -v tmux >/dev/null || need+=(tmux)
 command -v chromium >/dev/null || need+=(chromium)
 command -v curl >/dev/null || need+=(curl)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v qemu-x86_64 >/dev/null || need+=(qemu-user)
+command -v cmake >/dev/null || need+=(cmake)
+command -v ninja >/dev/null || need+=(ninja-build)
+command -v g++ >/dev/null || need+=(g++)
+command -v objdump >/dev/null || need+=(binutils)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "setup: please install: ${need[*]}" >&2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -88,3 +88,17 @@ def test_unknown_template_and_bad_baked_args(smollm2: Path, tmp_path: Path) -> N
     assert bad_args.returncode == 1
     assert "built-in defaults are invalid" in one_error_line(bad_args.stderr)
     assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda d: d / "missing", "--llama-lib: no such folder: "),
+    (lambda d: d, "has no libllama.so and libggml.so.0; give the lib folder that scripts/build-llama-cpp.sh prints"),
+], ids=["missing", "empty"])
+def test_a_bad_llama_lib_folder(smollm2: Path, tmp_path: Path, make: Callable[[Path], Path], says: str) -> None:
+    lib = make(tmp_path / "lib")
+    if lib.name == "lib":
+        lib.mkdir()
+    result = llamabin("build", str(smollm2), "-o", str(tmp_path / "out") + "/", "--llama-lib", str(lib))
+    assert result.returncode == 1
+    assert says in one_error_line(result.stderr)
+    assert_nothing_written(tmp_path / "out")

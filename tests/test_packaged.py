@@ -3,7 +3,9 @@ would, from an empty directory with a scrubbed environment (`env -i`)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -212,7 +214,6 @@ def test_the_seed_card_curl_example_against_the_packaged_server(built: Path, emp
         reply = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True,
                                timeout=300)
         assert reply.returncode == 0, reply.stderr
-        import json
 
         answer = json.loads(reply.stdout)
         assert answer["choices"][0]["message"]["content"].strip()
@@ -229,12 +230,30 @@ def test_the_seed_card_curl_example_against_the_packaged_server(built: Path, emp
         proc.wait(timeout=30)
 
 
+@pytest.mark.parametrize("variant, message", [
+    ("x64", None),
+    ("nonesuch", "LLAMABIN_CPU_VARIANT=nonesuch: no such CPU variant (there are: alderlake, "),
+])
+def test_a_cpu_variant_can_be_forced(built: Path, empty_dir: Path, variant: str, message: str | None) -> None:
+    verbose = ("--verbose",) if message is None else ()  # --verbose would show a traceback on purpose
+    result = run_file(built, "--cli", "-p", PROMPT, "-n", "4", *verbose, cwd=empty_dir,
+                      env={"LLAMABIN_CPU_VARIANT": variant})
+    if message is None:
+        assert result.returncode == 0, result.stderr
+        assert "libggml-cpu-x64.so" in result.stderr and result.stdout.strip()
+    else:
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"llamabin: error: {message}"), result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_doctor_says_where_the_weights_are_and_what_was_seen(built: Path, empty_dir: Path) -> None:
     result = run_file(built, "--doctor", cwd=empty_dir)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"inside this file, {built} at byte " in out and "mapped in place; sha256 verified" in out
     assert "llama.cpp sees: SSE3" in out
+    assert re.search(r"^kernels:   (\w+), picked at start from 14 variants \(alderlake, .*zen4\)$", out, re.M), out
     assert "gpu:       none" in out
     assert "template:  the model's own; stops on <|im_end|>" in out
-    assert "start-up:  verify weights" in out and "load model and context" in out
+    assert re.search(r"^start-up:  load CPU kernels [\d.]+ s, verify weights [\d.]+ s, load model and context", out, re.M)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
+from chat.engine import backends
 from chat.engine.bindings import llama_cpp as C
 
 from chat.engine.types import SamplingParams
@@ -114,6 +115,7 @@ class Model:
 
     def __init__(self, source: ModelSource, n_gpu_layers: int, log: LlamaLog) -> None:
         check_gguf_header(source.path, source.offset)
+        backends.load()
         C.llama_backend_init()
         params = C.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers

@@ -1,0 +1,110 @@
+"""Which of llama.cpp's compute backends this process runs on.
+
+A portable build of llama.cpp (GGML_BACKEND_DL with GGML_CPU_ALL_VARIANTS)
+keeps its CPU kernels out of libggml, as one library per instruction-set
+level (libggml-cpu-x64.so ... libggml-cpu-zen4.so). Nothing runs until one
+of them is loaded, and llama-cpp-python never does it, so every model load
+would fail with "no backends are loaded". `load()` asks libggml to score the
+variants beside libllama and load the best one for this CPU. A build with the
+kernels inside libggml (llama-cpp-python's default) has no variant files and
+needs nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from chat.engine.bindings import llama_cpp as C
+from chat.errors import ModelFileError
+
+FORCE_ENV = "LLAMABIN_CPU_VARIANT"
+
+
+def _names() -> tuple[str, str, str]:
+    """(variant prefix, variant suffix, the file name libllama links libggml
+    by). The exact linked name matters: a wheel stores libggml.so,
+    libggml.so.0 and libggml.so.0.x.y as separate copies, and backends
+    registered in a copy libllama does not use leave its registry empty."""
+    if sys.platform == "win32":
+        return "ggml-cpu-", ".dll", "ggml.dll"
+    if sys.platform == "darwin":
+        return "libggml-cpu-", ".so", "libggml.0.dylib"
+    return "libggml-cpu-", ".so", "libggml.so.0"
+
+
+@dataclass(frozen=True)
+class Backends:
+    lib_dir: Path
+    variants: tuple[str, ...]  # CPU variants shipped; empty when built in
+    cpu_variant: str | None  # the one loaded, when it can be told
+
+    def describe(self) -> str:
+        if not self.variants:
+            return f"built into libggml, compiled for the CPU it was built on ({self.lib_dir})"
+        chosen = self.cpu_variant or "one of them (this system cannot say which)"
+        return f"{chosen}, picked at start from {len(self.variants)} variants ({', '.join(self.variants)})"
+
+
+def lib_dir() -> Path:
+    """Where llama-cpp-python loaded libllama from (LLAMA_CPP_LIB_PATH or
+    its own lib/ folder, inside a packaged file too)."""
+    return Path(getattr(C, "_base_path", Path(C.__file__).parent / "lib"))
+
+
+@functools.cache  # ggml's backend registry is per process, so is this
+def load() -> Backends:
+    """Load the best CPU variant, once per process, before the first model."""
+    directory = lib_dir()
+    prefix, suffix, ggml_name = _names()
+    variants = tuple(sorted(p.name[len(prefix):-len(suffix)] for p in directory.glob(f"{prefix}*{suffix}")))
+    if not variants:
+        return Backends(directory, (), None)
+    ggml = ctypes.CDLL(str(_mapped(ggml_name) or directory / ggml_name))
+    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+    ggml.ggml_backend_load_all_from_path.restype = None
+    ggml.ggml_backend_load.argtypes = [ctypes.c_char_p]
+    ggml.ggml_backend_load.restype = ctypes.c_void_p
+    ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
+    forced = os.environ.get(FORCE_ENV)
+    if forced:
+        # For bug reports and tests: the same kernels on any CPU that has
+        # their instructions, so two machines can be compared exactly.
+        if forced not in variants:
+            raise ModelFileError(f"{FORCE_ENV}={forced}: no such CPU variant (there are: {', '.join(variants)})")
+        if not ggml.ggml_backend_load(str(directory / f"{prefix}{forced}{suffix}").encode()):
+            raise ModelFileError(f"{FORCE_ENV}={forced}: this CPU lacks instructions that variant needs")
+    else:
+        ggml.ggml_backend_load_all_from_path(str(directory).encode())
+    if ggml.ggml_backend_reg_count() == 0:
+        raise ModelFileError(f"none of llama.cpp's CPU variants in {directory} can run on this CPU "
+                             f"({', '.join(variants)})")
+    return Backends(directory, variants, _loaded_variant(prefix, suffix))
+
+
+def _mapped_files() -> list[Path]:
+    """The files mapped into this process (Linux; empty elsewhere)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return [Path(line.split(None, 5)[5].rstrip()) for line in maps if line.count(" ") >= 5 and "/" in line]
+    except OSError:
+        return []
+
+
+def _mapped(name: str) -> Path | None:
+    """The copy of `name` libllama really uses. It can differ from the one
+    beside libllama: a packaged file's loader path (LD_LIBRARY_PATH) may hold
+    another copy, and that one, not ours, must get the backends."""
+    return next((p for p in _mapped_files() if p.name == name), None)
+
+
+def _loaded_variant(prefix: str, suffix: str) -> str | None:
+    """The variant libggml chose; libggml does not report the file it picked."""
+    for path in _mapped_files():
+        if path.name.startswith(prefix) and path.name.endswith(suffix):
+            return path.name[len(prefix):-len(suffix)]
+    return None

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Builds llama.cpp from exactly the source the pinned llama-cpp-python
+# vendors (its PyPI sdist), in one of two flavours, and prints the folder
+# it went to. A finished build is kept, so the second call costs nothing.
+#
+#   portable  shared libllama and libggml with the CPU kernels split into
+#             one library per x86-64 (or ARM) level, chosen when the
+#             program starts: what the packaged file ships.
+#   native    llama-server, llama-cli, llama-completion and llama-bench, for this CPU
+#             as llama.cpp builds them by default: the reference the
+#             benchmarks measure against.
+#
+# Extra CMake arguments (a GPU backend, say) come from CMAKE_ARGS and are
+# part of the cache key.
+set -euo pipefail
+flavor=${1:?usage: build-llama-cpp.sh portable|native}
+here=$(cd "$(dirname "$0")/.." && pwd)
+version=$(sed -n 's/^llama[-_]cpp[-_]python==//p' "$here/constraints.txt")
+[ -n "$version" ] || { echo "build-llama-cpp: no llama-cpp-python pin in constraints.txt" >&2; exit 1; }
+cache=${LLAMABIN_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llamabin-build}
+extra=${CMAKE_ARGS:-}
+key=$flavor
+[ -z "$extra" ] || key="$flavor-$(printf %s "$extra" | sha256sum | cut -c1-12)"
+out="$cache/llama.cpp-$version-$key"
+if [ -f "$out/.done" ]; then
+    echo "$out"
+    exit 0
+fi
+
+case $flavor in
+portable)
+    args=(-DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON
+          -DGGML_CPU_ALL_VARIANTS=ON -DLLAMA_BUILD_COMMON=OFF)
+    targets=(all) ;;
+native)
+    args=(-DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON
+          -DLLAMA_BUILD_SERVER=ON)
+    targets=(llama-server llama-cli llama-completion llama-bench) ;;
+*)
+    echo "build-llama-cpp: unknown flavour '$flavor' (portable or native)" >&2
+    exit 2 ;;
+esac
+
+# Everything happens in a private folder that is renamed at the end, so an
+# interrupted build never looks finished.
+mkdir -p "$cache"
+work=$(mktemp -d "$cache/.work-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+sdist="$cache/llama_cpp_python-$version.tar.gz"
+if [ ! -f "$sdist" ]; then
+    python3 -m pip download -q --no-deps --no-binary :all: \
+        "llama-cpp-python==$version" -d "$work/dl" >&2
+    mv "$work/dl/llama_cpp_python-$version.tar.gz" "$sdist"
+fi
+tar -xzf "$sdist" -C "$work"
+src="$work/llama_cpp_python-$version/vendor/llama.cpp"
+
+# shellcheck disable=SC2206  # CMAKE_ARGS is a list of words by convention
+cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
+    -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
+    -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON "${args[@]}" $extra >&2
+cmake --build "$work/build" -j "$(nproc)" --target "${targets[@]}" >&2
+
+mkdir -p "$work/out/lib" "$work/out/bin"
+# One file per library, under the name it is looked up by: the soname that
+# other libraries link (libggml.so.0), and plain libllama.so, which is what
+# llama-cpp-python opens. Symlinks would not survive every packaging step,
+# and two copies of libggml would split its backend registry in two.
+find "$work/build/bin" -maxdepth 1 -name 'lib*.so*' -type f | while read -r f; do
+    soname=$(readelf -d "$f" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+    case $soname in libllama.so*) soname=libllama.so ;; esac
+    cp "$f" "$work/out/lib/${soname:-$(basename "$f")}"
+done
+for t in llama-server llama-cli llama-completion llama-bench; do
+    [ ! -x "$work/build/bin/$t" ] || cp "$work/build/bin/$t" "$work/out/bin/"
+done
+cp "$src/LICENSE" "$work/out/LICENSE.llama.cpp"
+echo "$version $flavor $extra" >"$work/out/.done"
+rm -rf "$out"
+mv "$work/out" "$out"
+echo "$out"
