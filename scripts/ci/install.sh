@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install llamabin and its build tools into PYTHON's environment, plus
+# CMake and Ninja from PyPI where the system has none (the release matrix's
+# runners and manylinux containers differ in what they carry).
+#
+#   scripts/ci/install.sh PYTHON
+set -euo pipefail
+py=${1:?usage: install.sh PYTHON}
+cd "$(dirname "$0")/../.."
+tools=()
+command -v cmake >/dev/null || tools+=("cmake==4.4.4")
+command -v ninja >/dev/null || tools+=("ninja==1.13.2")
+[ ${#tools[@]} -eq 0 ] || "$py" -m pip install -q "${tools[@]}"
+"$py" -m pip install -q -c constraints.txt -e '.[build]'
