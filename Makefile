@@ -22,7 +22,7 @@ llama-lib: system
 # cache, so a fresh venv on the same machine installs it in seconds.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[build,test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[build,test,bench]'
 	touch $@
 
 $(VENV)/.models: $(VENV)/.installed scripts/fetch-models.sh

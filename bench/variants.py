@@ -1,0 +1,121 @@
+"""Portable CPU kernels against llama.cpp compiled for this very CPU.
+
+    python bench/variants.py --gguf MODEL.gguf [--runs 10] [--tokens 128] [--out bench/RESULTS.md]
+
+The packaged file ships llama.cpp with its CPU kernels split into variants
+picked at start (`scripts/build-llama-cpp.sh portable`); llama-cpp-python's
+own build is compiled with -march=native for the machine it was built on.
+Both are the same llama.cpp source. Each run is a fresh process that loads
+the model through llamabin's engine with one or the other set of libraries
+(LLAMA_CPP_LIB_PATH), prefills a 256-token prompt and decodes `--tokens`
+tokens greedily; runs alternate so the drift of a shared machine hits both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.launch import machine  # noqa: E402
+
+PROMPT = "Once upon a time, in a land far away, there lived a dragon who loved to read books. " * 14
+
+
+def worker(gguf: Path, tokens: int, threads: int) -> dict[str, float | str]:
+    """One measurement, in this process (run as a child with the libraries chosen)."""
+    from chat.engine import Engine, EngineConfig, GenerationRequest, SamplingParams, backends
+    from chat.engine.llama import ModelSource
+
+    with Engine(EngineConfig(ModelSource(gguf), n_ctx=2048, n_threads=threads)) as engine:
+        prompt = engine.tokenize(PROMPT)[:256]
+        request = GenerationRequest(prompt, SamplingParams(temperature=0.0), max_tokens=tokens, stop=())
+        usage = None
+        for chunk in engine.submit(request):
+            usage = chunk.usage or usage
+        assert usage is not None
+        return {
+            "kernels": backends.load().cpu_variant or "native",
+            "prefill": usage.prompt_tokens_per_second,
+            "decode": usage.generation_tokens_per_second,
+            "tokens": usage.completion_tokens,
+        }
+
+
+def run(gguf: Path, tokens: int, threads: int, lib: Path | None) -> dict[str, float | str]:
+    env = dict(os.environ)
+    env.pop("LLAMA_CPP_LIB_PATH", None)
+    if lib is not None:
+        env["LLAMA_CPP_LIB_PATH"] = str(lib)
+    cmd = [sys.executable, __file__, "--worker", "--gguf", str(gguf), "--tokens", str(tokens), "--threads", str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, timeout=600).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def portable_lib() -> Path:
+    out = subprocess.run([str(ROOT / "scripts" / "build-llama-cpp.sh"), "portable"], capture_output=True,
+                         text=True, check=True).stdout
+    return Path(out.strip().splitlines()[-1]) / "lib"
+
+
+def report(results: dict[str, list[dict[str, float | str]]], runs: int, tokens: int, threads: int) -> str:
+    native, portable = results["native"], results["portable"]
+    lines = [
+        f"### Portable CPU kernels vs native ({date.today().isoformat()}, {runs} alternating runs)",
+        "",
+        f"Machine: {machine()}. Model: SmolLM2-135M-Instruct Q4_1 through llamabin's engine, "
+        f"{threads} threads, 256-token prompt, {tokens} greedy tokens. Portable picked "
+        f"`{portable[0]['kernels']}`; native is llama-cpp-python's own -march=native build.",
+        "",
+        "| tokens/s | native median (min-max) | portable median (min-max) | portable/native |",
+        "|---|---|---|---|",
+    ]
+    for key in ("prefill", "decode"):
+        a = [float(r[key]) for r in native]
+        b = [float(r[key]) for r in portable]
+        lines.append(f"| {key} | {statistics.median(a):.1f} ({min(a):.1f}-{max(a):.1f}) | "
+                     f"{statistics.median(b):.1f} ({min(b):.1f}-{max(b):.1f}) | "
+                     f"{statistics.median(b) / statistics.median(a):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gguf", type=Path, required=True)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--portable-lib", type=Path, help="default: scripts/build-llama-cpp.sh portable")
+    parser.add_argument("--out", type=Path, help="append the section to this file")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not args.gguf.is_file():
+        print(f"variants: no such model file: {args.gguf}", file=sys.stderr)
+        return 2
+    if args.worker:
+        print(json.dumps(worker(args.gguf, args.tokens, args.threads)))
+        return 0
+    lib = args.portable_lib or portable_lib()
+    results: dict[str, list[dict[str, float | str]]] = {"native": [], "portable": []}
+    for i in range(args.runs):
+        order = [("native", None), ("portable", lib)]
+        for name, path in order if i % 2 == 0 else reversed(order):
+            results[name].append(run(args.gguf, args.tokens, args.threads, path))
+    text = report(results, args.runs, args.tokens, args.threads)
+    print(text)
+    if args.out:
+        with args.out.open("a", encoding="utf-8") as f:
+            f.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""bench/compare.py --smoke, end to end: the real built file against llama.cpp's
+real tools (built by scripts/build-llama-cpp.sh native, ~25 minutes the
+first time, then kept), and nothing left running afterwards."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+NUM = r"\d+(?:\.\d+)?"
+SPREAD = rf"{NUM}(?: \({NUM}-{NUM}\))?"  # a median, with (min-max) when there are several runs
+ROWS = {
+    "target rows": rf"\| single stream decode, engine [^|]*\| {NUM}x \| >= 0\.97x \| (PASS|MISS) \(",
+    "engine, llamabin": rf"\| llamabin \| {SPREAD} \| {NUM}x \| {SPREAD} \| {NUM}x \| \d+/\d+ \|",
+    "engine, llama-server": rf"\| llama-server \| {SPREAD} \| 1\.00x \| {SPREAD} \| 1\.00x \| \d+/\d+ \|",
+    "llama-bench": rf"\| llama-bench \(pp\d+/tg\d+[^|]*\) \| {NUM} \| {NUM}x \| {NUM} \| {NUM}x \|",
+    "streaming client": rf"\| llamabin \| {SPREAD} \| {NUM}x \| {SPREAD} \| {NUM}x \|\n",
+    "4 clients, llamabin": rf"\| llamabin \| 4 \| 4 \| {SPREAD} \| {NUM}x \| {NUM} \| {NUM} \| 4 \| 0 \| \d+ \|",
+    "4 clients, llama-server": rf"\| llama-server \| 4 \| 4 \| {SPREAD} \| 1\.00x \| {NUM} \| {NUM} \| 4 \| 0 \| \d+ \|",
+    # Measured, or said why not: it must never crash the run.
+    "llama-cpp-python": r"\| llama-cpp-python \| 1 \(serial\) \| 4 \| (\d|not available: )",
+    "start to ready": rf"\| llamabin \| {SPREAD} \| {NUM}x \|\n",
+    "one-shot, llamabin": rf"\| llamabin `--cli` \(warm\) \| {SPREAD} \| {NUM}x \| {SPREAD} \| -?{NUM} \|",
+    "one-shot, llama-completion": rf"\| llama-completion \| {SPREAD} \| 1\.00x \| {SPREAD} \| 0 \|",
+    "size": rf"\| file size minus GGUF size \| {NUM} MB \|",
+    "first launch": rf"\| first launch `--cli -n 16` \(fresh LLAMABIN_HOME\) s \| {SPREAD} \|",
+}
+
+
+def tagged_pids(tag: str) -> list[int]:
+    """Live processes whose environment carries the tag: every program the
+    harness started inherits it, wherever it re-parented itself."""
+    needle = f"LLAMABIN_BENCH_TAG={tag}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_compare_smoke(built: Path, smollm2: Path) -> None:
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is missing: llama.cpp's reference tools cannot be built")
+    tag = uuid.uuid4().hex
+    env = dict(os.environ, LLAMABIN_BENCH_TAG=tag)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "compare.py"), "--smoke", "--exe", str(built), "--gguf", str(smollm2)],
+        capture_output=True, text=True, cwd=ROOT, env=env,
+        timeout=3 * 3600,  # a cold build of the tools included
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    md = result.stdout
+    assert md.startswith("### llamabin vs llama.cpp (20"), md[:200]
+    assert "Machine: " in md and "llama-cpp-python 0.3.36" in md, md[:600]
+    missing = [name for name, pattern in ROWS.items() if not re.search(pattern, md)]
+    assert not missing, f"rows missing or without numbers: {missing}\n{md}"
+    assert tagged_pids(tag) == [], "a process the benchmark started is still running"
