@@ -8,6 +8,7 @@ weights inserted.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -39,6 +40,8 @@ def check_lib_dir(lib_dir: Path | None) -> Path | None:
 def source_hash(lib_dir: Path | None = None) -> str:
     """Changes whenever anything frozen into the runtime changes."""
     h = hashlib.sha256(repr(sorted(build_versions(lib_dir).items())).encode())
+    for loader in _bootloaders():  # a patched bootloader keeps PyInstaller's version number
+        h.update(hashlib.sha256(loader.read_bytes()).digest())
     if lib_dir is not None:
         for path in sorted(lib_dir.iterdir()):
             h.update(path.name.encode())
@@ -51,6 +54,13 @@ def source_hash(lib_dir: Path | None = None) -> str:
                 h.update(str(path.relative_to(ROOT)).encode())
                 h.update(path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _bootloaders() -> list[Path]:
+    spec = importlib.util.find_spec("PyInstaller")
+    if spec is None or spec.origin is None:
+        return []
+    return sorted((Path(spec.origin).parent / "bootloader").glob("*/run*"))
 
 
 def runtime_executable(lib_dir: Path | None = None, verbose: bool = False) -> Path:

@@ -15,6 +15,7 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v ninja >/dev/null || need+=(ninja-build)
 command -v g++ >/dev/null || need+=(g++)
 command -v objdump >/dev/null || need+=(binutils)
+[ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)  # PyInstaller's bootloader
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "setup: please install: ${need[*]}" >&2
