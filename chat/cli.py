@@ -92,7 +92,8 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 @click.option("--repeat-last-n", type=int, default=64, show_default=True, help="How many recent tokens the penalty looks at.")
 @click.option("-s", "--seed", type=int, default=-1, show_default=True, help="Random seed (-1 = random).")
 @click.option("-t", "--threads", type=int, callback=_positive, help="CPU threads [default: all cores].")
-@click.option("-np", "--parallel", type=int, callback=_positive, help="Requests the server decodes together, sharing the context [default: 4 with the server, else 1].")
+@click.option("-np", "--parallel", type=int, callback=_positive, help="Requests the server decodes together [default: 4 with the server, else 1]. Given explicitly, each gets -c / N tokens of its own, as in llama-server; else they share -c (see -kvu).")
+@click.option("-kvu", "--kv-unified", is_flag=True, help="One KV cache that all -np slots share, so one request may use all of -c [default: on unless -np is given].")
 @click.option("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload to a GPU, if this build has one (999 = all).")
 @click.option("--template", metavar="NAME|FILE", help="Chat template: alpaca, chatml, gemma, llama3, or a Jinja file [default: the model's own].")
 @click.option("--grammar", metavar="GBNF", help="Constrain output to a GBNF grammar.")
@@ -167,6 +168,8 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         threads=opts["threads"] or default_threads(),
         n_gpu_layers=opts["n_gpu_layers"],
         parallel=opts["parallel"] or (SERVER_SLOTS if mode in (Mode.DEFAULT, Mode.SERVER) else 1),
+        # llama.cpp's rule: shared when the slot count is automatic.
+        kv_unified=opts["kv_unified"] or not opts["parallel"],
         template=opts["template"],
         baked_template=bundle.chat_template if bundle and model == bundle.source else None,
         system_prompt=opts["system_prompt"] or (opts["prompt"] if chat_mode else None),

@@ -37,6 +37,7 @@ class Settings:
     threads: int = field(default_factory=default_threads)
     n_gpu_layers: int = 0
     parallel: int = 1  # sequences decoded together (the server's slots)
+    kv_unified: bool = True  # the slots share one KV pool; False: -c / -np each
     template: str | None = None  # builtin name or file; None: the model's own
     baked_template: dict[str, str] | None = None  # a template file built into the executable
     system_prompt: str | None = None
@@ -54,6 +55,7 @@ class Settings:
         return EngineConfig(
             model=self.model,
             n_parallel=self.parallel,
+            kv_unified=self.kv_unified,
             n_ctx=self.n_ctx,
             ctx_force=self.ctx_force,
             n_threads=self.threads,

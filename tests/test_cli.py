@@ -106,3 +106,11 @@ def test_parallel_slots_default_to_four_with_the_server(parsed: list[Settings]) 
     cli.main(["-m", "x.gguf", "--server", "-np", "8"])
     assert [s.parallel for s in parsed] == [4, 4, 1, 8]
     assert parsed[3].engine_config().n_parallel == 8
+
+
+def test_an_explicit_slot_count_splits_the_cache_as_llama_server_does(parsed: list[Settings]) -> None:
+    cli.main(["-m", "x.gguf", "--server"])
+    cli.main(["-m", "x.gguf", "--server", "-np", "8"])
+    cli.main(["-m", "x.gguf", "--server", "-np", "8", "-kvu"])
+    cli.main(["-m", "x.gguf", "--server", "--parallel", "2", "--kv-unified"])
+    assert [s.engine_config().kv_unified for s in parsed] == [True, False, True, True]

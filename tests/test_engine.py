@@ -12,6 +12,7 @@ from chat.conversation import Conversation
 from chat.engine import Engine, EngineConfig, FinishReason, GenerationRequest, SamplingParams
 from chat.engine.llama import ModelSource
 from chat.engine.stream import TextStream
+from chat.errors import ContextLengthExceededError
 from templates import resolve
 
 GREEDY = SamplingParams(temperature=0, seed=1)
@@ -164,3 +165,24 @@ def test_sequences_sharing_a_full_cache_end_cleanly(smollm2: Path) -> None:
         after = small.submit(GenerationRequest("Hello", GREEDY, max_tokens=4))
         after.text()
         assert after.final is not None and after.final.finish_reason is FinishReason.LENGTH
+
+
+def test_a_split_cache_gives_each_slot_its_share(smollm2: Path) -> None:
+    """-np without -kvu: each of 4 slots owns 512 of the 2048 cells, so a
+    request may use 512 (not 2048), and one slot filling its share ends
+    with `length` while another slot's request is unaffected."""
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=2048, n_parallel=4, kv_unified=False)) as eng:
+        assert eng.n_ctx == 512
+        too_long = eng.tokenize("word " * 600)
+        with pytest.raises(ContextLengthExceededError):
+            eng.submit(GenerationRequest(too_long, GREEDY, max_tokens=4))
+        filler = eng.tokenize("Tell me a very long story. " * 60)[:480]
+        long = eng.submit(GenerationRequest(filler, GREEDY, max_tokens=200))
+        short = eng.submit(GenerationRequest("Once upon a time, there was a", GREEDY, max_tokens=8))
+        long.text()
+        short.text()
+        assert long.final is not None and long.final.finish_reason is FinishReason.LENGTH
+        used = long.final.usage.prompt_tokens + long.final.usage.completion_tokens if long.final.usage else 0
+        assert eng.n_ctx - 2 <= used <= eng.n_ctx, "the long request did not stop at its own share"
+        assert short.final is not None and short.final.usage is not None
+        assert short.final.finish_reason is FinishReason.LENGTH and short.final.usage.completion_tokens == 8

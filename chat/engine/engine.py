@@ -38,6 +38,7 @@ class EngineConfig:
     ctx_force: bool = False  # allow n_ctx above the trained context
     n_batch: int = 512
     n_parallel: int = 1
+    kv_unified: bool = True  # one KV pool for all slots; False: n_ctx / n_parallel each
     n_threads: int = 2
     n_gpu_layers: int = 0
     verbose: bool = False
@@ -109,12 +110,13 @@ class Engine:
             n_ctx = resolve_n_ctx(config.n_ctx, self.model.n_ctx_train, config.ctx_force)
             check_context_fits(self.model.metadata, n_ctx)
             self.ctx = Context(
-                self.model, n_ctx, config.n_batch, config.n_parallel, config.n_threads, self.log
+                self.model, n_ctx, config.n_batch, config.n_parallel, config.n_threads, self.log,
+                unified=config.kv_unified or config.n_parallel == 1,
             )
         except BaseException:
             self.model.close()
             raise
-        self.n_ctx = self.ctx.n_ctx
+        self.n_ctx = self.ctx.n_ctx_seq  # what one request may use
         self.stats = EngineStats()
         self._embedder: EmbeddingContext | None = None
         self._embed_lock = threading.Lock()

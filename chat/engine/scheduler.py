@@ -120,7 +120,7 @@ class Scheduler:
             gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=str(exc)))
             self.stats.generations += 1
             return
-        limit = req.max_tokens if req.max_tokens is not None else self.ctx.n_ctx
+        limit = req.max_tokens if req.max_tokens is not None else self.ctx.n_ctx_seq
         self._runs.append(
             _Run(gen, slot, sampler, TextStream(req.stop), self._stop_token_ids(req.stop), limit,
                  prompt[keep:], keep, time.perf_counter())
@@ -166,14 +166,14 @@ class Scheduler:
             token, r.next_token = r.next_token, None
             if token is None:
                 continue
-            if self._room(1) < 1:
+            if self._room(r, 1) < 1:
                 self._finish(r, FinishReason.LENGTH)
                 continue
             entries.append(BatchEntry(token, r.slot.seq, len(r.slot.cached), True))
             sampled.append((r, len(entries) - 1))
             r.slot.cached.append(token)
         for r in self._runs:
-            room = min(self.ctx.n_batch - len(entries), self._room(len(r.todo)))
+            room = min(self.ctx.n_batch - len(entries), self._room(r, len(r.todo)))
             if not r.todo or room <= 0:
                 continue
             part, r.todo = r.todo[:room], r.todo[room:]
@@ -185,10 +185,13 @@ class Scheduler:
                 sampled.append((r, len(entries) - 1))
         return entries, sampled
 
-    def _room(self, wanted: int) -> int:
-        """Free cells in the cache all sequences share, up to `wanted`:
-        idle slots' caches are dropped, least recently used first, to make
-        room before a running generation is refused any."""
+    def _room(self, r: _Run, wanted: int) -> int:
+        """Free cells for `r`, up to `wanted`. In a unified cache all
+        sequences share the cells, and idle slots' caches are dropped, least
+        recently used first, to make room before a running generation is
+        refused any; in a split one each slot has its own share."""
+        if not self.ctx.unified:
+            return max(0, min(self.ctx.n_ctx_seq - len(r.slot.cached), wanted))
         busy = {r.slot.seq for r in self._runs}
         idle = sorted((s for s in self.slots if s.seq not in busy and s.cached), key=lambda s: s.last_used)
         free = self.ctx.n_ctx - sum(len(s.cached) for s in self.slots)
@@ -211,7 +214,7 @@ class Scheduler:
             r.gen.emit(Chunk(piece, (token,)))
         if r.text.stopped:
             self._finish(r, FinishReason.STOP)
-        elif r.n_out >= r.limit or len(r.slot.cached) + 1 >= self.ctx.n_ctx:
+        elif r.n_out >= r.limit or len(r.slot.cached) + 1 >= self.ctx.n_ctx_seq:
             self._finish(r, FinishReason.LENGTH)
         else:
             r.next_token = token
