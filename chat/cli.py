@@ -69,6 +69,15 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
     return value
 
 
+MAX_SLOTS = 256  # llama.cpp's limit on sequences in one context (LLAMA_MAX_SEQ)
+
+
+def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and not 0 < value <= MAX_SLOTS:
+        raise click.BadParameter(f"must be between 1 and {MAX_SLOTS}")
+    return value
+
+
 @click.command(
     help=MANUAL,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True},
@@ -92,7 +101,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 @click.option("--repeat-last-n", type=int, default=64, show_default=True, help="How many recent tokens the penalty looks at.")
 @click.option("-s", "--seed", type=int, default=-1, show_default=True, help="Random seed (-1 = random).")
 @click.option("-t", "--threads", type=int, callback=_positive, help="CPU threads [default: all cores].")
-@click.option("-np", "--parallel", type=int, callback=_positive, help="Requests the server decodes together [default: 4 with the server, else 1]. Given explicitly, each gets -c / N tokens of its own, as in llama-server; else they share -c (see -kvu).")
+@click.option("-np", "--parallel", type=int, callback=_slots, help="Requests the server decodes together [default: 4 with the server, else 1]. Given explicitly, each gets -c / N tokens of its own, as in llama-server; else they share -c (see -kvu).")
 @click.option("-kvu", "--kv-unified", is_flag=True, help="One KV cache that all -np slots share, so one request may use all of -c [default: on unless -np is given].")
 @click.option("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload to a GPU, if this build has one (999 = all).")
 @click.option("--template", metavar="NAME|FILE", help="Chat template: alpaca, chatml, gemma, llama3, or a Jinja file [default: the model's own].")

@@ -11,7 +11,8 @@
 #             benchmarks measure against.
 #
 # Extra CMake arguments (a GPU backend, say) come from CMAKE_ARGS and are
-# part of the cache key.
+# part of the cache key. PYTHON (default python3) fetches the sdist. Runs on
+# Linux, macOS and Windows (Git Bash), as the release matrix needs.
 set -euo pipefail
 flavor=${1:?usage: build-llama-cpp.sh portable|native}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,7 +21,7 @@ version=$(sed -n 's/^llama[-_]cpp[-_]python==//p' "$here/constraints.txt")
 cache=${LLAMABIN_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llamabin-build}
 extra=${CMAKE_ARGS:-}
 key=$flavor
-[ -z "$extra" ] || key="$flavor-$(printf %s "$extra" | sha256sum | cut -c1-12)"
+[ -z "$extra" ] || key="$flavor-$(printf %s "$extra" | cksum | cut -d' ' -f1)"
 out="$cache/llama.cpp-$version-$key"
 if [ -f "$out/.done" ]; then
     echo "$out"
@@ -48,7 +49,7 @@ work=$(mktemp -d "$cache/.work-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 sdist="$cache/llama_cpp_python-$version.tar.gz"
 if [ ! -f "$sdist" ]; then
-    python3 -m pip download -q --no-deps --no-binary :all: \
+    "${PYTHON:-python3}" -m pip download -q --no-deps --no-binary :all: \
         "llama-cpp-python==$version" -d "$work/dl" >&2
     mv "$work/dl/llama_cpp_python-$version.tar.gz" "$sdist"
 fi
@@ -60,18 +61,30 @@ cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
     -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON "${args[@]}" $extra >&2
-cmake --build "$work/build" -j "$(nproc)" --target "${targets[@]}" >&2
+cmake --build "$work/build" -j "$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)" --target "${targets[@]}" >&2
 
 mkdir -p "$work/out/lib" "$work/out/bin"
-# One file per library, under the name it is looked up by: the soname that
-# other libraries link (libggml.so.0), and plain libllama.so, which is what
-# llama-cpp-python opens. Symlinks would not survive every packaging step,
-# and two copies of libggml would split its backend registry in two.
-find "$work/build/bin" -maxdepth 1 -name 'lib*.so*' -type f | while read -r f; do
-    soname=$(readelf -d "$f" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
-    case $soname in libllama.so*) soname=libllama.so ;; esac
-    cp "$f" "$work/out/lib/${soname:-$(basename "$f")}"
-done
+# One file per library, under the name it is looked up by: the name other
+# libraries link (libggml.so.0, libggml.0.dylib), and for libllama the name
+# llama-cpp-python opens (libllama.so, libllama.dylib). Symlinks would not
+# survive every packaging step, and two copies of libggml would split its
+# backend registry in two. The CPU variants are modules with no such name.
+linked_name() {
+    case $(uname -s) in
+    Darwin) otool -D "$1" | sed -n '2s|.*/||p' ;;
+    *) readelf -d "$1" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p' ;;
+    esac
+}
+case $(uname -s) in
+MINGW* | MSYS* | CYGWIN*)
+    cp "$work"/build/bin/*.dll "$work/out/lib/" ;;
+*)
+    find "$work/build/bin" -maxdepth 1 \( -name 'lib*.so*' -o -name 'lib*.dylib' \) -type f | while read -r f; do
+        name=$(linked_name "$f")
+        case $name in libllama.so*) name=libllama.so ;; libllama.*dylib) name=libllama.dylib ;; esac
+        cp "$f" "$work/out/lib/${name:-$(basename "$f")}"
+    done ;;
+esac
 for t in llama-server llama-cli llama-completion llama-bench; do
     [ ! -x "$work/build/bin/$t" ] || cp "$work/build/bin/$t" "$work/out/bin/"
 done

@@ -13,6 +13,7 @@ py=${1:?usage: build-leg.sh PYTHON OUTDIR}
 out=${2:?usage: build-leg.sh PYTHON OUTDIR}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$here"
+export PYTHON=$py  # for the scripts below, where python3 may be missing or another Python
 
 libs="$(scripts/build-llama-cpp.sh portable)/lib"
 read -r gguf license < <("$py" scripts/ci/default-model.py)

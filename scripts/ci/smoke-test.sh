@@ -14,7 +14,7 @@ text=$("$exe" --cli -p "The capital of France is" -n 8 --temp 0 --log-disable)
 echo "cli: $text"
 "$exe" --doctor | tee /dev/stderr | grep -q "^kernels:" || fail "--doctor says nothing about the CPU kernels"
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$("${PYTHON:-python3}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$exe" --server --nobrowser --port "$port" --log-disable &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
