@@ -79,6 +79,12 @@ class ServerProcess:
         self.proc.send_signal(signal.SIGINT)
         return self.proc.wait(timeout)
 
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.alive:
             self.proc.send_signal(signal.SIGINT)

@@ -157,9 +157,12 @@ def test_client_disconnect_cancels_the_generation(server: ServerProcess) -> None
     assert post(server, "/v1/completions", {"prompt": "One, two,", "max_tokens": 2}).status_code == 200
 
 
-def test_a_burst_beyond_the_queue_gets_503_and_the_rest_are_served(server: ServerProcess) -> None:
+def test_a_burst_beyond_the_queue_gets_503_and_the_rest_are_served(smollm2: Path, tmp_path: Path) -> None:
     short = {"prompt": "Hi", "max_tokens": 1}
-    with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=64)) as client, ThreadPoolExecutor(40) as pool:
+    # One slot: with more, short answers would finish beside the long one
+    # while the burst is still arriving, and free places for the rest.
+    server = ServerProcess(smollm2, "-np", "1", home=tmp_path)
+    with server, httpx.Client(timeout=120, limits=httpx.Limits(max_connections=64)) as client, ThreadPoolExecutor(40) as pool:
         # One long answer holds the engine, so the burst waits in the queue:
         # 31 places are left beside it (32 in all) and the other 9 are refused.
         with client.stream("POST", f"{server.url}/v1/completions", json=COUNTING) as long_answer:
