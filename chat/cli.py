@@ -18,6 +18,8 @@ from chat.startup import check_bundle, describe_bundle, verify_bundle
 from packager.layout import sidecar_path
 from chat.engine.types import SamplingParams
 from chat.errors import EXIT_INTERRUPTED, EXIT_USAGE, LlamabinError, UsageError
+from chat.server.listen import listen, listen_beside_chat
+from chat.session import EngineLoad
 from chat.settings import Mode, Settings, default_threads
 from templates import BUILTIN_NAMES
 
@@ -135,23 +137,30 @@ def command(ctx: click.Context, **opts: Any) -> int:
 
 
 def dispatch(settings: Settings) -> int:
-    """Run the front end the mode asks for; the imports are here so
-    `--help` and bad flags answer without loading llama.cpp."""
+    """Run the front end the mode asks for. The port is bound first, so a
+    taken one is reported at once; then the model loads in a thread while
+    the front end is imported here (not at the top, so `--help` and bad
+    flags answer at once)."""
     if settings.mode in (Mode.CLI, Mode.ASK):
-        from chat.oneshot import run_oneshot
+        with EngineLoad(settings) as load:
+            from chat.oneshot import run_oneshot
 
-        return run_oneshot(settings)
+            return run_oneshot(settings, load.engine())
     if settings.mode is Mode.SERVER:
-        from chat.server.run import serve
+        with listen(settings.server_settings()) as sock, EngineLoad(settings) as load:
+            from chat.server.run import serve
 
-        return serve(settings)
-    from chat.repl import run_repl
+            return serve(settings, load.engine(), sock)
+    beside = listen_beside_chat(settings.server_settings()) if settings.mode is Mode.DEFAULT else None
+    with EngineLoad(settings) as load:
+        from chat.repl import run_repl
 
-    if settings.mode is Mode.DEFAULT:
+        if beside is None:
+            return run_repl(settings, load.engine())
         from chat.server.run import beside_the_chat
 
-        return run_repl(settings, background=beside_the_chat(settings))
-    return run_repl(settings)
+        with beside:
+            return run_repl(settings, load.engine(), background=beside_the_chat(settings, beside))
 
 
 def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settings:

@@ -8,17 +8,16 @@ from typing import Iterable
 
 from chat.engine import Engine, GenerationRequest
 from chat.errors import EXIT_INTERRUPTED, EXIT_OK, GenerationError
-from chat.session import open_engine, resolve_template
+from chat.session import resolve_template
 from chat.settings import Mode, Settings
 from chat.conversation import Conversation
 
 
-def run_oneshot(settings: Settings) -> int:
+def run_oneshot(settings: Settings, engine: Engine) -> int:
     assert settings.prompt is not None
-    with open_engine(settings) as engine:
-        if settings.mode is Mode.ASK:
-            return _ask(engine, settings)
-        return _complete(engine, settings)
+    if settings.mode is Mode.ASK:
+        return _ask(engine, settings)
+    return _complete(engine, settings)
 
 
 def _complete(engine: Engine, settings: Settings) -> int:

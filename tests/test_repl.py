@@ -24,6 +24,7 @@ from chat.engine import Engine, EngineConfig, SamplingParams
 from chat.engine.llama import ModelSource
 from chat.paths import history_file
 from chat.repl import Repl, run_repl
+from chat.session import EngineLoad
 from chat.repl.commands import builtin_commands
 from chat.repl.input import PromptReader, RegistryCompleter, StdinReader, open_history
 from chat.repl.registry import Registry
@@ -277,7 +278,8 @@ def test_run_repl_runs_the_background_hook_beside_the_chat(
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("/context\n/exit\n"))
     settings = Settings(mode=Mode.CHAT, model=ModelSource(smollm2), n_ctx=1024, threads=1)
-    assert run_repl(settings, background=background) == 0
+    with EngineLoad(settings) as load:
+        assert run_repl(settings, load.engine(), background=background) == 0
     assert seen == ["started with context 1024 and stop ('<|im_end|>',)", "stopped"]
     shown = capsys.readouterr().out
     assert "SmolLM2-135M-Instruct.Q4_1.gguf, context 1024 tokens; type /help for commands" in shown

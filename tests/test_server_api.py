@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from chat.server.run import warn_if_exposed
+from chat.server.listen import warn_if_exposed
 from chat.server.settings import ServerSettings
 from tests.serverproc import ROOT, ServerProcess
 

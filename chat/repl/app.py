@@ -18,7 +18,7 @@ from chat.repl.commands import builtin_commands
 from chat.repl.input import CONTINUATION, PROMPT, LineReader, make_reader
 from chat.repl.registry import CommandError, Registry
 from chat.repl.state import Console, ReplState
-from chat.session import open_engine, resolve_template
+from chat.session import resolve_template
 from chat.settings import Settings
 from templates import ChatTemplate, TemplateError
 
@@ -30,24 +30,23 @@ Background = Callable[[Engine, ChatTemplate], AbstractContextManager[object]]
 BLOCK_FENCE = '"""'
 
 
-def run_repl(settings: Settings, background: Background | None = None) -> int:
+def run_repl(settings: Settings, engine: Engine, background: Background | None = None) -> int:
     """Run the terminal chat until /exit, Ctrl-D or end of input; return the
     exit code."""
-    with open_engine(settings) as engine:
-        template = resolve_template(engine, settings)
-        conversation = Conversation(
-            engine,
-            template,
-            system_prompt=settings.system_prompt,
-            sampling=settings.sampling,
-            max_tokens=settings.n_predict,
-        )
-        with background(engine, template) if background else nullcontext():
-            registry = builtin_commands()
-            reader = make_reader(registry, settings.history_file or _history_path())
-            repl = Repl(conversation, reader, sys.stdout, registry, verbose=settings.verbose)
-            repl.banner(engine.model.source.name)
-            return repl.run()
+    template = resolve_template(engine, settings)
+    conversation = Conversation(
+        engine,
+        template,
+        system_prompt=settings.system_prompt,
+        sampling=settings.sampling,
+        max_tokens=settings.n_predict,
+    )
+    with background(engine, template) if background else nullcontext():
+        registry = builtin_commands()
+        reader = make_reader(registry, settings.history_file or _history_path())
+        repl = Repl(conversation, reader, sys.stdout, registry, verbose=settings.verbose)
+        repl.banner(engine.model.source.name)
+        return repl.run()
 
 
 def _history_path() -> Path | None:

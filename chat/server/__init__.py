@@ -11,7 +11,8 @@ and a web chat page, all over the one shared engine.
     metrics.py    /metrics in Prometheus' text format
     app.py        create_app(engine, template, settings)
     routes/       the endpoints
-    run.py        serve(settings) for --server; start_in_background() beside the chat
+    listen.py     the listening socket, bound before the model loads
+    run.py        serve() for --server; start_in_background() beside the chat
     static/       the web page
 
 This module imports nothing heavy: the command line reads ServerSettings

@@ -1,13 +1,10 @@
 """Running the app: alone in the foreground (`--server`), or in a thread
-beside the terminal chat (the default mode), sharing its engine.
-
-The port is bound before the model loads, so a taken port is reported at
-once rather than after seconds of loading.
+beside the terminal chat (the default mode), sharing its engine. The
+socket comes already bound (chat.server.listen).
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import sys
@@ -23,11 +20,12 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from chat.engine import Engine
-from chat.errors import EXIT_OK, LlamabinError, UsageError
+from chat.errors import EXIT_OK, LlamabinError
 from chat.server.app import create_app
 from chat.server.generations import Generations
-from chat.server.settings import ServerSettings, base_url, is_loopback
-from chat.session import open_engine, resolve_template
+from chat.server.listen import bind
+from chat.server.settings import ServerSettings, base_url
+from chat.session import resolve_template
 from chat.settings import Settings
 from templates import ChatTemplate
 
@@ -37,24 +35,21 @@ if TYPE_CHECKING:
 STARTUP_TIMEOUT = 30.0  # seconds for the server thread to start listening
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, engine: Engine, sock: socket.socket) -> int:
     """`--server`: serve until Ctrl-C, which reaches the caller as
     KeyboardInterrupt once open requests have been cancelled."""
     server_settings = settings.server_settings()
-    sock = bind(server_settings.host, server_settings.port)
-    warn_if_exposed(server_settings)
-    with open_engine(settings) as engine:
-        app = create_app(engine, resolve_template(engine, settings), server_settings)
-        generations: Generations = app.state.llamabin.generations
-        server = _Server(_config(app, server_settings, quiet=False), generations)
-        url = base_url(server_settings.host, sock.getsockname()[1])
-        if not settings.log_disable:
-            print(f"listening on {url}", file=sys.stderr, flush=True)
-        open_browser(url, server_settings.open_browser)
-        try:
-            server.run(sockets=[sock])
-        finally:
-            generations.cancel_all()  # let the engine close without finishing them
+    app = create_app(engine, resolve_template(engine, settings), server_settings)
+    generations: Generations = app.state.llamabin.generations
+    server = _Server(_config(app, server_settings, quiet=False), generations)
+    url = base_url(server_settings.host, sock.getsockname()[1])
+    if not settings.log_disable:
+        print(f"listening on {url}", file=sys.stderr, flush=True)
+    open_browser(url, server_settings.open_browser)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        generations.cancel_all()  # let the engine close without finishing them
     return EXIT_OK
 
 
@@ -98,18 +93,10 @@ def start_in_background(
     return BackgroundServer(server, thread, base_url(settings.host, sock.getsockname()[1]))
 
 
-def beside_the_chat(settings: Settings) -> Background | None:
+def beside_the_chat(settings: Settings, sock: socket.socket) -> Background:
     """The default mode's server, as the chat's background hook: started
-    once the model is loaded, stopped when the chat ends. The port is bound
-    now; when it cannot be, the chat runs alone (a second chat in another
-    terminal is normal, and must not fail for want of a port)."""
+    once the model is loaded, stopped when the chat ends."""
     server_settings = settings.server_settings()
-    try:
-        sock = bind(server_settings.host, server_settings.port)
-    except LlamabinError as exc:
-        print(f"llamabin: {exc}; the chat runs without the server", file=sys.stderr)
-        return None
-    warn_if_exposed(server_settings)
 
     @contextmanager
     def run(engine: Engine, template: ChatTemplate) -> Iterator[BackgroundServer]:
@@ -156,39 +143,6 @@ def _config(app: object, settings: ServerSettings, quiet: bool) -> uvicorn.Confi
         server_header=False,
         timeout_graceful_shutdown=3,
     )
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket, or one clear line saying why there is none."""
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise UsageError(f"cannot listen on host {host!r}: {exc.strerror}") from None
-    sock = socket.socket(family, kind, proto)
-    try:
-        if os.name != "nt":  # on Windows this flag would let two servers share a port
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise LlamabinError(
-                f"port {port} on {host} is already in use: pick another with --port (--port 0 picks a free one)"
-            ) from None
-        raise LlamabinError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    return sock
-
-
-def warn_if_exposed(settings: ServerSettings) -> None:
-    if not is_loopback(settings.host) and not settings.api_key:
-        print(
-            f"llamabin: warning: listening on {settings.host} without an API key: anyone who can reach"
-            " this machine can use the model (set --api-key)",
-            file=sys.stderr,
-        )
 
 
 def open_browser(url: str, enabled: bool) -> None:
