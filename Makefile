@@ -21,8 +21,9 @@ llama-lib: system
 # pip keeps the llama-cpp-python wheel it builds (about 8 minutes) in its
 # cache, so a fresh venv on the same machine installs it in seconds.
 # PyInstaller is then replaced by the same version with its bootloader
-# patched (patches/): a full TMPDIR gets a clear error and no leftovers.
-$(VENV)/.installed: pyproject.toml constraints.txt patches/pyinstaller-bootloader.patch scripts/build-pyinstaller.sh
+# patched (patches/): the runtime is unpacked once into the user cache, and
+# a full TMPDIR gets a clear error and no leftovers.
+$(VENV)/.installed: pyproject.toml constraints.txt $(wildcard patches/pyinstaller-*.patch) scripts/build-pyinstaller.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt -e '.[build,test,bench]'
 	$(PY) -m pip install -q --no-deps --force-reinstall "$$(scripts/build-pyinstaller.sh $(PY))"

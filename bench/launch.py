@@ -4,7 +4,8 @@
         --gguf path/to/SmolLM2-135M-Instruct.Q4_1.gguf [--runs 10] [--out bench/RESULTS.md]
 
 "First launch" is a launch with an empty cache (so it includes the one-time
-sha256 check of the weights); "warm" is every launch after it. Each one runs
+unpack of the runtime and sha256 check of the weights); "warm" is every
+launch after it. Each one runs
 `--cli -p hi -n 1`, so model load and one token dominate, and is compared in
 the same run, alternating, against the unpackaged runtime (`python -m chat`)
 on the same GGUF: the machine's drift hits both alike.

@@ -4,8 +4,10 @@ they are verified, memory, template, and how long each start-up phase took."""
 
 from __future__ import annotations
 
+import sys
 import time
 from importlib import metadata
+from pathlib import Path
 from typing import Callable, TypeVar
 
 from chat import __version__
@@ -32,6 +34,7 @@ def run_doctor(settings: Settings, bundle: Bundle | None) -> int:
         return result
 
     print(f"llamabin {__version__} (llama-cpp-python {_version('llama-cpp-python')})")
+    print(f"runtime:   {_runtime()}")
     LlamaLog.install(settings.verbose)  # before the kernels load: they log where they came from
     kernels = timed("load CPU kernels", backends.load)
     print(f"cpu:       {_cpu_model()}; llama.cpp sees: {_cpu_features()}")
@@ -59,6 +62,17 @@ def _weights(settings: Settings, bundle: Bundle | None, timed: Callable[[str, Ca
     status = "sha256 verified now" if checked else "sha256 verified at an earlier launch"
     where = "inside this file" if source.offset else "in the sidecar file"
     return f"{where}, {source.path} at byte {source.offset:,}, mapped in place; {status}"
+
+
+def _runtime() -> str:
+    unpacked = getattr(sys, "_MEIPASS", None)
+    if unpacked is None:
+        return f"Python {sys.version.split()[0]}, run from source"
+    # The packaged file's bootloader (patches/pyinstaller-unpack-cache.patch)
+    # falls back to a _MEI* temporary directory when it has no cache to use.
+    if Path(unpacked).name.startswith("_MEI"):
+        return f"unpacked into {unpacked} for this launch only (no writable cache directory)"
+    return f"unpacked into {unpacked} at the first launch, reused since"
 
 
 def _version(dist: str) -> str:

@@ -12,7 +12,8 @@ command -v cmake >/dev/null || tools+=("cmake==4.4.4")
 command -v ninja >/dev/null || tools+=("ninja==1.13.2")
 [ ${#tools[@]} -eq 0 ] || "$py" -m pip install -q "${tools[@]}"
 "$py" -m pip install -q -c constraints.txt -e '.[build]'
-# On Linux, PyInstaller with the bootloader patched for a full TMPDIR.
+# On Linux, PyInstaller with its bootloader patched (patches/): a full TMPDIR
+# gets a clear error, and the runtime is unpacked once into the user cache.
 if [ "$(uname -s)" = Linux ]; then
     "$py" -m pip install -q --no-deps --force-reinstall "$(scripts/build-pyinstaller.sh "$py")"
 fi
