@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from chat.engine.llama import Context, EmbeddingContext, LlamaLog, Model, ModelSource, Sampler
 from chat.engine.memory import check_context_fits
@@ -52,6 +52,7 @@ class Generation:
         self.prompt_tokens = prompt_tokens
         self._chunks: queue.Queue[Chunk] = queue.Queue()
         self._cancelled = threading.Event()
+        self._notify: Callable[[], None] | None = None
         self.final: Chunk | None = None
 
     def cancel(self) -> None:
@@ -63,6 +64,27 @@ class Generation:
 
     def emit(self, chunk: Chunk) -> None:
         self._chunks.put(chunk)
+        notify = self._notify
+        if notify is not None:
+            notify()
+
+    def on_emit(self, notify: Callable[[], None]) -> None:
+        """Have `notify` called, from the engine's thread, after each chunk
+        from now on (and once now, for any already waiting): for a consumer
+        that `poll`s instead of blocking a thread per generation, such as
+        an event loop."""
+        self._notify = notify
+        notify()
+
+    def poll(self) -> Chunk | None:
+        """The next chunk if one is ready, else None at once."""
+        try:
+            chunk = self._chunks.get_nowait()
+        except queue.Empty:
+            return None
+        if chunk.finish_reason is not None:
+            self.final = chunk
+        return chunk
 
     def __iter__(self) -> Iterator[Chunk]:
         while self.final is None:

@@ -1,17 +1,18 @@
 """The server's generations in flight, bridged from the engine's worker
 thread to the event loop.
 
-The engine's `Generation` is a blocking iterator. Each chunk is awaited in
-a worker thread, so the event loop never blocks; when the awaiting side is
-cancelled (the client went away, or the server is stopping) the thread is
-abandoned at once and the generation is cancelled, which also ends that
-thread within a token.
+The engine's worker thread wakes the event loop after each chunk (one
+`call_soon_threadsafe`), and the loop takes what is ready without waiting:
+no thread sits blocked per open stream, and a cancelled consumer (the
+client went away, or the server is stopping) leaves nothing behind but the
+generation, which is cancelled and forgotten.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import anyio.to_thread
@@ -40,7 +41,7 @@ class Generations:
 
     def _threads(self) -> anyio.CapacityLimiter:
         # Created on first use: an anyio limiter belongs to a running loop.
-        # Each generation holds at most one thread, plus a few in passing.
+        # Threads only build and queue requests (a long prompt takes a while).
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.limit + 8)
         return self._limiter
@@ -86,12 +87,17 @@ class Generations:
     async def chunks(self, gen: Generation) -> AsyncIterator[Chunk]:
         """The generation's chunks, ending with the final one. However the
         consumer stops, the generation is cancelled and forgotten."""
-        it = iter(gen)
+        ready = asyncio.Event()
+        gen.on_emit(_waker(asyncio.get_running_loop(), ready))
         try:
             while True:
-                chunk = await anyio.to_thread.run_sync(_next, it, abandon_on_cancel=True, limiter=self._threads())
+                chunk = gen.poll()
                 if chunk is None:
-                    return
+                    ready.clear()
+                    chunk = gen.poll()  # emitted before the clear: its wake-up is spent
+                    if chunk is None:
+                        await ready.wait()
+                        continue
                 yield chunk
                 if chunk.finish_reason is not None:
                     return
@@ -126,8 +132,14 @@ class Generations:
                 gen.cancel()
 
 
-def _next(it: Iterator[Chunk]) -> Chunk | None:
-    return next(it, None)
+def _waker(loop: asyncio.AbstractEventLoop, ready: asyncio.Event) -> Callable[[], None]:
+    def wake() -> None:
+        try:
+            loop.call_soon_threadsafe(ready.set)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    return wake
 
 
 async def _cancel_on_disconnect(request: Request, gen: Generation) -> None:
