@@ -53,6 +53,7 @@ class Generation:
         self._chunks: queue.Queue[Chunk] = queue.Queue()
         self._cancelled = threading.Event()
         self._notify: Callable[[], None] | None = None
+        self._notify_final_only = False
         self.final: Chunk | None = None
 
     def cancel(self) -> None:
@@ -65,14 +66,15 @@ class Generation:
     def emit(self, chunk: Chunk) -> None:
         self._chunks.put(chunk)
         notify = self._notify
-        if notify is not None:
+        if notify is not None and (chunk.finish_reason is not None or not self._notify_final_only):
             notify()
 
-    def on_emit(self, notify: Callable[[], None]) -> None:
+    def on_emit(self, notify: Callable[[], None], final_only: bool = False) -> None:
         """Have `notify` called, from the engine's thread, after each chunk
-        from now on (and once now, for any already waiting): for a consumer
-        that `poll`s instead of blocking a thread per generation, such as
-        an event loop."""
+        from now on (only after the last one if `final_only`), and once now
+        for any already waiting: for a consumer that `poll`s instead of
+        blocking a thread per generation, such as an event loop."""
+        self._notify_final_only = final_only
         self._notify = notify
         notify()
 

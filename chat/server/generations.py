@@ -84,11 +84,13 @@ class Generations:
             place[0] = False
             self._starting -= 1
 
-    async def chunks(self, gen: Generation) -> AsyncIterator[Chunk]:
-        """The generation's chunks, ending with the final one. However the
-        consumer stops, the generation is cancelled and forgotten."""
+    async def chunks(self, gen: Generation, as_they_come: bool = True) -> AsyncIterator[Chunk]:
+        """The generation's chunks, ending with the final one; without
+        `as_they_come`, all of them once it is over (the loop is then not
+        woken at every token). However the consumer stops, the generation
+        is cancelled and forgotten."""
         ready = asyncio.Event()
-        gen.on_emit(_waker(asyncio.get_running_loop(), ready))
+        gen.on_emit(_waker(asyncio.get_running_loop(), ready), final_only=not as_they_come)
         try:
             while True:
                 chunk = gen.poll()
@@ -112,7 +114,7 @@ class Generations:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_cancel_on_disconnect, request, gen)
-                async for chunk in self.chunks(gen):
+                async for chunk in self.chunks(gen, as_they_come=False):
                     pieces.append(chunk.text)
                     final = chunk
                 tasks.cancel_scope.cancel()
