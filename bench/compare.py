@@ -109,7 +109,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokens", type=int, help="tokens generated per request (default 128; 16 with --smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one run, 4 slots only: a check that everything works")
     p.add_argument("--out", type=Path, help="append the markdown section to this file (e.g. bench/RESULTS.md)")
-    p.add_argument("--readme-table", metavar="FILE", help="write a short summary table to FILE ('-' for stdout)")
+    p.add_argument("--readme-table", metavar="FILE", help="write a short summary table to FILE, a new file or one this script wrote ('-' for stdout)")
     p.add_argument("--server-args", default="", help="extra llama-server flags, e.g. '-kvu' (listed in the report)")
     return p.parse_args(argv)
 
@@ -127,6 +127,12 @@ def make_config(ns: argparse.Namespace) -> Config:
     for name, path in (("--out", ns.out), ("--readme-table", Path(ns.readme_table or "-"))):
         if path is not None and str(path) != "-" and not path.resolve().parent.is_dir():
             fail(f"{name} {path}: its folder does not exist")
+    table = Path(ns.readme_table) if ns.readme_table not in (None, "-") else None
+    if table is not None and table.exists() and not table.read_text(errors="replace").startswith(TABLE_HEADER):
+        # Checked before minutes of measuring, and the file is kept: the
+        # name invites `--readme-table README.md`, which would replace it.
+        fail(f"--readme-table {table}: the file exists and is not a table this script wrote; "
+             "give a new file, or '-' to print the table")
     smoke = bool(ns.smoke)
     loads: tuple[tuple[int, tuple[int, ...]], ...] = ((4, (1, 4)),) if smoke else ((4, (1, 4)), (8, (8,)))
     return Config(
@@ -1049,9 +1055,12 @@ def report(cfg: Config, started: datetime, machine_txt: str, versions_txt: str, 
     return "\n".join(lines)
 
 
+TABLE_HEADER = "| measure | llamabin vs llama.cpp | target | result |"
+
+
 def readme_table(cfg: Config, single: SingleStats, load: LoadStats, oneshot: OneShotStats) -> str:
     """A short table for the README: the targets, one line each."""
-    rows = ["| measure | llamabin vs llama.cpp | target | result |", "|---|---|---|---|"]
+    rows = [TABLE_HEADER, "|---|---|---|---|"]
     for t in targets(cfg, single, load, oneshot):
         sign = ">=" if t.higher_is_better else "<="
         value = "n/a" if t.value is None else f"{t.value:.{2 if t.unit == 'x' else 1}f}{t.unit}"

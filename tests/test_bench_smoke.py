@@ -68,3 +68,16 @@ def test_compare_smoke(built: Path, smollm2: Path) -> None:
     missing = [name for name, pattern in ROWS.items() if not re.search(pattern, md)]
     assert not missing, f"rows missing or without numbers: {missing}\n{md}"
     assert tagged_pids(tag) == [], "a process the benchmark started is still running"
+
+
+def test_readme_table_never_replaces_a_file_it_did_not_write(built: Path, smollm2: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# A project\n\nIts whole documentation.\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "compare.py"), "--exe", str(built), "--gguf", str(smollm2),
+         "--smoke", "--readme-table", str(readme)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "the file exists and is not a table this script wrote" in result.stderr
+    assert readme.read_text() == "# A project\n\nIts whole documentation.\n"
