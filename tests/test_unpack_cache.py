@@ -13,6 +13,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -153,16 +154,34 @@ def test_other_builds_unused_for_a_month_are_removed_when_a_new_one_unpacks(
 # -- full disks ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_mount(tmp_path: Path) -> Path:
+def _tmpfs(point: Path, options: str) -> Iterator[Path]:
     if not IS_ROOT:
         pytest.skip("mount needs root")
-    point = tmp_path / "small"
     point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=1777", "tmpfs", str(point)],
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
                    check=True, capture_output=True, timeout=60)
     yield point
     subprocess.run(["umount", "-l", str(point)], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def small_mount(tmp_path: Path) -> Iterator[Path]:
+    yield from _tmpfs(tmp_path / "small", "size=16m,mode=1777")
+
+
+@pytest.fixture
+def noexec_mount(tmp_path: Path) -> Iterator[Path]:
+    yield from _tmpfs(tmp_path / "noexec", "size=256m,mode=1777,noexec")
+
+
+@needs_root
+def test_a_cache_on_a_noexec_disk_is_skipped(built: Path, home: Path, tmpdir: Path, noexec_mount: Path) -> None:
+    """Libraries there could not be loaded: some systems mount home noexec."""
+    reference = launch(built, home, HOME=home, TMPDIR=tmpdir)
+    result = launch(built, home, HOME=home, TMPDIR=tmpdir, LLAMABIN_HOME=noexec_mount)
+    assert result.stdout == reference.stdout
+    assert files_under(noexec_mount / "cache" / "runtime") == []
+    assert list(tmpdir.iterdir()) == []
 
 
 @needs_root
