@@ -13,7 +13,7 @@ setup: system $(VENV)/.installed $(VENV)/.models llama-lib
 system:
 	@scripts/setup-system.sh
 
-# llama.cpp's portable libraries that every file ships (about 25 minutes on
+# llama.cpp's portable libraries that every file ships (about 9 minutes on
 # two cores the first time; kept in ~/.cache/llamabin-build afterwards).
 llama-lib: system
 	@scripts/build-llama-cpp.sh portable >/dev/null

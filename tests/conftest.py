@@ -75,7 +75,7 @@ BAKED = ("-n", "6", "--temp", "0")
 @pytest.fixture(scope="session")
 def portable_lib() -> Path:
     """llama.cpp's portable libraries, as shipped: the CPU kernels for each
-    x86-64 level in their own library (built once, about 25 minutes on two
+    x86-64 level in their own library (built once, about 9 minutes on two
     cores, then cached outside the checkout)."""
     script = ROOT / "scripts" / "build-llama-cpp.sh"
     result = subprocess.run([str(script), "portable"], capture_output=True, text=True, timeout=3600)

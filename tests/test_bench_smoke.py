@@ -1,5 +1,5 @@
 """bench/compare.py --smoke, end to end: the real built file against llama.cpp's
-real tools (built by scripts/build-llama-cpp.sh native, ~25 minutes the
+real tools (built by scripts/build-llama-cpp.sh native, ~12 minutes the
 first time, then kept), and nothing left running afterwards."""
 
 from __future__ import annotations
