@@ -7,9 +7,11 @@ weights inserted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,6 +73,8 @@ def runtime_executable(lib_dir: Path | None = None, verbose: bool = False) -> Pa
     out_dir = ROOT / "build" / "runtime" / source_hash(lib_dir)
     exe = out_dir / (RUNTIME_NAME + (".exe" if os.name == "nt" else ""))
     if exe.is_file():
+        with contextlib.suppress(OSError):
+            os.utime(out_dir)  # recently used: kept by prune()
         return exe
     # Each build freezes in a private directory and renames the result into
     # place, so two builds at once never read a half-written runtime.
@@ -91,4 +95,17 @@ def runtime_executable(lib_dir: Path | None = None, verbose: bool = False) -> Pa
             tail = (result.stderr or "").strip().splitlines()[-1:] if not verbose else []
             raise BuildError("PyInstaller failed to build the runtime" + (f": {tail[0]}" if tail else ""))
         os.replace(built, exe)
+    prune(out_dir.parent, keep=out_dir)
     return exe
+
+
+KEEP_RUNTIMES = 4  # enough to switch between a few branches without rebuilding
+
+
+def prune(runtimes: Path, keep: Path) -> None:
+    """Remove all but the KEEP_RUNTIMES most recently used runtimes: each is
+    about 30 MB, and every change to the sources makes a new one."""
+    others = [d for d in runtimes.iterdir() if d.is_dir() and not d.name.startswith(".") and d != keep]
+    others.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in others[KEEP_RUNTIMES - 1:]:
+        shutil.rmtree(old, ignore_errors=True)

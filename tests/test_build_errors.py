@@ -3,12 +3,15 @@ half-written output."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
+from packager.runtime import KEEP_RUNTIMES, prune
 from tests.helpers import llamabin
 
 
@@ -102,3 +105,17 @@ def test_a_bad_llama_lib_folder(smollm2: Path, tmp_path: Path, make: Callable[[P
     assert result.returncode == 1
     assert says in one_error_line(result.stderr)
     assert_nothing_written(tmp_path / "out")
+
+
+def test_old_runtimes_are_pruned_and_recent_ones_kept(tmp_path: Path) -> None:
+    """build/runtime/ gets a new 30 MB runtime at every source change: only
+    the most recently used few stay."""
+    now = time.time()
+    for age, name in enumerate(["new", "a", "b", "c", "d", "e"]):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "llamabin-runtime").write_bytes(b"\0")
+        os.utime(tmp_path / name, (now - age * 60, now - age * 60))
+    (tmp_path / ".building-x").mkdir()  # another build in progress
+    prune(tmp_path, keep=tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".building-x", "a", "b", "c", "new"]
+    assert KEEP_RUNTIMES == 4
