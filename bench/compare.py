@@ -629,8 +629,8 @@ class OneShotStats:
 
 def measure_oneshots(cfg: Config, env: dict[str, str], tmp: Path) -> OneShotStats:
     """First launch (a fresh LLAMABIN_HOME, so the one-time unpack of the
-    runtime and sha256 of the weights) and warm launch of the file, against llama-completion and the
-    unpackaged runtime."""
+    runtime and sha256 of the weights) and warm launch of the file, against
+    llama-completion and the unpackaged runtime."""
     stats = OneShotStats()
     argvs = oneshot_argvs(cfg)
     for run in range(cfg.runs):

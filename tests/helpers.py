@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,3 +40,18 @@ def run_file(exe: Path, *args: str, cwd: Path, env: dict[str, str] | None = None
     return subprocess.run(
         ["env", "-i", *env_args, str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
     )
+
+
+@contextmanager
+def tmpfs(point: Path, options: str) -> Iterator[Path]:
+    """A tmpfs of our own at `point` (created here), unmounted afterwards;
+    the test is skipped where mounting is not allowed (not root)."""
+    point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                             capture_output=True, timeout=60)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True, timeout=60)

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 import pytest
 
 from packager.runtime import KEEP_RUNTIMES, prune
-from tests.helpers import llamabin
+from tests.helpers import llamabin, tmpfs
 
 
 def one_error_line(stderr: str) -> str:
@@ -30,13 +30,8 @@ def assert_nothing_written(out: Path) -> None:
 @pytest.fixture
 def mount(tmp_path: Path) -> Iterator[Path]:
     """A small tmpfs of our own (root only), unmounted afterwards."""
-    point = tmp_path / "mnt"
-    point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(point)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield point
-    subprocess.run(["umount", "-l", str(point)], check=False)
+    with tmpfs(tmp_path / "mnt", "size=40m") as point:
+        yield point
 
 
 def test_not_a_gguf(tmp_path: Path) -> None:

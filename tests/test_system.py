@@ -21,7 +21,7 @@ from typing import Iterator
 import pytest
 
 from tests.helpers import ROOT
-from tests.helpers import run_file
+from tests.helpers import run_file, tmpfs
 from tests.test_packaged import PROMPT
 
 # One thread each: two copies at once (and other jobs on a 2-core CI box)
@@ -190,17 +190,13 @@ def small_tmpdir_run(built: Path) -> Iterator[tuple[subprocess.CompletedProcess[
         pytest.skip("mount needs root")
     base = _world_dir()
     tmpdir, cwd = base / "small tmp", base / "cwd"
-    tmpdir.mkdir()
     cwd.mkdir()
     try:
-        _sh("mount", "-t", "tmpfs", "-o", f"size={SMALL},mode=1777", "tmpfs", str(tmpdir))
-        try:
+        with tmpfs(tmpdir, f"size={SMALL},mode=1777"):
             start = time.monotonic()
             result = run_file(built, *ARGS, cwd=cwd, env={"TMPDIR": str(tmpdir)}, timeout=60)
             took = time.monotonic() - start
             left = sorted(p.name for p in tmpdir.iterdir())
-        finally:
-            subprocess.run(["umount", "-l", str(tmpdir)], capture_output=True, timeout=60)
         yield result, took, left, tmpdir
     finally:
         shutil.rmtree(base, ignore_errors=True)

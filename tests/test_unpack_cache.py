@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.helpers import run_file
+from tests.helpers import run_file, tmpfs
 from tests.test_system import ARGS, IS_ROOT
 
 KEY = re.compile(r"[0-9a-f]{16}")
@@ -154,24 +154,16 @@ def test_other_builds_unused_for_a_month_are_removed_when_a_new_one_unpacks(
 # -- full disks ------------------------------------------------------------------------------
 
 
-def _tmpfs(point: Path, options: str) -> Iterator[Path]:
-    if not IS_ROOT:
-        pytest.skip("mount needs root")
-    point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
-                   check=True, capture_output=True, timeout=60)
-    yield point
-    subprocess.run(["umount", "-l", str(point)], capture_output=True, timeout=60)
-
-
 @pytest.fixture
 def small_mount(tmp_path: Path) -> Iterator[Path]:
-    yield from _tmpfs(tmp_path / "small", "size=16m,mode=1777")
+    with tmpfs(tmp_path / "small", "size=16m,mode=1777") as point:
+        yield point
 
 
 @pytest.fixture
 def noexec_mount(tmp_path: Path) -> Iterator[Path]:
-    yield from _tmpfs(tmp_path / "noexec", "size=256m,mode=1777,noexec")
+    with tmpfs(tmp_path / "noexec", "size=256m,mode=1777,noexec") as point:
+        yield point
 
 
 @needs_root
