@@ -3,30 +3,35 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo setup system llama-lib test lint clean
+.PHONY: demo setup system test lint clean
 
 demo: setup
 	scripts/demo.sh $(PY)
 
-setup: system $(VENV)/.installed $(VENV)/.models llama-lib
+setup: system $(VENV)/.installed $(VENV)/.llama-lib $(VENV)/.models
 
 system:
 	@scripts/setup-system.sh
 
-# llama.cpp's portable libraries that every file ships (about 9 minutes on
-# two cores the first time; kept in ~/.cache/llamabin-build afterwards).
-llama-lib: system
-	@scripts/build-llama-cpp.sh portable >/dev/null
-
-# pip keeps the llama-cpp-python wheel it builds (about 8 minutes) in its
-# cache, so a fresh venv on the same machine installs it in seconds.
-# PyInstaller is then replaced by the same version with its bootloader
+# llama-cpp-python is installed without compiling its own llama.cpp
+# (LLAMA_BUILD=OFF: seconds, not 8 minutes); $(VENV)/.llama-lib then gives
+# it the portable libraries. PyInstaller is then replaced by the same version with its bootloader
 # patched (patches/): the runtime is unpacked once into the user cache, and
 # a full TMPDIR gets a clear error and no leftovers.
 $(VENV)/.installed: pyproject.toml constraints.txt $(wildcard patches/pyinstaller-*.patch) scripts/build-pyinstaller.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[build,test,bench]'
+	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip install -q -c constraints.txt -e '.[build,test,bench]'
 	$(PY) -m pip install -q --no-deps --force-reinstall "$$(scripts/build-pyinstaller.sh $(PY))"
+	touch $@
+
+# llama.cpp's portable libraries that every file ships (about 9 minutes on
+# two cores the first time; kept in ~/.cache/llamabin-build afterwards).
+# One code path everywhere: `python -m chat`, the tests, the benchmarks and
+# every packaged file run the same portable libraries through the same
+# CPU-variant picker. A llama-cpp-python built for this machine's CPU (a
+# wheel from pip's cache, say) would run kernels no file ships.
+$(VENV)/.llama-lib: $(VENV)/.installed scripts/build-llama-cpp.sh scripts/use-llama-lib.py $(wildcard patches/llama-cpp-*.patch)
+	$(PY) scripts/use-llama-lib.py "$$(scripts/build-llama-cpp.sh portable)/lib"
 	touch $@
 
 $(VENV)/.models: $(VENV)/.installed scripts/fetch-models.sh

@@ -343,7 +343,7 @@ def server_specs(cfg: Config) -> dict[str, ServerSpec]:
         # set, as the others use -t threads for prompt and generation alike.
         # By default a new request cuts the stream in progress short (it ends
         # with [DONE] and no finish_reason); queueing is what the others do.
-        return [sys.executable, "-m", "llama_cpp.server", "--model", str(cfg.gguf), *common, "--port", str(port),
+        return [sys.executable, str(ROOT / "bench" / "llama_cpp_server.py"), "--model", str(cfg.gguf), *common, "--port", str(port),
                 "--n_threads", str(cfg.threads), "--n_threads_batch", str(cfg.threads), "--n_ctx", str(cfg.ctx),
                 "--interrupt_requests", "false"]
 

@@ -1,12 +1,17 @@
-"""Portable CPU kernels against llama.cpp compiled for this very CPU.
+"""Portable CPU kernels against llama.cpp compiled for this very CPU, or
+one portable variant against another.
 
     python bench/variants.py --gguf MODEL.gguf [--runs 10] [--tokens 128] [--out bench/RESULTS.md]
+    python bench/variants.py --gguf MODEL.gguf --variants zen4,sapphirerapids
 
 The packaged file ships llama.cpp with its CPU kernels split into variants
-picked at start (`scripts/build-llama-cpp.sh portable`); llama-cpp-python's
-own build is compiled with -march=native for the machine it was built on.
-Both are the same llama.cpp source. Each run is a fresh process that loads
-the model through llamabin's engine with one or the other set of libraries
+picked at start (`scripts/build-llama-cpp.sh portable`); the native build
+(`scripts/build-llama-cpp.sh native-lib`) is compiled with -march=native for
+this machine. Both are the same llama.cpp source. With --variants, both
+sides are the portable libraries with one variant forced on each
+(LLAMABIN_CPU_VARIANT): on an AMX machine, `zen4,sapphirerapids` tells
+whether the AMX kernels earn their place. Each run is a fresh process that
+loads the model through llamabin's engine with its libraries
 (LLAMA_CPP_LIB_PATH), prefills a 256-token prompt and decodes `--tokens`
 tokens greedily; runs alternate so the drift of a shared machine hits both.
 """
@@ -50,37 +55,39 @@ def worker(gguf: Path, tokens: int, threads: int) -> dict[str, float | str]:
         }
 
 
-def run(gguf: Path, tokens: int, threads: int, lib: Path | None) -> dict[str, float | str]:
-    env = dict(os.environ)
-    env.pop("LLAMA_CPP_LIB_PATH", None)
-    if lib is not None:
-        env["LLAMA_CPP_LIB_PATH"] = str(lib)
+def run(gguf: Path, tokens: int, threads: int, lib: Path, variant: str | None) -> dict[str, float | str]:
+    env = dict(os.environ, LLAMA_CPP_LIB_PATH=str(lib))
+    env.pop("LLAMABIN_CPU_VARIANT", None)
+    if variant is not None:
+        env["LLAMABIN_CPU_VARIANT"] = variant
     cmd = [sys.executable, __file__, "--worker", "--gguf", str(gguf), "--tokens", str(tokens), "--threads", str(threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, timeout=600).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def portable_lib() -> Path:
-    out = subprocess.run([str(ROOT / "scripts" / "build-llama-cpp.sh"), "portable"], capture_output=True,
+def built_lib(flavour: str) -> Path:
+    out = subprocess.run([str(ROOT / "scripts" / "build-llama-cpp.sh"), flavour], capture_output=True,
                          text=True, check=True).stdout
     return Path(out.strip().splitlines()[-1]) / "lib"
 
 
-def report(results: dict[str, list[dict[str, float | str]]], runs: int, tokens: int, threads: int) -> str:
-    native, portable = results["native"], results["portable"]
+def report(results: dict[str, list[dict[str, float | str]]], runs: int, tokens: int, threads: int,
+           gguf_name: str) -> str:
+    (name_a, a_runs), (name_b, b_runs) = results.items()
+    what = (f"Portable picked `{b_runs[0]['kernels']}`; native is `build-llama-cpp.sh native-lib` (-march=native)"
+            if name_a == "native" else f"Both the portable libraries, `{name_a}` and `{name_b}` forced")
     lines = [
-        f"### Portable CPU kernels vs native ({date.today().isoformat()}, {runs} alternating runs)",
+        f"### CPU kernels: {name_b} vs {name_a} ({date.today().isoformat()}, {runs} alternating runs)",
         "",
-        f"Machine: {machine()}. Model: SmolLM2-135M-Instruct Q4_1 through llamabin's engine, "
-        f"{threads} threads, 256-token prompt, {tokens} greedy tokens. Portable picked "
-        f"`{portable[0]['kernels']}`; native is llama-cpp-python's own -march=native build.",
+        f"Machine: {machine()}. Model: {gguf_name} through llamabin's engine, "
+        f"{threads} threads, 256-token prompt, {tokens} greedy tokens. {what}.",
         "",
-        "| tokens/s | native median (min-max) | portable median (min-max) | portable/native |",
+        f"| tokens/s | {name_a} median (min-max) | {name_b} median (min-max) | {name_b}/{name_a} |",
         "|---|---|---|---|",
     ]
     for key in ("prefill", "decode"):
-        a = [float(r[key]) for r in native]
-        b = [float(r[key]) for r in portable]
+        a = [float(r[key]) for r in a_runs]
+        b = [float(r[key]) for r in b_runs]
         lines.append(f"| {key} | {statistics.median(a):.1f} ({min(a):.1f}-{max(a):.1f}) | "
                      f"{statistics.median(b):.1f} ({min(b):.1f}-{max(b):.1f}) | "
                      f"{statistics.median(b) / statistics.median(a):.3f} |")
@@ -94,6 +101,8 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--portable-lib", type=Path, help="default: scripts/build-llama-cpp.sh portable")
+    parser.add_argument("--native-lib", type=Path, help="default: scripts/build-llama-cpp.sh native-lib")
+    parser.add_argument("--variants", metavar="A,B", help="compare two portable variants instead of native")
     parser.add_argument("--out", type=Path, help="append the section to this file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -103,13 +112,21 @@ def main() -> int:
     if args.worker:
         print(json.dumps(worker(args.gguf, args.tokens, args.threads)))
         return 0
-    lib = args.portable_lib or portable_lib()
-    results: dict[str, list[dict[str, float | str]]] = {"native": [], "portable": []}
+    portable = args.portable_lib or built_lib("portable")
+    sides: list[tuple[str, Path, str | None]]
+    if args.variants:
+        names = args.variants.split(",")
+        if len(names) != 2:
+            print("variants: --variants takes two names, as zen4,sapphirerapids", file=sys.stderr)
+            return 2
+        sides = [(names[0], portable, names[0]), (names[1], portable, names[1])]
+    else:
+        sides = [("native", args.native_lib or built_lib("native-lib"), None), ("portable", portable, None)]
+    results: dict[str, list[dict[str, float | str]]] = {name: [] for name, _, _ in sides}
     for i in range(args.runs):
-        order = [("native", None), ("portable", lib)]
-        for name, path in order if i % 2 == 0 else reversed(order):
-            results[name].append(run(args.gguf, args.tokens, args.threads, path))
-    text = report(results, args.runs, args.tokens, args.threads)
+        for name, lib, variant in sides if i % 2 == 0 else reversed(sides):
+            results[name].append(run(args.gguf, args.tokens, args.threads, lib, variant))
+    text = report(results, args.runs, args.tokens, args.threads, args.gguf.name)
     print(text)
     if args.out:
         with args.out.open("a", encoding="utf-8") as f:

@@ -27,6 +27,21 @@ RUNTIME_NAME = "llamabin-runtime"
 LIBLLAMA = {"win32": "llama.dll", "darwin": "libllama.dylib"}.get(sys.platform, "libllama.so")
 
 
+def installed_lib_dir() -> Path | None:
+    """The installed llama-cpp-python's lib/ folder (found without importing
+    it), which `make setup` fills with the portable libraries."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    lib = Path(list(spec.submodule_search_locations)[0]) / "lib"
+    return lib if (lib / LIBLLAMA).is_file() else None
+
+
+def has_cpu_variants(lib_dir: Path) -> bool:
+    """Whether the CPU kernels come as one library per CPU level (portable)."""
+    return any(lib_dir.glob("*ggml-cpu-*"))
+
+
 def check_lib_dir(lib_dir: Path | None) -> Path | None:
     """A --llama-lib folder must hold what llama-cpp-python opens."""
     if lib_dir is None:

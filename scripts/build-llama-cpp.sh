@@ -9,19 +9,27 @@
 #   native    llama-server, llama-cli, llama-completion and llama-bench, for this CPU
 #             as llama.cpp builds them by default: the reference the
 #             benchmarks measure against.
+#   native-lib  shared libllama and libggml compiled for this CPU alone:
+#             what bench/variants.py compares the portable kernels with.
 #
-# Extra CMake arguments (a GPU backend, say) come from CMAKE_ARGS and are
-# part of the cache key. PYTHON (default python3) fetches the sdist. Runs on
+# On a CPU with AMX, native builds use llama.cpp's AMX kernels, which the
+# AMX patch makes safe; should one ever fault anyway, build the reference
+# without them: CMAKE_ARGS="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF".
+#
+# The patches in patches/llama-cpp-*.patch are applied to that source first
+# (AMX on Linux, see the patch); they are part of the cache key, as are
+# extra CMake arguments (a GPU backend, say) from CMAKE_ARGS. PYTHON (default python3) fetches the sdist. Runs on
 # Linux, macOS and Windows (Git Bash), as the release matrix needs.
 set -euo pipefail
-flavor=${1:?usage: build-llama-cpp.sh portable|native}
+flavor=${1:?usage: build-llama-cpp.sh portable|native|native-lib}
 here=$(cd "$(dirname "$0")/.." && pwd)
 version=$(sed -n 's/^llama[-_]cpp[-_]python==//p' "$here/constraints.txt")
 [ -n "$version" ] || { echo "build-llama-cpp: no llama-cpp-python pin in constraints.txt" >&2; exit 1; }
 cache=${LLAMABIN_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llamabin-build}
 extra=${CMAKE_ARGS:-}
-key=$flavor
-[ -z "$extra" ] || key="$flavor-$(printf %s "$extra" | cksum | cut -d' ' -f1)"
+patches=("$here"/patches/llama-cpp-*.patch)
+[ -e "${patches[0]}" ] || patches=()
+key="$flavor-$( { printf %s "$extra"; cat ${patches[@]+"${patches[@]}"}; } | cksum | cut -d' ' -f1)"
 out="$cache/llama.cpp-$version-$key"
 if [ -f "$out/.done" ]; then
     echo "$out"
@@ -37,8 +45,11 @@ native)
     args=(-DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON
           -DLLAMA_BUILD_SERVER=ON)
     targets=(llama-server llama-cli llama-completion llama-bench) ;;
+native-lib)
+    args=(-DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON -DLLAMA_BUILD_COMMON=OFF)
+    targets=(all) ;;
 *)
-    echo "build-llama-cpp: unknown flavour '$flavor' (portable or native)" >&2
+    echo "build-llama-cpp: unknown flavour '$flavor' (portable, native or native-lib)" >&2
     exit 2 ;;
 esac
 
@@ -55,6 +66,9 @@ if [ ! -f "$sdist" ]; then
 fi
 tar -xzf "$sdist" -C "$work"
 src="$work/llama_cpp_python-$version/vendor/llama.cpp"
+for p in ${patches[@]+"${patches[@]}"}; do
+    patch -s -p1 -d "$src" <"$p" >&2
+done
 
 # shellcheck disable=SC2206  # CMAKE_ARGS is a list of words by convention
 cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
@@ -89,6 +103,10 @@ for t in llama-server llama-cli llama-completion llama-bench; do
     [ ! -x "$work/build/bin/$t" ] || cp "$work/build/bin/$t" "$work/out/bin/"
 done
 cp "$src/LICENSE" "$work/out/LICENSE.llama.cpp"
+# ggml's headers, backend internals included: the self-test's tests build a
+# CPU-variant library against them.
+mkdir -p "$work/out/include"
+cp "$src"/ggml/include/*.h "$src/ggml/src/ggml-backend-impl.h" "$work/out/include/"
 echo "$version $flavor $extra" >"$work/out/.done"
 rm -rf "$out"
 mv "$work/out" "$out"

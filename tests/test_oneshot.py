@@ -26,6 +26,10 @@ def test_cli_is_deterministic_and_only_prints_the_completion(smollm2: Path) -> N
 def test_cli_matches_a_direct_llama_cpp_python_completion(smollm2: Path) -> None:
     from llama_cpp import Llama
 
+    from chat.engine import backends
+
+    backends.load()  # the venv's llama-cpp-python runs the portable libraries: kernels load first
+
     ours = run_chat("-m", str(smollm2), "--cli", "-p", PROMPT, "-n", "48", *GREEDY, "-t", "2")
     # llama.cpp's default (flash attention on where the CPU backend has it)
     # is what llamabin uses; llama-cpp-python turns it off unless asked.
@@ -90,6 +94,10 @@ def test_gemma_base_model_runs_with_gemmas_template(gemma: Path) -> None:
 @pytest.mark.parametrize("n", ["1", "5"])
 def test_n_predict_limits_the_tokens(smollm2: Path, n: str) -> None:
     from llama_cpp import Llama
+
+    from chat.engine import backends
+
+    backends.load()
 
     result = run_chat("-m", str(smollm2), "--cli", "-p", PROMPT, "-n", n, *GREEDY)
     llm = Llama(str(smollm2), vocab_only=True, verbose=False)
