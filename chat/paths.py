@@ -39,5 +39,21 @@ def cache_dir() -> Path:
     return _base("cache")
 
 
+def make_private_dir(path: Path) -> None:
+    """Create `path` and any missing parents as directories only this user
+    can enter (0700, whatever the umask): the packaged file's bootloader
+    refuses a cache directory that others can write."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made meanwhile by another launch
+        directory.chmod(0o700)  # mkdir's mode is masked by the umask
+
+
 def history_file() -> Path:
     return data_dir() / "history"

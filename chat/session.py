@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 import threading
 
-from chat.engine import Engine
+from chat.engine import Engine, backends
+from chat.engine.llama import LlamaLog
 from chat.errors import UsageError
 from chat.settings import Settings
 from templates import ChatTemplate, TemplateError, from_source, resolve
@@ -14,6 +15,11 @@ from templates import ChatTemplate, TemplateError, from_source, resolve
 def open_engine(settings: Settings) -> Engine:
     if not settings.log_disable and settings.verbose:
         print(f"loading {settings.model.path}", file=sys.stderr)
+    LlamaLog.install(settings.verbose)  # first: loading the kernels logs where they came from
+    kernels = backends.load()  # the Engine would load them too; here its notes can be shown
+    if not settings.log_disable:
+        for note in kernels.notes:
+            print(f"llamabin: {note}", file=sys.stderr)
     return Engine(settings.engine_config())
 
 

@@ -5,7 +5,8 @@ keeps its CPU kernels out of libggml, as one library per instruction-set
 level (libggml-cpu-x64.so ... libggml-cpu-zen4.so). Nothing runs until one
 of them is loaded, and llama-cpp-python never does it, so every model load
 would fail with "no backends are loaded". `load()` asks libggml to score the
-variants beside libllama and load the best one for this CPU. A build with the
+variants beside libllama and load the best one for this CPU that passes a
+self-test (`cpu_choice`: a variant that crashes is never run). A build with the
 kernels inside libggml (llama-cpp-python's default) has no variant files and
 needs nothing.
 """
@@ -19,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from chat.engine import cpu_choice
 from chat.engine.bindings import llama_cpp as C
 from chat.errors import ModelFileError
 
@@ -42,6 +44,8 @@ class Backends:
     lib_dir: Path
     variants: tuple[str, ...]  # CPU variants shipped; empty when built in
     cpu_variant: str | None  # the one loaded, when it can be told
+    selftest: str = ""  # what the self-test found, for --doctor
+    notes: tuple[str, ...] = ()  # one line each, for stderr: a variant skipped at this launch
 
     def describe(self) -> str:
         if not self.variants:
@@ -58,32 +62,44 @@ def lib_dir() -> Path:
 
 @functools.cache  # ggml's backend registry is per process, so is this
 def load() -> Backends:
-    """Load the best CPU variant, once per process, before the first model."""
+    """Load the best CPU variant that passes its self-test, once per process,
+    before the first model."""
     directory = lib_dir()
     prefix, suffix, ggml_name = _names()
-    variants = tuple(sorted(p.name[len(prefix):-len(suffix)] for p in directory.glob(f"{prefix}*{suffix}")))
+    files = {p.name[len(prefix):-len(suffix)]: p for p in directory.glob(f"{prefix}*{suffix}")}
+    variants = tuple(sorted(files))
     if not variants:
         return Backends(directory, (), None)
-    ggml = ctypes.CDLL(str(_mapped(ggml_name) or directory / ggml_name))
-    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-    ggml.ggml_backend_load_all_from_path.restype = None
+    ggml_path = _mapped(ggml_name) or directory / ggml_name
+    ggml = ctypes.CDLL(str(ggml_path))
     ggml.ggml_backend_load.argtypes = [ctypes.c_char_p]
     ggml.ggml_backend_load.restype = ctypes.c_void_p
     ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
+    _load_other_backends(ggml, directory, prefix, suffix)
     forced = os.environ.get(FORCE_ENV)
     if forced:
         # For bug reports and tests: the same kernels on any CPU that has
         # their instructions, so two machines can be compared exactly.
         if forced not in variants:
             raise ModelFileError(f"{FORCE_ENV}={forced}: no such CPU variant (there are: {', '.join(variants)})")
-        if not ggml.ggml_backend_load(str(directory / f"{prefix}{forced}{suffix}").encode()):
+        if not ggml.ggml_backend_load(str(files[forced]).encode()):
             raise ModelFileError(f"{FORCE_ENV}={forced}: this CPU lacks instructions that variant needs")
-    else:
-        ggml.ggml_backend_load_all_from_path(str(directory).encode())
-    if ggml.ggml_backend_reg_count() == 0:
+        return Backends(directory, variants, forced, f"not run: {forced} forced by {FORCE_ENV}")
+    choice = cpu_choice.choose(directory, files, ggml_path)
+    if choice.variant is None or not ggml.ggml_backend_load(str(files[choice.variant]).encode()):
         raise ModelFileError(f"none of llama.cpp's CPU variants in {directory} can run on this CPU "
-                             f"({', '.join(variants)})")
-    return Backends(directory, variants, _loaded_variant(prefix, suffix))
+                             f"({choice.summary() or ', '.join(variants)})")
+    return Backends(directory, variants, choice.variant, choice.summary(), choice.notes)
+
+
+def _load_other_backends(ggml: ctypes.CDLL, directory: Path, prefix: str, suffix: str) -> None:
+    """GPU and other backends shipped beside the CPU variants (libggml-cuda.so,
+    ...), loaded as ggml_backend_load_all_from_path would."""
+    stem = prefix.removesuffix("cpu-")
+    for path in sorted(directory.glob(f"{stem}*{suffix}")):
+        name = path.name[len(stem):-len(suffix)]
+        if name != "base" and not name.startswith("cpu-"):
+            ggml.ggml_backend_load(str(path).encode())
 
 
 def _mapped_files() -> list[Path]:
@@ -100,11 +116,3 @@ def _mapped(name: str) -> Path | None:
     beside libllama: a packaged file's loader path (LD_LIBRARY_PATH) may hold
     another copy, and that one, not ours, must get the backends."""
     return next((p for p in _mapped_files() if p.name == name), None)
-
-
-def _loaded_variant(prefix: str, suffix: str) -> str | None:
-    """The variant libggml chose; libggml does not report the file it picked."""
-    for path in _mapped_files():
-        if path.name.startswith(prefix) and path.name.endswith(suffix):
-            return path.name[len(prefix):-len(suffix)]
-    return None
