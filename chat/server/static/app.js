@@ -3,7 +3,33 @@
 // Model text reaches the page only through DOMPurify (or as plain text).
 "use strict";
 
-const $ = (id) => document.getElementById(id);
+// The page's own elements, looked up once at start-up, before any reply is
+// on the page: a later lookup by id could find an element a reply put there.
+let ui = null;
+
+function findElements() {
+  const byId = (id) => document.getElementById(id);
+  return Object.freeze({
+    apiKey: byId("api-key"), composer: byId("composer"), empty: byId("empty"),
+    messages: byId("messages"), model: byId("model"), newChat: byId("new-chat"),
+    prompt: byId("prompt"), send: byId("send"), settings: byId("settings"),
+    settingsForm: byId("settings-form"), stop: byId("stop"), system: byId("system"),
+    temperature: byId("temperature"),
+  });
+}
+
+// A reply may format text, not imitate the page: no form or control a
+// reader could mistake for ours (or that would post to another site), and
+// no id or name that could shadow one of our elements (DOM clobbering).
+const PURIFY = {
+  FORBID_TAGS: [
+    "form", "input", "textarea", "select", "option", "optgroup", "datalist",
+    "button", "fieldset", "legend", "label", "output", "dialog",
+  ],
+  FORBID_ATTR: ["id", "name", "form", "formaction"],
+  SANITIZE_DOM: true, // the default, relied on: no id or name that shadows a document property
+};
+
 const KEY_STORE = "llamabin.apiKey";
 const SYSTEM_STORE = "llamabin.system";
 
@@ -14,17 +40,17 @@ const chat = {
 
 function headers() {
   const h = { "Content-Type": "application/json" };
-  const key = $("api-key").value.trim();
+  const key = ui.apiKey.value.trim();
   if (key) h.Authorization = `Bearer ${key}`;
   return h;
 }
 
 function renderMarkdown(el, text) {
-  el.innerHTML = DOMPurify.sanitize(marked.parse(text));
+  el.innerHTML = DOMPurify.sanitize(marked.parse(text), PURIFY);
 }
 
 function addMessage(role, text) {
-  $("empty").hidden = true;
+  ui.empty.hidden = true;
   const el = document.createElement("div");
   el.className = `message ${role}`;
   const body = document.createElement("div");
@@ -32,7 +58,7 @@ function addMessage(role, text) {
   if (role === "assistant") renderMarkdown(body, text);
   else body.textContent = text;
   el.append(body);
-  $("messages").append(el);
+  ui.messages.append(el);
   el.scrollIntoView({ block: "end" });
   return el;
 }
@@ -53,8 +79,8 @@ function follow(el) {
 }
 
 function setBusy(busy) {
-  $("send").disabled = busy;
-  $("stop").disabled = !busy;
+  ui.send.disabled = busy;
+  ui.stop.disabled = !busy;
   document.body.classList.toggle("busy", busy);
 }
 
@@ -67,7 +93,7 @@ async function errorMessage(response) {
     // not JSON: keep the status line
   }
   if (response.status === 401) {
-    $("settings").open = true;
+    ui.settings.open = true;
     message += " (enter the server's API key in the settings above)";
   }
   return message;
@@ -94,16 +120,16 @@ async function* sseData(body) {
 }
 
 function requestBody() {
-  const system = $("system").value.trim();
+  const system = ui.system.value.trim();
   const messages = system ? [{ role: "system", content: system }, ...chat.messages] : chat.messages;
   const body = { messages, stream: true };
-  const temperature = parseFloat($("temperature").value);
+  const temperature = parseFloat(ui.temperature.value);
   if (!Number.isNaN(temperature)) body.temperature = temperature;
   return JSON.stringify(body);
 }
 
 async function streamReply(el, signal) {
-  const body = el.querySelector(".body");
+  const body = el.querySelector(".body"); // before any reply text is inside it
   let reply = "";
   let pending = false;
   const response = await fetch("/v1/chat/completions", {
@@ -151,50 +177,53 @@ async function send(text) {
     el.classList.remove("streaming");
     chat.controller = null;
     setBusy(false);
-    $("prompt").focus();
+    ui.prompt.focus();
   }
 }
 
 function submit(event) {
   event.preventDefault();
-  const text = $("prompt").value.trim();
+  const text = ui.prompt.value.trim();
   if (!text || chat.controller) return;
-  $("prompt").value = "";
+  ui.prompt.value = "";
   send(text);
 }
 
 async function showModel() {
   try {
     const response = await fetch("/v1/models", { headers: headers() });
-    if (response.ok) $("model").textContent = (await response.json()).data[0].id;
+    if (response.ok) ui.model.textContent = (await response.json()).data[0].id;
   } catch (_) {
     // the name is a nicety; the chat works without it
   }
 }
 
 function setup() {
-  marked.use({ gfm: true, breaks: true });
+  ui = findElements();
+  // A task list's boxes as characters: an <input> would be removed (PURIFY).
+  const checkbox = ({ checked }) => (checked ? "\u2611 " : "\u2610 ");
+  marked.use({ gfm: true, breaks: true, renderer: { checkbox } });
   DOMPurify.addHook("afterSanitizeAttributes", (node) => {
     if (node.tagName === "A") { node.target = "_blank"; node.rel = "noopener noreferrer"; }
   });
-  $("api-key").value = localStorage.getItem(KEY_STORE) || "";
-  $("system").value = localStorage.getItem(SYSTEM_STORE) || "";
-  $("api-key").addEventListener("change", (e) => { localStorage.setItem(KEY_STORE, e.target.value.trim()); showModel(); });
-  $("system").addEventListener("change", (e) => localStorage.setItem(SYSTEM_STORE, e.target.value));
-  $("composer").addEventListener("submit", submit);
-  $("settings-form").addEventListener("submit", (e) => e.preventDefault());
-  $("prompt").addEventListener("keydown", (e) => {
+  ui.apiKey.value = localStorage.getItem(KEY_STORE) || "";
+  ui.system.value = localStorage.getItem(SYSTEM_STORE) || "";
+  ui.apiKey.addEventListener("change", (e) => { localStorage.setItem(KEY_STORE, e.target.value.trim()); showModel(); });
+  ui.system.addEventListener("change", (e) => localStorage.setItem(SYSTEM_STORE, e.target.value));
+  ui.composer.addEventListener("submit", submit);
+  ui.settingsForm.addEventListener("submit", (e) => e.preventDefault());
+  ui.prompt.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) submit(e);
   });
-  $("stop").addEventListener("click", () => chat.controller && chat.controller.abort());
-  $("new-chat").addEventListener("click", () => {
+  ui.stop.addEventListener("click", () => chat.controller && chat.controller.abort());
+  ui.newChat.addEventListener("click", () => {
     if (chat.controller) chat.controller.abort();
     chat.messages = [];
-    for (const el of document.querySelectorAll(".message")) el.remove();
-    $("empty").hidden = false;
+    for (const el of ui.messages.querySelectorAll(":scope > .message")) el.remove();
+    ui.empty.hidden = false;
   });
   showModel();
-  $("prompt").focus();
+  ui.prompt.focus();
 }
 
 document.addEventListener("DOMContentLoaded", setup);
