@@ -4,6 +4,7 @@ they are verified, memory, template, and how long each start-up phase took."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from importlib import metadata
@@ -39,6 +40,8 @@ def run_doctor(settings: Settings, bundle: Bundle | None) -> int:
     kernels = timed("load CPU kernels", backends.load)
     print(f"cpu:       {_cpu_model()}; llama.cpp sees: {_cpu_features()}")
     print(f"kernels:   {kernels.describe()}")
+    if kernels.variants:
+        print(f"self-test: {kernels.selftest}")
     print(f"gpu:       {_gpu()}")
     weights = _weights(settings, bundle, timed)
     print(f"weights:   {weights}")
@@ -69,9 +72,13 @@ def _runtime() -> str:
     if unpacked is None:
         return f"Python {sys.version.split()[0]}, run from source"
     # The packaged file's bootloader (patches/pyinstaller-unpack-cache.patch)
-    # falls back to a _MEI* temporary directory when it has no cache to use.
+    # falls back to a _MEI* temporary directory when it has no cache to use,
+    # and names the cache directory it found but would not trust.
     if Path(unpacked).name.startswith("_MEI"):
-        return f"unpacked into {unpacked} for this launch only (no writable cache directory)"
+        refused = os.environ.get("_PYI_UNPACK_CACHE_REFUSED")
+        why = (f"not used as the cache: {refused} must be a directory of this user's that no one else can write"
+               if refused else "no writable cache directory")
+        return f"unpacked into {unpacked} for this launch only ({why})"
     return f"unpacked into {unpacked} at the first launch, reused since"
 
 

@@ -9,11 +9,12 @@ Every run is the real file with nothing inherited but the variables given.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -93,7 +94,7 @@ def test_the_cache_follows_the_same_variables_as_the_rest_of_llamabin(
     chosen = tmp_path / "chosen"
     launch(built, home, HOME=home, TMPDIR=tmpdir, **{where: chosen})
     cache = chosen / "cache" if where == "LLAMABIN_HOME" else chosen / "llamabin"
-    assert sorted(p.name for p in cache.iterdir()) == ["runtime", "verified.json"]
+    assert sorted(p.name for p in cache.iterdir()) == ["cpu-kernels.json", "runtime", "verified.json"]
     [unpacked] = (cache / "runtime").iterdir()
     assert KEY.fullmatch(unpacked.name)
     assert not (home / ".cache").exists()
@@ -111,6 +112,94 @@ def test_a_damaged_cache_is_unpacked_again(built: Path, home: Path, tmpdir: Path
     assert [p.name for p in runtime_of(home).iterdir()] == [unpacked.name], "a work or stale directory was left"
     assert lib.stat().st_size == size
     assert list(tmpdir.iterdir()) == []
+
+
+def test_a_library_changed_in_place_is_unpacked_again(built: Path, home: Path, tmpdir: Path) -> None:
+    """Same size, and the mtime set back as `touch -d` would: only the
+    ctime, which no user can set, tells that the file changed."""
+    first = launch(built, home, HOME=home, TMPDIR=tmpdir)
+    [unpacked] = runtime_of(home).iterdir()
+    lib = unpacked / "llama_cpp" / "lib" / "libllama.so"
+    original = lib.read_bytes()
+    before = lib.stat()
+    with open(lib, "r+b") as f:
+        f.seek(len(original) // 2)
+        f.write(b"\xcc" * 4096)  # int3: code that traps if it runs
+    os.utime(lib, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (lib.stat().st_size, lib.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+    second = launch(built, home, HOME=home, TMPDIR=tmpdir)
+    assert second.stdout == first.stdout
+    assert lib.read_bytes() == original
+    assert [p.name for p in runtime_of(home).iterdir()] == [unpacked.name], "a work or stale directory was left"
+    assert list(tmpdir.iterdir()) == []
+
+
+def test_a_copy_without_its_manifest_is_unpacked_again(built: Path, home: Path, tmpdir: Path) -> None:
+    """As a copy unpacked by an older bootloader is: there is nothing to
+    check its files against."""
+    launch(built, home, HOME=home, TMPDIR=tmpdir)
+    [unpacked] = runtime_of(home).iterdir()
+    manifest = unpacked / ".pyi-unpack-manifest"
+    manifest.unlink()
+    lib = unpacked / "llama_cpp" / "lib" / "libllama.so"
+    inode = lib.stat().st_ino
+
+    launch(built, home, HOME=home, TMPDIR=tmpdir)
+    assert manifest.is_file()
+    assert lib.stat().st_ino != inode, "the copy was reused unchecked"
+
+
+def writable_by_group(path: Path) -> None:
+    path.chmod(0o770)
+
+
+def writable_by_others(path: Path) -> None:
+    path.chmod(0o707)
+
+
+def owned_by_nobody(path: Path) -> None:
+    if not IS_ROOT:
+        pytest.skip("chown needs root")
+    os.chown(path, pwd.getpwnam("nobody").pw_uid, -1)
+
+
+def a_symlink(path: Path) -> None:
+    """To the same directory moved aside: only being a symlink is wrong."""
+    moved = path.with_name(path.name + "-moved")
+    path.rename(moved)
+    path.symlink_to(moved)
+
+
+def state_of(root: Path) -> dict[str, tuple[int, int, int]]:
+    return {str(p.relative_to(root)): (p.lstat().st_ino, p.lstat().st_mtime_ns, p.lstat().st_ctime_ns)
+            for p in root.rglob("*") if not p.is_dir()}
+
+
+@pytest.mark.parametrize("spoil", [writable_by_group, writable_by_others, owned_by_nobody, a_symlink])
+@pytest.mark.parametrize("level", ["llamabin", "runtime", "key"])
+def test_a_cache_directory_that_is_not_the_users_alone_is_not_used(
+    built: Path, home: Path, tmpdir: Path, level: str, spoil: Callable[[Path], None]
+) -> None:
+    """Whoever can write to one of the cache's directories could swap the
+    libraries the file loads: such a cache is left alone, and the file
+    unpacks into TMPDIR as if it had none."""
+    reference = launch(built, home, HOME=home, TMPDIR=tmpdir)
+    [unpacked] = runtime_of(home).iterdir()
+    spoilt = {"llamabin": runtime_of(home).parent, "runtime": runtime_of(home), "key": unpacked}[level]
+    spoil(spoilt)
+    before = state_of(runtime_of(home))
+
+    result = launch(built, home, HOME=home, TMPDIR=tmpdir)
+    assert result.stdout == reference.stdout
+    assert list(tmpdir.iterdir()) == []
+    doctor = run_file(built, "--doctor", cwd=home, env={"HOME": str(home), "TMPDIR": str(tmpdir)})
+    assert doctor.returncode == 0, doctor.stderr
+    assert re.search(rf"^runtime:   unpacked into {re.escape(str(tmpdir))}/_MEI\w+ for this launch only "
+                     rf"\(not used as the cache: {re.escape(str(spoilt))} must be a directory of this user's "
+                     r"that no one else can write\)$", doctor.stdout, re.M), doctor.stdout
+    assert list(tmpdir.iterdir()) == []
+    assert state_of(runtime_of(home)) == before, "the cache was written to"
 
 
 def test_without_a_usable_cache_it_unpacks_into_tmpdir_and_cleans_up(
