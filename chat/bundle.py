@@ -18,8 +18,17 @@ from typing import Any, Callable
 
 from chat.engine.llama import ModelSource
 from chat.errors import ModelFileError
-from chat.paths import NoHomeError, cache_dir
-from packager.layout import LayoutError, Payload, read_payload, sidecar_path
+from chat.paths import NoHomeError, cache_dir, make_private_dir
+from packager.layout import (
+    BakedArgs,
+    LayoutError,
+    ManifestError,
+    Payload,
+    check_manifest,
+    read_payload,
+    sidecar_path,
+    split_baked_args,
+)
 
 CHUNK = 1 << 20
 
@@ -37,9 +46,15 @@ class Bundle:
         return ModelSource(self.payload.path, self.payload.blob_offset)
 
     @property
+    def baked(self) -> BakedArgs:
+        """The runtime flags baked in at build time (like llamafile's .args),
+        split into those a file may set and those it may not."""
+        return split_baked_args(self.manifest["defaults"]["args"])
+
+    @property
     def args(self) -> list[str]:
-        """The runtime flags baked in at build time (like llamafile's .args)."""
-        return [str(a) for a in self.manifest.get("defaults", {}).get("args", [])]
+        """The baked flags that apply: only model, sampling and context ones."""
+        return self.baked.allowed
 
     @property
     def chat_template(self) -> dict[str, str] | None:
@@ -60,6 +75,11 @@ def find_bundle(executable: Path | None = None) -> Bundle | None:
             continue
         try:
             payload = read_payload(candidate)
+            if payload is not None:
+                check_manifest(payload.manifest)
+        except ManifestError as exc:
+            whose = "this file's" if candidate == executable else f"{candidate.name}'s"
+            raise ModelFileError(f"{whose} manifest is damaged: {exc}") from None
         except LayoutError as exc:
             raise ModelFileError(f"{candidate} is damaged ({exc}): download it again") from None
         except OSError as exc:
@@ -78,7 +98,7 @@ def verify(bundle: Bundle, force: bool, progress: Callable[[int, int], None] | N
     if not force and record is not None and key in _read_record(record):
         return False
     digest = _sha256(bundle, progress)
-    expected = bundle.manifest.get("gguf", {}).get("sha256")
+    expected = bundle.manifest["gguf"]["sha256"]
     if digest != expected:
         raise ModelFileError(
             f"the weights in {bundle.payload.path} are corrupted (sha256 mismatch): download the file again"
@@ -132,7 +152,7 @@ def _remember(record: Path, key: str) -> None:
     """Best effort: an unwritable cache only means verifying again next time."""
     try:
         keys = _read_record(record)[-31:] + [key]
-        record.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(record.parent)
         tmp = record.with_name(f"{record.name}.{key.replace(':', '-')}.tmp")
         tmp.write_text(json.dumps(keys), encoding="utf-8")
         tmp.replace(record)

@@ -9,9 +9,9 @@ from typing import Sequence
 
 import click
 
-from packager.build import BuildOptions, build, iter_manifest_lines
+from packager.build import BuildOptions, build, iter_manifest_lines, refused_message
 from packager.errors import BuildError
-from packager.layout import LayoutError, read_payload, sidecar_path
+from packager.layout import LayoutError, ManifestError, check_manifest, read_payload, sidecar_path, split_baked_args
 
 EPILOG = """\b
 Examples:
@@ -50,7 +50,12 @@ def build_cmd(model: Path, runtime_args: tuple[str, ...], output: str | None, na
 
     Arguments after `--` become the file's default runtime flags (like
     llamafile's .args); flags given when running the file override them.
+    Only model, sampling and context flags can be built in: not --host,
+    --port, --api-key, a mode, or a flag that names a file.
     """
+    refused = split_baked_args(list(runtime_args)).refused
+    if refused:  # a usage error (exit 2), found before minutes of hashing
+        raise click.UsageError(refused_message(refused))
     if output is not None and output.endswith(("/", os.sep)):
         try:
             Path(output).mkdir(parents=True, exist_ok=True)
@@ -88,7 +93,10 @@ def _payload(file: Path):  # type: ignore[no-untyped-def]
     try:
         for candidate in (file, sidecar):
             if candidate.is_file() and (payload := read_payload(candidate)) is not None:
+                check_manifest(payload.manifest)
                 return payload
+    except ManifestError as exc:
+        raise BuildError(f"the manifest of {file} is damaged: {exc}") from None
     except LayoutError as exc:
         raise BuildError(f"{file} is damaged: {exc}") from None
     except OSError as exc:

@@ -10,6 +10,10 @@ everything with one seek and one 64-byte read, whatever the blob's size:
 nothing is ever scanned.  See docs/payload-layout.md for where the packager
 places the blob inside a PyInstaller executable and why.
 
+The manifest's schema (``check_manifest``) and the runtime flags a file may
+carry as built-in defaults (``BAKED_FLAGS``) live here too, so that the
+packager and the runtime enforce one rule.
+
 The runtime imports this module from inside the frozen app, so it must stay
 standard-library only and must not import anything from ``chat``.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass, replace
@@ -41,6 +46,12 @@ mapping can start exactly at the blob on every platform.
 MAX_MANIFEST_SIZE = 16 * 1024 * 1024
 """A manifest larger than this is taken as corruption rather than read into memory."""
 
+MAX_MANIFEST_DEPTH = 16
+"""Deepest nesting of lists and objects a manifest may have (ours has 3).
+
+json.loads recurses, so a file of nested brackets would otherwise end in a
+RecursionError, and so would anything that walks the result later."""
+
 # Little-endian, no implicit padding.  The identifying fields (size, version,
 # magic) come last so that a future, larger footer can still be recognised
 # from the last 16 bytes of the file.
@@ -52,6 +63,13 @@ _TAIL = struct.Struct("<II8s")  # footer_size, version, magic: the last 16 bytes
 
 class LayoutError(ValueError):
     """The file claims to carry a payload but the payload is damaged or unknown."""
+
+
+class ManifestError(LayoutError):
+    """The footer is sound but the manifest is not one a runtime can use.
+
+    The message says what is wrong without naming the manifest, so callers
+    can say whose it is: "this file's manifest is damaged: {message}"."""
 
 
 @dataclass(frozen=True)
@@ -175,14 +193,36 @@ def encode_manifest(manifest: dict[str, Any]) -> bytes:
 
 
 def decode_manifest(data: bytes) -> dict[str, Any]:
-    """Parse manifest bytes; it must be a JSON object."""
+    """Parse manifest bytes; it must be a JSON object of bounded depth,
+    with text that can be printed (no lone surrogates)."""
     try:
         value = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LayoutError(f"manifest is not valid JSON: {exc}") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        # ValueError covers JSONDecodeError and integers too long to convert.
+        raise ManifestError(f"not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ManifestError("nested too deeply") from None
     if not isinstance(value, dict):
-        raise LayoutError(f"manifest must be a JSON object, got {type(value).__name__}")
+        raise ManifestError("not a JSON object")
+    _check_depth_and_text(value)
     return value
+
+
+def _check_depth_and_text(value: Any) -> None:
+    """Iterative, so that the check itself cannot recurse too deeply."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ManifestError("a string in it is not valid Unicode") from None
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_MANIFEST_DEPTH:
+                raise ManifestError("nested too deeply")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
 
 
 def read_payload(path: str | os.PathLike[str]) -> Payload | None:
@@ -287,3 +327,176 @@ def _elf_end(head: bytes) -> int | None:
     if not shoff:
         return None
     return int(shoff + shentsize * shnum)
+
+
+# --- the manifest's schema ---------------------------------------------------
+#
+# Every field a runtime or `inspect` reads, with its type.  Required fields
+# are the ones the runtime cannot work without; the others are descriptive
+# and may be absent or null.  Unknown fields are allowed (newer builds may
+# add some), but cannot be deeper than MAX_MANIFEST_DEPTH.
+
+_Kind = Any  # str, int, "text list", "text map", or a nested _Spec
+_Spec = dict[str, tuple[_Kind, bool]]  # field -> (kind, required)
+
+_GGUF_SPEC: _Spec = {
+    "file": (str, False),
+    "size": (int, True),
+    "sha256": (str, True),
+    "model_name": (str, False),
+    "architecture": (str, False),
+    "quantization": (str, False),
+    "context_length": (int, False),
+}
+_MANIFEST_SPEC: _Spec = {
+    "format": (int, False),
+    "name": (str, True),
+    "target": (str, False),
+    "created": (str, False),
+    "gguf": (_GGUF_SPEC, True),
+    "defaults": ({"args": ("text list", True)}, True),
+    "template": (str, False),
+    "chat_template": ({"name": (str, True), "source": (str, True)}, False),
+    "license": ({"name": (str, False), "text": (str, False)}, False),
+    "versions": ("text map", False),
+}
+_KIND_NAMES = {str: "a string", int: "a whole number", "text list": "a list of strings",
+               "text map": "an object of strings"}
+
+
+def check_manifest(manifest: dict[str, Any]) -> None:
+    """Raise ManifestError naming the first field of the wrong type, then
+    the first required field that is missing."""
+    _check_fields(manifest, _MANIFEST_SPEC, "")
+
+
+def _check_fields(obj: dict[str, Any], spec: _Spec, where: str) -> None:
+    # Wrong types first: "defaults must be an object" says more about a
+    # damaged file than "name is missing" would.
+    for key, (kind, _required) in spec.items():
+        if obj.get(key) is not None and not _is_kind(obj[key], kind):
+            what = "an object" if isinstance(kind, dict) else _KIND_NAMES[kind]
+            raise ManifestError(f"{where}{key} must be {what}")
+    for key, (kind, required) in spec.items():
+        if required and obj.get(key) is None:
+            raise ManifestError(f"{where}{key} is missing")
+        if isinstance(kind, dict) and obj.get(key) is not None:
+            _check_fields(obj[key], kind, f"{where}{key}.")
+
+
+def _is_kind(value: Any, kind: _Kind) -> bool:
+    if isinstance(kind, dict):
+        return isinstance(value, dict)
+    if kind == "text list":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "text map":
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    if kind is int:  # JSON true/false are bools, which Python counts as ints
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, kind)
+
+
+# --- which runtime flags a file may carry as built-in defaults ---------------
+#
+# A packaged file (or a sidecar NAME.gguf) may come from anyone, so its
+# defaults may only shape the model, its context and its sampling: never
+# where the server listens, who may call it, which files are read, or the
+# mode.  The packager refuses anything else at build time; the runtime drops
+# it with a warning.  Each spelling maps to whether it takes a value, as in
+# the runtime's command line (tests check the two agree).
+
+BAKED_FLAGS: dict[str, bool] = {
+    # the model: how it is loaded
+    "-t": True, "--threads": True,
+    "-ngl": True, "--n-gpu-layers": True, "--gpu-layers": True,
+    # the context
+    "-c": True, "--ctx-size": True, "--ctx-force": False,
+    "-np": True, "--parallel": True, "-kvu": False, "--kv-unified": False,
+    # sampling (the grammar as text: --grammar-file would read a path)
+    "-n": True, "--n-predict": True, "--temp": True, "--top-k": True, "--top-p": True,
+    "--min-p": True, "--repeat-penalty": True, "--repeat-last-n": True, "-s": True, "--seed": True,
+    "--grammar": True, "-j": False, "--json": False,
+    # what the chat says first: not -p, which is the input itself in --cli mode
+    "--system-prompt": True, "--system": True, "--template": True,
+}
+
+_TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
+"""A baked --template must be a name, never a path: a template file is
+stored inside the manifest instead (chat_template)."""
+
+
+@dataclass(frozen=True)
+class BakedArgs:
+    """Built-in defaults split into those a file may carry and the rest."""
+
+    allowed: list[str]
+    refused: list[str]  # each refused flag once, as written (with its value if that was the problem)
+
+
+def split_baked_args(args: list[str]) -> BakedArgs:
+    """Keep the allowed flags (with their values), refuse everything else.
+
+    Tokens are read the way click reads them (long options, `--opt=value`,
+    clusters of short options, `-n6`), so what is kept sets only allowed
+    options.  Words after a refused flag are taken as its value and dropped.
+    """
+    allowed: list[str] = []
+    refused: list[str] = []
+    i = 0
+    while i < len(args):
+        unit, problem = _next_unit(args, i)
+        i += len(unit)
+        if problem is None:
+            allowed += unit
+            continue
+        if problem not in refused:
+            refused.append(problem)
+        while i < len(args) and not _is_option(args[i]):
+            i += 1  # the refused flag's value(s)
+    return BakedArgs(allowed, refused)
+
+
+def _is_option(arg: str) -> bool:
+    return arg[:1] == "-" and len(arg) > 1 and arg != "--"
+
+
+def _is_long(name: str) -> bool:
+    return name.startswith("--") or len(name) > 2
+
+
+def _next_unit(args: list[str], i: int) -> tuple[list[str], str | None]:
+    """The tokens of the option at args[i] (itself and perhaps its value),
+    and what to call it if it is refused (None when it is allowed)."""
+    arg = args[i]
+    if not _is_option(arg):
+        return [arg], arg
+    name, eq, value = arg.partition("=")
+    if _is_long(name) and name in BAKED_FLAGS:
+        unit = [arg]
+        if BAKED_FLAGS[name] and not eq and i + 1 < len(args):
+            unit, value = [arg, args[i + 1]], args[i + 1]
+        # A missing value, or one where none belongs, is left for click to report.
+        return unit, _refused_value(name, value)
+    if arg.startswith("--"):
+        return [arg], name
+    return _short_cluster(args, i)
+
+
+def _short_cluster(args: list[str], i: int) -> tuple[list[str], str | None]:
+    """`-jn6`: short flags, the last of which may take the rest (or the
+    next word) as its value.  `-ngl5` lands here too, as click reads it."""
+    arg = args[i]
+    for pos, letter in enumerate(arg[1:], start=2):
+        flag = "-" + letter
+        if flag not in BAKED_FLAGS:
+            return [arg], flag
+        if BAKED_FLAGS[flag]:
+            attached = pos < len(arg)
+            return ([arg] if attached or i + 1 == len(args) else [arg, args[i + 1]]), None
+    return [arg], None
+
+
+def _refused_value(flag: str, value: str) -> str | None:
+    if flag == "--template" and value and not _TEMPLATE_NAME.match(value):
+        return f"--template {value}"
+    return None

@@ -82,9 +82,32 @@ def test_unknown_template_and_bad_baked_args(smollm2: Path, tmp_path: Path) -> N
     bad_template = llamabin("build", str(smollm2), "-o", str(out), "--template", "klingon")
     assert bad_template.returncode == 1
     assert "unknown template 'klingon'" in one_error_line(bad_template.stderr)
-    bad_args = llamabin("build", str(smollm2), "-o", str(out), "--", "--no-such-flag")
+    bad_args = llamabin("build", str(smollm2), "-o", str(out), "--", "--temp", "warm")
     assert bad_args.returncode == 1
     assert "built-in defaults are invalid" in one_error_line(bad_args.stderr)
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("baked, named", [
+    (["--host", "0.0.0.0"], "--host is"),
+    (["--port=80", "--temp", "0.7", "--api-key", "k"], "--port --api-key are"),
+    (["--nobrowser", "--server"], "--nobrowser --server are"),
+    (["-mother.gguf"], "-m is"),
+    (["--grammar-file", "g.gbnf"], "--grammar-file is"),
+    (["-p", "hello"], "-p is"),
+    (["--template", "./mine.jinja"], "--template ./mine.jinja is"),
+    (["--no-such-flag"], "--no-such-flag is"),
+], ids=["host", "port-and-key", "modes", "model", "grammar-file", "prompt", "template-path", "unknown"])
+def test_only_model_sampling_and_context_flags_can_be_built_in(
+    baked: list[str], named: str, smollm2: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = llamabin("build", str(smollm2), "-o", str(out), "--", *baked, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"llamabin: error: {named} not allowed as a built-in default: only model, sampling and context flags are"
+    ), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert_nothing_written(out)
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from packager.layout import read_payload
+from packager.layout import encode_manifest, read_payload
+from packager.sidecar import write_sidecar
 from tests.conftest import BAKED
 from tests.helpers import ROOT, llamabin, run_chat, run_file
 
@@ -163,6 +164,35 @@ def test_sidecar_layout_runs_the_same(built: Path, smollm2: Path, tmp_path: Path
     missing = run_file(exe, *args, cwd=empty_dir)
     assert missing.returncode == 2
     assert f"weights are missing: put {side.name} next to it" in missing.stderr
+
+
+def test_a_tampered_sidecar_cannot_open_the_server_to_the_network(
+    smollm2: Path, portable_lib: Path, tmp_path: Path, empty_dir: Path
+) -> None:
+    """Someone swaps in a NAME.gguf that bakes --host 0.0.0.0: the file runs
+    without it and says so; a damaged manifest stops it in one line."""
+    result = llamabin("build", str(smollm2), "-o", str(tmp_path), "--sidecar", "--llama-lib", str(portable_lib),
+                      "--", "-n", "6")
+    assert result.returncode == 0, result.stderr
+    exe = tmp_path / "SmolLM2-135M-Instruct.Q4_1-linux-x86_64"
+    side = exe.with_name(exe.name + ".gguf")
+    payload = read_payload(side)
+    assert payload is not None
+    tampered = dict(payload.manifest, defaults={"args": ["--host", "0.0.0.0", "-n", "6"]})
+    write_sidecar(smollm2, side, encode_manifest(tampered))
+    shown = run_file(exe, "--help", cwd=empty_dir)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr == ("llamabin: warning: ignoring built-in defaults that only the command line may set:"
+                            " --host\n")
+    assert "Built-in defaults (flags override them): -n 6\n" in shown.stdout
+    assert re.search(r"\[default:\s+127\.0\.0\.1\]", shown.stdout)
+    assert not re.search(r"\[default:\s+0\.0\.0\.0\]", shown.stdout)
+
+    write_sidecar(smollm2, side, encode_manifest(dict(payload.manifest, defaults=[])))
+    damaged = run_file(exe, "--cli", "-p", PROMPT, cwd=empty_dir)
+    assert damaged.returncode == 1
+    assert damaged.stderr == f"llamabin: error: {side.name}'s manifest is damaged: defaults must be an object\n"
+    assert damaged.stdout == ""
 
 
 def test_launch_benchmark_harness_runs(built: Path, smollm2: Path, tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -175,6 +177,59 @@ def test_dump_writes_the_rendered_conversation(conv: Conversation, tmp_path: Pat
     shown = type_into(conv, lines("/dump", f"/dump {out}"))
     assert "<|im_start|>user\nhello<|im_end|>" in shown
     assert out.read_text() == conv.render(add_generation_prompt=False)
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """A umask that would make new files readable by everyone (0644)."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("command", ["save", "dump"])
+def test_save_and_dump_write_private_files(
+    command: str, conv: Conversation, tmp_path: Path, loose_umask: None
+) -> None:
+    conv.messages = [Message("user", "my secret"), Message("assistant", "kept")]
+    fresh, old = tmp_path / "new.txt", tmp_path / "old.txt"
+    old.write_text("an earlier, world-readable file")
+    old.chmod(0o644)
+    shown = type_into(conv, lines(f"/{command} {fresh}", f"/{command} {old}"))
+    assert "error" not in shown
+    for path in (fresh, old):
+        assert "my secret" in path.read_text()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.txt", "old.txt"]  # no temporary file left
+
+
+@pytest.mark.parametrize("command", ["save", "dump"])
+def test_save_and_dump_refuse_to_write_through_a_link(command: str, conv: Conversation, tmp_path: Path) -> None:
+    conv.messages = [Message("user", "hello"), Message("assistant", "hi there")]
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    link = tmp_path / "chat.json"
+    link.symlink_to(victim)
+    shown = type_into(conv, lines(f"/{command} {link}"))
+    assert f"error: {link} is a symbolic link: give the path of a regular file" in shown
+    assert victim.read_text() == "untouched"
+    assert link.is_symlink()
+
+
+def test_save_does_not_use_a_guessable_temporary_name(conv: Conversation, tmp_path: Path) -> None:
+    """Someone who can write to the folder plants FILE.tmp as a link to a
+    file of the user's; saving FILE must not write through it."""
+    conv.messages = [Message("user", "hello"), Message("assistant", "hi there")]
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    path = tmp_path / "chat.json"
+    (tmp_path / "chat.json.tmp").symlink_to(victim)
+    shown = type_into(conv, lines(f"/save {path}"))
+    assert f"saved 2 messages to {path}" in shown
+    assert victim.read_text() == "untouched"
+    assert json.loads(path.read_text())["messages"][0]["content"] == "hello"
 
 
 def test_stats_template_system_and_clear(conv: Conversation) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from chat.conversation import write_private
 from chat.errors import LlamabinError
 from chat.repl.registry import (
     Command,
@@ -125,7 +126,7 @@ def _dump(state: ReplState, arg: str) -> None:
         return
     path = _path(arg)
     try:
-        path.write_text(text, encoding="utf-8")
+        write_private(path, text)
     except OSError as exc:
         raise LlamabinError(f"cannot write {path}: {exc.strerror}") from None
     state.say(f"wrote the rendered conversation to {path}")
