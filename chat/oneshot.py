@@ -7,10 +7,11 @@ import sys
 from typing import Iterable
 
 from chat.engine import Engine, GenerationRequest
-from chat.errors import EXIT_INTERRUPTED, EXIT_OK, GenerationError
+from chat.errors import EXIT_INTERRUPTED, EXIT_OK, GenerationError, UsageError
 from chat.session import resolve_template
 from chat.settings import Mode, Settings
 from chat.conversation import Conversation
+from templates import TemplateError
 
 
 def run_oneshot(settings: Settings, engine: Engine) -> int:
@@ -46,7 +47,13 @@ def _ask(engine: Engine, settings: Settings) -> int:
         sampling=settings.sampling,
         max_tokens=settings.n_predict,
     )
-    reply = conv.ask(settings.prompt or "")
+    try:
+        reply = conv.ask(settings.prompt or "")
+    # Some template faults show only once it renders the question (its own
+    # raise_exception(), a size limit): the template is as unusable as one
+    # that fails to load, and is reported the same way.
+    except TemplateError as exc:
+        raise UsageError(str(exc)) from None
     if settings.verbose_prompt:
         sys.stderr.write(conv.last_prompt)
         sys.stderr.flush()
