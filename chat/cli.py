@@ -15,10 +15,11 @@ from chat import __version__
 from chat.bundle import Bundle, find_bundle
 from chat.engine.llama import ModelSource
 from chat.startup import check_bundle, describe_bundle, verify_bundle
-from packager.layout import sidecar_path
+from packager.layout import BAKED_FLAGS, sidecar_path
 from chat.engine.types import SamplingParams
 from chat.errors import EXIT_INTERRUPTED, EXIT_USAGE, LlamabinError, UsageError
 from chat.server.listen import listen, listen_beside_chat
+from chat.server.settings import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 from chat.session import EngineLoad
 from chat.settings import Mode, Settings, default_threads
 from templates import BUILTIN_NAMES
@@ -117,6 +118,10 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
 @click.option("--nobrowser", is_flag=True, help="Do not open the web chat in a browser.")
 @click.option("--api-key", metavar="KEY", help="Require 'Authorization: Bearer KEY' on API calls.")
 @click.option("--api-key-file", metavar="FILE", help="Read the API key from the first line of FILE.")
+@click.option("--allowed-host", "allowed_hosts", metavar="NAME", multiple=True, help="Also answer requests whose Host (or Origin) is NAME, as when the server sits behind a proxy or a DNS name (repeatable) [default: localhost, IP addresses and this machine's name].")
+@click.option("--cors-origin", "cors_origins", metavar="ORIGIN", multiple=True, help="Let web pages from ORIGIN (e.g. https://app.example) call the API from a browser (repeatable) [default: none].")
+@click.option("--max-connections", type=click.IntRange(1, 65536), default=DEFAULT_MAX_CONNECTIONS, show_default=True, help="Connections the server holds at once; more are refused with 503.")
+@click.option("--request-timeout", type=click.FloatRange(0.1, 3600), default=DEFAULT_REQUEST_TIMEOUT, show_default=True, help="Seconds a client may take to send its request; then 408.")
 @click.option("--verbose-prompt", is_flag=True, help="Print the prompt as the model sees it (chat template applied) on stderr.")
 @click.option("--doctor", is_flag=True, help="Print what to check when something does not work, and exit.")
 @click.option("--verify", is_flag=True, help="Check the built-in weights' sha256 and exit.")
@@ -198,6 +203,10 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         host=opts["host"],
         port=opts["port"],
         api_key=_api_key(opts),
+        allowed_hosts=tuple(opts["allowed_hosts"]),
+        cors_origins=tuple(_origin(o) for o in opts["cors_origins"]),
+        max_connections=opts["max_connections"],
+        request_timeout=opts["request_timeout"],
         open_browser=not opts["nobrowser"],
     )
 
@@ -212,6 +221,16 @@ def _api_key(opts: dict[str, Any]) -> str | None:
     if key is not None and not key.strip():
         raise UsageError("the API key is empty")
     return key.strip() if key is not None else None
+
+
+def _origin(text: str) -> str:
+    """A browser origin as browsers send it: scheme://host[:port], nothing else."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
+        raise UsageError(f"--cors-origin {text!r}: give an origin such as https://app.example:3000")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
 def _check_template(choice: str | None) -> None:
@@ -324,13 +343,26 @@ def main(argv: Sequence[str] | None = None, default_map: dict[str, Any] | None =
 
 def baked_defaults(bundle: Bundle) -> dict[str, Any]:
     """The file's baked flags as click defaults: the command line beats them,
-    and --help shows them."""
+    and --help shows them. Flags a file may not carry are dropped, with one
+    warning: a file from anyone must not pick, say, where the server listens."""
+    baked = bundle.baked
     try:
-        ctx = command.make_context(_prog_name(), list(bundle.args), resilient_parsing=False)
+        ctx = command.make_context(_prog_name(), list(baked.allowed), resilient_parsing=False)
     except click.ClickException as exc:
         raise LlamabinError(f"this file's built-in defaults are invalid: {exc.format_message()}") from None
     given = click.core.ParameterSource.COMMANDLINE
-    return {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) is given}
+    chosen = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) is given}
+    # Checked again on what click made of them, in case the two readings differ.
+    stray = sorted(set(chosen) - _bakeable_params())
+    refused = baked.refused + [f"--{name.replace('_', '-')}" for name in stray]
+    if refused:
+        click.echo(f"llamabin: warning: ignoring built-in defaults that only the command line may set:"
+                   f" {' '.join(refused)}", err=True)
+    return {k: v for k, v in chosen.items() if k not in stray}
+
+
+def _bakeable_params() -> set[str]:
+    return {p.name for p in command.params if p.name and set(p.opts) & BAKED_FLAGS.keys()}
 
 
 def _names_a_model(args: list[str]) -> bool:

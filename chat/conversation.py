@@ -6,7 +6,10 @@ they render prompts, trim old turns and keep partial answers the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -14,6 +17,7 @@ from typing import Iterator
 from chat.engine.engine import Engine, Generation
 from chat.engine.types import FinishReason, GenerationRequest, SamplingParams, Usage
 from chat.errors import ContextLengthExceededError, GenerationError, LlamabinError
+from chat.prompts import chat_prompt
 from templates import ChatTemplate
 
 ROLES = ("system", "user", "assistant")
@@ -94,11 +98,16 @@ class Conversation:
     def render(self, add_generation_prompt: bool = True) -> str:
         return self.template.render(self._all_messages(), add_generation_prompt)
 
+    def _tokens(self, add_generation_prompt: bool = True) -> list[int]:
+        """The prompt's tokens, messages as plain text (chat.prompts)."""
+        prompt = chat_prompt(self.template, self._all_messages(), add_generation_prompt, self.engine.special_texts())
+        return self.engine.tokenize(prompt) if isinstance(prompt, str) else self.engine.tokenize_parts(prompt)
+
     def tokens_used(self) -> int:
         """Tokens the conversation so far takes in the context."""
         if not self.messages and not self.system_prompt:
             return 0
-        return len(self.engine.tokenize(self.render(add_generation_prompt=False)))
+        return len(self._tokens(add_generation_prompt=False))
 
     @property
     def n_ctx(self) -> int:
@@ -137,7 +146,7 @@ class Conversation:
         dropped = 0
         while True:
             self.last_prompt = self.render()
-            tokens = self.engine.tokenize(self.last_prompt)
+            tokens = self._tokens()
             if len(tokens) + self._answer_room() <= self.n_ctx:
                 return tokens, dropped
             if len(self.messages) <= 1:
@@ -169,9 +178,7 @@ class Conversation:
         return json.dumps(doc, ensure_ascii=False, indent=2)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-        tmp.replace(path)  # never leave a half-written transcript
+        write_private(path, self.to_json() + "\n")
 
     def load(self, path: Path) -> None:
         """Replace this conversation with a saved transcript; on a bad file
@@ -189,3 +196,27 @@ class Conversation:
             raise LlamabinError(f"{path} has an unknown role {bad[0]!r}")
         self.messages = msgs
         self.system_prompt = str(system) if system else None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only (0600, whatever the
+    umask), atomically: a private temporary file with an unguessable name
+    beside it, synced, then renamed over it, so no one can plant a file or
+    a link in its place and a crash never leaves half a transcript.
+
+    A symbolic link at `path` is refused rather than written through (it
+    could point anywhere) or replaced (it may be one the user made);
+    OSError for everything the disk can say."""
+    if path.is_symlink():
+        raise LlamabinError(f"{path} is a symbolic link: give the path of a regular file")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # replaces a link planted since the check, never follows it
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -18,8 +18,15 @@ from packager import progress
 from packager.elf import ElfError, insert_payload
 from packager.errors import BuildError
 from packager.gguf_info import GGUFInfo, read_gguf_info
-from packager.layout import encode_manifest, sidecar_path
-from packager.runtime import check_lib_dir, runtime_executable
+from packager.layout import (
+    ManifestError,
+    check_manifest,
+    decode_manifest,
+    encode_manifest,
+    sidecar_path,
+    split_baked_args,
+)
+from packager.runtime import check_lib_dir, has_cpu_variants, installed_lib_dir, runtime_executable
 from packager.sidecar import write_sidecar
 from packager.versions import build_versions
 
@@ -74,8 +81,8 @@ def build(opts: BuildOptions, say: Callable[[str], None]) -> BuildResult:
     digest = _sha256(opts.model, info.size)
     manifest = _manifest(opts, info, digest, args, template, out)
     say("preparing the runtime (built once, then cached)")
-    lib_dir = check_lib_dir(opts.llama_lib)
-    if opts.llama_lib is None:
+    lib_dir = check_lib_dir(opts.llama_lib or installed_lib_dir())
+    if lib_dir is None or not has_cpu_variants(lib_dir):
         say("note: llama.cpp comes from the installed llama-cpp-python, compiled for this machine's CPU;"
             " on an older CPU the file may stop with 'Illegal instruction'."
             " For one file that runs on any x86-64 CPU, pass --llama-lib with the folder"
@@ -115,7 +122,17 @@ def _baked_args(opts: BuildOptions) -> list[str]:
         args += ["--ctx-size", str(opts.ctx_size)]
     if opts.template is not None and not Path(opts.template).is_file():
         args += ["--template", opts.template]
+    refused = split_baked_args(list(opts.runtime_args)).refused
+    if refused:
+        raise BuildError(refused_message(refused))
     return args + list(opts.runtime_args)
+
+
+def refused_message(refused: list[str]) -> str:
+    """Why flags after `--` cannot be built in: one line naming them."""
+    verb = "is" if len(refused) == 1 else "are"
+    hint = ", and a template file goes in with --template FILE" if any(r.startswith("--template") for r in refused) else ""
+    return f"{' '.join(refused)} {verb} not allowed as a built-in default: only model, sampling and context flags are{hint}"
 
 
 def _baked_template(choice: str | None) -> dict[str, str] | None:
@@ -137,14 +154,24 @@ def _baked_template(choice: str | None) -> dict[str, str] | None:
 
 
 def _template_label(info: GGUFInfo, choice: str | None) -> str:
-    from templates import resolve
+    """The template the file will chat with, as `inspect` shows it.  Without
+    --template it is the model's own, which must load: a file whose every
+    chat would fail is refused, naming the way out."""
+    from templates import BUILTIN_NAMES, TemplateError, resolve
 
+    if choice is not None:  # the model's own is never used, so it may be broken
+        return Path(choice).name if Path(choice).is_file() else choice
     meta = {"general.architecture": info.architecture}
     if info.chat_template:
         meta["tokenizer.chat_template"] = info.chat_template
-    if choice is not None:
-        return Path(choice).name if Path(choice).is_file() else choice
-    tpl = resolve(None, meta)
+    try:
+        # Only the runtime knows the EOS text, once llama.cpp reads the
+        # vocabulary; a stand-in keeps a template that names no end-of-turn
+        # marker of its own from being refused here for want of one.
+        tpl = resolve(None, meta, eos_token="</s>")
+    except TemplateError as exc:
+        names = ", ".join(BUILTIN_NAMES)
+        raise BuildError(f"{exc}; build the file with another: --template {names}, or a Jinja file") from None
     return "the model's own" if tpl.origin == "gguf" else f"{tpl.name} (chosen by architecture)"
 
 
@@ -172,6 +199,10 @@ def _manifest(
     }
     if template is not None:
         manifest["chat_template"] = template
+    try:  # never write one the runtime would refuse (text from argv may hold lone surrogates)
+        check_manifest(decode_manifest(encode_manifest(manifest)))
+    except ManifestError as exc:
+        raise BuildError(f"cannot write this file's manifest: {exc}") from None
     return manifest
 
 
@@ -269,7 +300,10 @@ def iter_manifest_lines(manifest: dict[str, Any]) -> Iterator[str]:
     yield f"quantization:     {gguf.get('quantization')}"
     yield f"weights:          {gguf.get('size', 0):,} bytes, sha256 {gguf.get('sha256')}"
     yield f"trained ctx:      {gguf.get('context_length')} tokens"
-    yield f"defaults:         {' '.join(manifest.get('defaults', {}).get('args', [])) or '(none)'}"
+    baked = split_baked_args(manifest["defaults"]["args"])
+    yield f"defaults:         {' '.join(baked.allowed) or '(none)'}"
+    if baked.refused:
+        yield f"ignored defaults: {' '.join(baked.refused)} (the runtime never applies these)"
     yield f"template:         {manifest.get('template')}"
     yield f"license:          {lic.get('name') or 'unknown'}" + (" (text included)" if lic.get("text") else "")
     for key in ("llamabin", "llama-cpp-python", "llama.cpp", "cpu kernels", "pyinstaller"):
