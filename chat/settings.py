@@ -11,7 +11,13 @@ from pathlib import Path
 from chat.engine.engine import EngineConfig
 from chat.engine.llama import ModelSource
 from chat.engine.types import SamplingParams
-from chat.server.settings import DEFAULT_HOST, DEFAULT_PORT, ServerSettings
+from chat.server.settings import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT,
+    ServerSettings,
+)
 
 
 def default_threads() -> int:
@@ -49,6 +55,10 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     api_key: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     open_browser: bool = True
 
     def engine_config(self) -> EngineConfig:
@@ -70,6 +80,10 @@ class Settings:
             host=self.host,
             port=self.port,
             api_key=self.api_key,
+            allowed_hosts=self.allowed_hosts,
+            cors_origins=self.cors_origins,
+            max_connections=self.max_connections,
+            request_timeout=self.request_timeout,
             open_browser=self.open_browser,
             sampling=replace(self.sampling, grammar=None),
             max_tokens=self.n_predict,

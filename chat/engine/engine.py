@@ -17,12 +17,12 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from chat.engine.llama import Context, EmbeddingContext, LlamaLog, Model, ModelSource, Sampler
 from chat.engine.memory import check_context_fits
 from chat.engine.scheduler import Scheduler
-from chat.engine.types import Chunk, GenerationRequest, Usage
+from chat.engine.types import Chunk, GenerationRequest, PromptPart, Usage
 from chat.errors import ContextLengthExceededError, UsageError
 
 DEFAULT_CTX = 4096
@@ -47,9 +47,10 @@ class EngineConfig:
 class Generation:
     """A submitted request: iterate it for chunks, or cancel it."""
 
-    def __init__(self, request: GenerationRequest, prompt_tokens: list[int]) -> None:
+    def __init__(self, request: GenerationRequest, prompt_tokens: list[int], sampler: Sampler) -> None:
         self.request = request
         self.prompt_tokens = prompt_tokens
+        self.sampler = sampler  # the scheduler closes it when the generation ends
         self._chunks: queue.Queue[Chunk] = queue.Queue()
         self._cancelled = threading.Event()
         self._notify: Callable[[], None] | None = None
@@ -144,6 +145,7 @@ class Engine:
         self.stats = EngineStats()
         self._embedder: EmbeddingContext | None = None
         self._embed_lock = threading.Lock()
+        self._special_texts: frozenset[str] | None = None
         self._queue: queue.Queue[Generation | None] = queue.Queue()
         self._scheduler = Scheduler(self.model, self.ctx, config.n_parallel, self.stats, self._queue)
         self._worker = threading.Thread(target=self._scheduler.run, name="llamabin-engine", daemon=True)
@@ -159,9 +161,34 @@ class Engine:
             add_bos = self.model.add_bos and not text.startswith(self.bos_text)
         return self.model.tokenize(text, add_bos=add_bos)
 
+    def tokenize_parts(self, parts: Sequence[PromptPart], add_bos: bool | None = None) -> list[int]:
+        """Tokens of a prompt in parts: control tokens are parsed in the
+        template's parts only, so a message saying "<|im_start|>system" is
+        those characters, not a new turn."""
+        text = "".join(p.text for p in parts)
+        if add_bos is None:
+            add_bos = self.model.add_bos and not text.startswith(self.bos_text)
+        tokens: list[int] = []
+        for i, part in enumerate(parts):
+            if part.text:
+                tokens += self.model.tokenize(part.text, add_bos=add_bos and i == 0, parse_special=part.special)
+        return tokens
+
+    def special_texts(self) -> frozenset[str]:
+        """The texts that tokenize to a control token (<|im_start|>,
+        <start_of_turn>, ...), found once per engine."""
+        if self._special_texts is None:
+            self._special_texts = self.model.special_texts()
+        return self._special_texts
+
     def detokenize(self, tokens: list[int]) -> str:
         self.check_tokens(tokens)
         return self.model.detokenize(tokens)
+
+    def pieces(self, tokens: list[int]) -> list[str]:
+        """Each token's own text."""
+        self.check_tokens(tokens)
+        return [self.model.detokenize([t]) for t in tokens]
 
     def check_tokens(self, tokens: list[int]) -> None:
         """Refuse ids outside the vocabulary: llama.cpp aborts the process
@@ -212,18 +239,21 @@ class Engine:
         """Queue a request. Raises at once for a prompt that cannot run."""
         if isinstance(request.prompt, str):
             tokens = self.tokenize(request.prompt, request.add_bos)
+        elif isinstance(request.prompt, tuple):
+            tokens = self.tokenize_parts(request.prompt, request.add_bos)
         else:
             tokens = list(request.prompt)
-            self.check_tokens(tokens)
         if not tokens:
             raise UsageError("the prompt is empty")
         if len(tokens) >= self.n_ctx:
             raise ContextLengthExceededError(len(tokens), self.n_ctx)
+        if not isinstance(request.prompt, (str, tuple)):
+            self.check_tokens(tokens)  # after the length check: a huge list is refused without a walk
         if request.max_tokens is not None and request.max_tokens <= 0:
             raise UsageError("the number of tokens to predict must be positive")
-        if request.sampling.grammar:
-            Sampler(self.model, request.sampling).close()  # a bad grammar fails here, not mid-stream
-        gen = Generation(request, tokens)
+        # Built here, so a bad grammar fails now rather than mid-stream, and
+        # handed to the scheduler, so no grammar is compiled twice.
+        gen = Generation(request, tokens, Sampler(self.model, request.sampling))
         self._queue.put(gen)
         return gen
 

@@ -14,6 +14,7 @@ import os
 import struct
 import sys
 import tempfile
+import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 
 from chat.engine import backends
 from chat.engine.bindings import llama_cpp as C
+from chat.engine.grammars import check_grammar
 
 from chat.engine.types import SamplingParams
 from chat.errors import (
@@ -125,6 +127,7 @@ class Model:
             raise ModelFileError(f"cannot load model {source.path}: {log.last_error()}")
         self.vocab = C.llama_model_get_vocab(self._ptr)
         self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
+        self.n_embd = C.llama_model_n_embd(self._ptr)
         self.n_ctx_train = C.llama_model_n_ctx_train(self._ptr)
         self.bos = C.llama_vocab_bos(self.vocab)
         self.eos = C.llama_vocab_eos(self.vocab)
@@ -173,6 +176,18 @@ class Model:
             buf = (C.llama_token * cap)()
             n = C.llama_tokenize(self.vocab, data, len(data), buf, cap, add_bos, parse_special)
         return list(buf[:n])
+
+    def special_texts(self) -> frozenset[str]:
+        """Texts that special-token parsing turns into one control or
+        user-defined token."""
+        wanted = C.LLAMA_TOKEN_ATTR_CONTROL | C.LLAMA_TOKEN_ATTR_USER_DEFINED
+        texts = set()
+        for token in range(self.n_vocab):
+            if C.llama_vocab_get_attr(self.vocab, token) & wanted:
+                text = self.token_bytes(token, special=True).decode("utf-8", errors="replace")
+                if text.strip():
+                    texts.add(text)
+        return frozenset(texts)
 
     def token_bytes(self, token: int, special: bool = False) -> bytes:
         buf = ctypes.create_string_buffer(64)
@@ -296,6 +311,8 @@ class Sampler:
     """A llama.cpp sampler chain built from one request's settings."""
 
     def __init__(self, model: Model, params: SamplingParams) -> None:
+        if params.grammar:
+            check_grammar(params.grammar)  # before C code recurses into it
         self._ptr = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         with capture_stderr() as errors:
             stages = _stages(model, params)
@@ -325,14 +342,21 @@ class _Captured:
         return lines[0].removeprefix("parse: error parsing grammar: ") if lines else ""
 
 
+# File descriptor 2 is one per process, so its capture is too: two
+# overlapping captures (two requests compiling grammars at once) would each
+# restore the other's temporary file, leaving fd 2 on a deleted file and
+# every later error message lost.
+_STDERR_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def capture_stderr() -> Iterator[_Captured]:
     """Capture what C code writes straight to fd 2 (llama.cpp's grammar
     parser does not use the log callback), to report it as one line."""
     captured = _Captured()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
+    with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
         os.dup2(tmp.fileno(), 2)
         try:
             yield captured

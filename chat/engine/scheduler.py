@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from chat.engine.llama import BatchEntry, Context, Model, Sampler
 from chat.engine.stream import TextStream
 from chat.engine.types import Chunk, FinishReason, Usage
-from chat.errors import GenerationError, LlamabinError
+from chat.errors import GenerationError
 
 if TYPE_CHECKING:
     from chat.engine.engine import EngineStats, Generation
@@ -105,6 +105,7 @@ class Scheduler:
 
     def _start(self, gen: Generation) -> None:
         if gen.cancelled:
+            gen.sampler.close()
             gen.emit(Chunk("", finish_reason=FinishReason.CANCELLED))
             self.stats.generations += 1
             return
@@ -114,12 +115,7 @@ class Scheduler:
         self.ctx.forget(slot.seq, keep)
         slot.cached = prompt[:keep]
         req = gen.request
-        try:
-            sampler = Sampler(self.model, req.sampling)
-        except LlamabinError as exc:
-            gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=str(exc)))
-            self.stats.generations += 1
-            return
+        sampler = gen.sampler
         limit = req.max_tokens if req.max_tokens is not None else self.ctx.n_ctx_seq
         self._runs.append(
             _Run(gen, slot, sampler, TextStream(req.stop), self._stop_token_ids(req.stop), limit,

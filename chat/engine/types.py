@@ -25,15 +25,25 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
-    """One generation: a prompt (text or tokens) and how to continue it.
+class PromptPart:
+    """A piece of a prompt: the template's own text (`special`: its control
+    tokens are parsed as such) or what a person wrote (plain text)."""
 
-    `prompt` is tokenized with special tokens parsed, so a rendered chat
-    template keeps its control tokens. `max_tokens` None means "until the
+    text: str
+    special: bool
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation: a prompt (text, parts or tokens) and how to continue it.
+
+    A `str` prompt is tokenized with special tokens parsed, so a rendered
+    chat template keeps its control tokens; a tuple of parts parses them
+    only in the template's parts. `max_tokens` None means "until the
     context is full".
     """
 
-    prompt: str | list[int]
+    prompt: str | list[int] | tuple[PromptPart, ...]
     sampling: SamplingParams = field(default_factory=SamplingParams)
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()

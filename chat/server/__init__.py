@@ -6,6 +6,9 @@ and a web chat page, all over the one shared engine.
     adapters.py   those models <-> the engine's own request and chunk types
     errors.py     every failure -> {"error": {...}} and an HTTP status
     guards.py     body size, UTF-8, API key and request counting
+    hosts.py      which Host and Origin headers are served (DNS rebinding)
+    headers.py    security headers on every response
+    connections.py  connection limit and request deadline (slow clients)
     generations.py  the server's generations in flight, bridged to asyncio
     state.py      what the endpoints share, kept on app.state
     metrics.py    /metrics in Prometheus' text format

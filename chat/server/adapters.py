@@ -16,6 +16,7 @@ from typing import Any
 
 from chat.engine import Chunk, FinishReason, GenerationRequest, SamplingParams, Usage
 from chat.engine.grammars import JSON_GBNF, json_schema_grammar
+from chat.prompts import chat_prompt
 from chat.server.errors import SERVER_ERROR, ApiError
 from chat.server.settings import ServerSettings
 from chat.server.types import (
@@ -43,14 +44,16 @@ from templates import ChatTemplate
 # -- requests ------------------------------------------------------------------
 
 
-def chat_request(req: ChatCompletionRequest, template: ChatTemplate, defaults: ServerSettings) -> GenerationRequest:
+def chat_request(req: ChatCompletionRequest, template: ChatTemplate, defaults: ServerSettings,
+                 special_texts: frozenset[str] = frozenset()) -> GenerationRequest:
     """Render the messages with the model's chat template; its end-of-turn
-    strings join the client's stops."""
+    strings join the client's stops. Message contents are plain text: one
+    holding a control token's text (`special_texts`) cannot open a turn."""
     _refuse_unsupported(req)
     if req.tools:
         raise ApiError(400, "Tools are not supported by this server", param="tools")
     messages = [{"role": _role(m), "content": _text(m)} for m in req.messages]
-    prompt = template.render(messages, add_generation_prompt=True)
+    prompt = chat_prompt(template, messages, True, special_texts)
     grammar = _grammar(req.response_format)
     return GenerationRequest(
         prompt=prompt,

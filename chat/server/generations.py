@@ -11,8 +11,10 @@ generation, which is cancelled and forgotten.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
@@ -23,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from chat.engine import Chunk, Engine, Generation, GenerationRequest
 from chat.server.errors import ApiError
 
+T = TypeVar("T")
 RETRY_AFTER_SECONDS = 1  # a queued generation of a small model ends within seconds
 
 
@@ -46,10 +49,8 @@ class Generations:
             self._limiter = anyio.CapacityLimiter(self.limit + 8)
         return self._limiter
 
-    async def start(self, build: Callable[[], GenerationRequest]) -> Generation:
-        """Build the request and queue it, in a thread: rendering and
-        tokenizing a long prompt, or compiling a grammar, takes a while."""
-        with self._lock:  # the place is taken before the await, so a burst cannot overshoot
+    def _reserve(self) -> None:
+        with self._lock:  # the place is taken before any await, so a burst cannot overshoot
             if len(self._active) + self._starting >= self.limit:
                 # Overload is the server's state, not the client's fault:
                 # 503, with when to come back.
@@ -58,11 +59,37 @@ class Generations:
                     type="server_error", code="queue_full", retry_after=RETRY_AFTER_SECONDS,
                 )
             self._starting += 1
+
+    async def start(self, build: Callable[[], GenerationRequest]) -> Generation:
+        """Build the request and queue it, in a thread: rendering and
+        tokenizing a long prompt, or compiling a grammar, takes a while."""
+        self._reserve()
         place = [True]  # held until _submit turns it into an active generation, or given back
         try:
             return await anyio.to_thread.run_sync(self._submit, build, place, limiter=self._threads())
         finally:
             self._give_back(place)
+
+    @contextlib.asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """One place under the same limit as generations, held for the
+        block: other model work (tokenizing, embedding) costs the same CPU
+        and memory, so a burst of it is refused with 503 too."""
+        self._reserve()
+        try:
+            yield
+        finally:
+            self._give_back([True])
+
+    async def work(self, job: Callable[[], T]) -> T:
+        """`job` in a worker thread, with a place held while it runs: off
+        the event loop, /health answers meanwhile."""
+        async with self.admitted():
+            return await anyio.to_thread.run_sync(job, limiter=self._threads())
+
+    async def in_thread(self, job: Callable[[], T]) -> T:
+        """`job` in a worker thread, for a caller already admitted."""
+        return await anyio.to_thread.run_sync(job, limiter=self._threads())
 
     def _submit(self, build: Callable[[], GenerationRequest], place: list[bool]) -> Generation:
         gen = self.engine.submit(build())

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from chat.engine import Engine
 from chat.errors import EXIT_OK, LlamabinError
 from chat.server.app import create_app
+from chat.server.connections import ConnectionLimits, guarded_protocol
 from chat.server.generations import Generations
 from chat.server.listen import bind
 from chat.server.settings import ServerSettings, base_url
@@ -132,7 +132,7 @@ def _config(app: object, settings: ServerSettings, quiet: bool) -> uvicorn.Confi
     log_config = LOGGING_CONFIG if settings.verbose else None
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
-        http=H11Protocol,
+        http=guarded_protocol(ConnectionLimits(settings.max_connections, settings.request_timeout)),
         ws="none",
         lifespan="off",
         loop="asyncio",

@@ -15,6 +15,13 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 # Server generations waiting for the engine at most; more are refused with
 # 503 (and Retry-After) rather than piling up threads and memory.
 MAX_QUEUE = 32
+# Connections held at once (each costs a file descriptor and a little
+# memory); beyond it a new one gets 503 at once. Far above what a person's
+# clients open, and below the usual 1024 descriptors a process may have.
+DEFAULT_MAX_CONNECTIONS = 512
+# From a request's first byte to its last: a client that takes longer gets
+# 408, so half-sent requests cannot hold connections forever.
+DEFAULT_REQUEST_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,10 @@ class ServerSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT  # 0: any free port, printed at start
     api_key: str | None = None  # when set, API calls need "Authorization: Bearer KEY"
+    allowed_hosts: tuple[str, ...] = ()  # Host/Origin names accepted besides the defaults
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS)
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     open_browser: bool = True
     model_id: str | None = None  # the name /v1/models lists; None: derived from the model
     sampling: SamplingParams = field(default_factory=SamplingParams)  # for omitted request fields

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 
-import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from chat import __version__
-from chat.engine import Generation
+from chat.engine import Engine, Generation
 from chat.server import adapters
 from chat.server.errors import to_api_error
 from chat.server.generations import GenerationStream
@@ -25,7 +25,6 @@ from chat.server.types import (
     Props,
     TokenizeRequest,
     TokenizeResponse,
-    TokenPiece,
 )
 
 router = APIRouter(tags=["llama.cpp"])
@@ -54,18 +53,40 @@ async def _events(st: ServerState, gen: Generation) -> AsyncIterator[str]:
         yield to_api_error(exc).sse()
 
 
+PIECES_PER_STEP = 4096
+
+
 @router.post("/tokenize", response_model=TokenizeResponse)
-async def tokenize(body: TokenizeRequest, st: State) -> TokenizeResponse:
+async def tokenize(body: TokenizeRequest, st: State) -> Response:
+    """Built and serialized in worker threads, and pieces a few thousand at
+    a time with the event loop free in between: a few hundred thousand
+    pieces are a long Python loop, which would otherwise hold the loop (and
+    /health) for a second."""
     engine = st.engine
-    tokens = await anyio.to_thread.run_sync(lambda: engine.tokenize(body.content, add_bos=body.add_special))
-    if body.with_pieces:
-        return TokenizeResponse(tokens=[TokenPiece(id=t, piece=engine.detokenize([t])) for t in tokens])
-    return TokenizeResponse(tokens=tokens)
+    generations = st.generations
+    async with generations.admitted():
+        tokens = await generations.in_thread(partial(engine.tokenize, body.content, add_bos=body.add_special))
+        if not body.with_pieces:
+            return Response(await generations.in_thread(partial(_json_tokens, tokens)), media_type="application/json")
+        parts = []
+        for start in range(0, len(tokens), PIECES_PER_STEP):
+            step = tokens[start:start + PIECES_PER_STEP]
+            parts.append(await generations.in_thread(partial(_json_pieces, engine, step)))
+    return Response('{"tokens": [' + ",".join(p for p in parts if p) + "]}", media_type="application/json")
+
+
+def _json_tokens(tokens: list[int]) -> str:
+    return json.dumps({"tokens": tokens})
+
+
+def _json_pieces(engine: Engine, tokens: list[int]) -> str:
+    pieces = engine.pieces(tokens)
+    return ",".join(json.dumps({"id": t, "piece": p}, ensure_ascii=False) for t, p in zip(tokens, pieces))
 
 
 @router.post("/detokenize", response_model=DetokenizeResponse)
 async def detokenize(body: DetokenizeRequest, st: State) -> DetokenizeResponse:
-    content = await anyio.to_thread.run_sync(st.engine.detokenize, body.tokens)
+    content = await st.generations.work(lambda: st.engine.detokenize(body.tokens))
     return DetokenizeResponse(content=content)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import anyio.to_thread
@@ -42,7 +43,8 @@ def sse(event: BaseModel) -> str:
 
 @router.post("/chat/completions", response_model=ChatCompletion, responses=SSE)
 async def chat_completions(body: ChatCompletionRequest, request: Request, st: State) -> ChatCompletion | Response:
-    gen = await st.generations.start(lambda: adapters.chat_request(body, st.template, st.settings))
+    gen = await st.generations.start(
+        lambda: adapters.chat_request(body, st.template, st.settings, st.engine.special_texts()))
     ids = adapters.Ids("chatcmpl")
     if body.stream:
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -70,8 +72,14 @@ async def _chat_events(st: ServerState, gen: Generation, ids: adapters.Ids, with
 
 @router.post("/completions", response_model=Completion, responses=SSE)
 async def completions(body: CompletionRequest, request: Request, st: State) -> Completion | Response:
-    echo = _echo(st, body) if body.echo else ""
+    # The prompt's length is checked as it is queued; only then is it
+    # detokenized for the echo, off the event loop.
     gen = await st.generations.start(lambda: adapters.completion_request(body, st.settings))
+    try:
+        echo = await anyio.to_thread.run_sync(_echo, st, body) if body.echo else ""
+    except BaseException:
+        st.generations.release(gen)
+        raise
     ids = adapters.Ids("cmpl")
     if body.stream:
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -123,18 +131,30 @@ def _card(st: ServerState) -> ModelCard:
     return ModelCard(id=st.model_id, created=st.started)
 
 
+# A 10 KB request listing many short inputs would otherwise ask for tens of
+# megabytes of JSON: the answer's numbers are capped (about 20 MB as JSON).
+MAX_EMBEDDING_VALUES = 1 << 20
+
+
 @router.post("/embeddings", response_model=EmbeddingList)
-async def embeddings(body: EmbeddingRequest, st: State) -> EmbeddingList:
+async def embeddings(body: EmbeddingRequest, request: Request, st: State) -> EmbeddingList:
     engine = st.engine
     inputs = _embedding_inputs(body.input)
-
-    def run() -> tuple[list[list[float]], int]:
-        tokens = [engine.tokenize(x) if isinstance(x, str) else x for x in inputs]
-        return engine.embed(tokens), sum(len(t) for t in tokens)
-
-    vectors, n_tokens = await anyio.to_thread.run_sync(run)
-    if body.dimensions is not None and body.dimensions != len(vectors[0]):
-        raise ApiError(400, f"This model's embeddings have {len(vectors[0])} dimensions", param="dimensions")
+    width = engine.model.n_embd
+    if body.dimensions is not None and body.dimensions != width:
+        raise ApiError(400, f"This model's embeddings have {width} dimensions", param="dimensions")
+    if len(inputs) * width > MAX_EMBEDDING_VALUES:
+        raise ApiError(400, f"At most {MAX_EMBEDDING_VALUES // width} inputs per request for this model's"
+                       f" {width}-dimensional embeddings", param="input", code="too_many_inputs")
+    vectors: list[list[float]] = []
+    n_tokens = 0
+    async with st.generations.admitted():
+        for item in inputs:  # one at a time: a client that leaves stops the work
+            if await request.is_disconnected():
+                raise ApiError(400, "The client closed the connection")
+            tokens = item if isinstance(item, list) else await st.generations.in_thread(partial(engine.tokenize, item))
+            vectors += await st.generations.in_thread(partial(engine.embed, [tokens]))
+            n_tokens += len(tokens)
     data = [
         Embedding(index=i, embedding=adapters.encode_embedding(v, body.encoding_format))
         for i, v in enumerate(vectors)

@@ -1,0 +1,88 @@
+"""Connections: how many the server holds, and how long a client may take
+to send its request.
+
+uvicorn waits for a request's headers forever, and counts connections only
+once a request has arrived, so a few hundred clients that send half a
+header and stop hold the server indefinitely (slowloris). This protocol
+gives each request a deadline from its first byte (or from the connection's
+opening) to its last, answering 408 and closing when it passes, and refuses
+connections beyond a limit at once with 503. Both answers are written
+straight to the socket: the request may not even have headers to route by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_connections: int
+    request_timeout: float  # seconds from a request's first byte to its last
+
+
+def _raw_error(status: int, reason: str, message: str, code: str) -> bytes:
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error" if status < 500
+                                 else "server_error", "param": None, "code": code}}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+    return head + body
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with `limits` applied (uvicorn takes a class)."""
+
+    class GuardedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                self._refuse(_raw_error(503, "Service Unavailable",
+                                        f"The server is at its limit of {limits.max_connections} connections;"
+                                        " try again later", "too_many_connections"))
+                return
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._deadline is None and self.conn.their_state is h11.IDLE:
+                self._arm()  # the next request on a kept-alive connection starts its own clock
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE and self.conn.their_state is not h11.SEND_BODY:
+                self._disarm()  # all of it is here (or the connection is over)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(limits.request_timeout, self._timed_out)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _timed_out(self) -> None:
+            self._deadline = None
+            if self.transport.is_closing():
+                return
+            if self.cycle is not None and self.cycle.response_started:
+                self.transport.close()
+                return
+            self._refuse(_raw_error(408, "Request Timeout",
+                                    f"The request did not arrive within {limits.request_timeout:g} s",
+                                    "request_timeout"))
+
+        def _refuse(self, response: bytes) -> None:
+            self._disarm()
+            self.transport.write(response)
+            self.transport.close()
+
+    return GuardedH11Protocol
