@@ -13,6 +13,7 @@ import jinja2.ext
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from ._budget import BudgetedContext, stepped
 from ._guards import (
     CheckedCodeGenerator,
     called,
@@ -30,7 +31,9 @@ from ._limits import (
     check_constants,
     check_length,
     check_made,
+    check_weight,
     checked_binop,
+    kind_of,
     join_capped,
     longest_string,
     output_limit,
@@ -83,6 +86,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = GUARDED_OPERATORS
     code_generator_class = CheckedCodeGenerator
+    context_class = BudgetedContext
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:
         raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe.")
@@ -90,7 +94,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
         return checked_binop(operator, left, right)
 
-    def call(self, context: jinja2.runtime.Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+    # The context is always ours (see context_class), which Jinja's signature cannot say.
+    def call(  # type: ignore[override]
+        self, context: BudgetedContext, obj: Any, /, *args: Any, **kwargs: Any
+    ) -> Any:
+        # Every call, a macro's included, takes a step: a macro calling
+        # itself twice makes work without a single loop.
+        context.budget.step()
         made = super().call(context, obj, *checked_call_args(obj, args, kwargs), **kwargs)
         return check_made(lambda: called(obj), made)
 
@@ -104,6 +114,15 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def checked_pieces(self, pieces: tuple[Any, ...]) -> tuple[Any, ...]:
         check_concat(pieces)
         return pieces
+
+    def stepped(self, context: BudgetedContext, items: Any) -> Any:
+        return stepped(context.budget, items)
+
+    def built(self, value: Any) -> Any:
+        return check_weight(lambda: f"building {kind_of(value)}", value)
+
+    def printable(self, value: Any) -> Any:
+        return value if type(value) is str else check_weight(lambda: f"printing {kind_of(value)}", value)
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
@@ -132,7 +151,7 @@ def _one_line(text: str) -> str:
 
 
 def _stopped(name: str, exc: LimitError) -> TemplateError:
-    return TemplateError(f"chat template '{name}' was stopped at a size limit: {_one_line(str(exc))}")
+    return TemplateError(f"chat template '{name}' was stopped at a {exc.kind}: {_one_line(str(exc))}")
 
 
 def _compile_failure(name: str, exc: Exception) -> TemplateError:

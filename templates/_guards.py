@@ -11,17 +11,18 @@ import inspect
 import re
 import string
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.environment import Environment
 from jinja2.filters import make_attrgetter
+from jinja2 import nodes
 from jinja2.nodes import Concat, EvalContext
 from jinja2.sandbox import MAX_RANGE, SandboxedEscapeFormatter, SandboxedFormatter
 from markupsafe import Markup
 
-from ._limits import check_length, check_made, printf_length, take_joinable
+from ._limits import check_length, check_made, check_weight, printf_length, take_joinable, weighed
 
 Measure = Callable[[str, tuple[Any, ...], Mapping[str, Any]], int]
 
@@ -116,6 +117,7 @@ class _CheckedFields(string.Formatter):
 
     def format_field(self, value: Any, format_spec: str) -> Any:
         check_length(f"the format field {{:{format_spec}}}", _spec_size(format_spec))
+        check_weight("a format field's value", value)
         piece = super().format_field(value, format_spec)
         self._made += len(piece)
         check_length("str.format()", self._made)
@@ -260,9 +262,15 @@ def _sum_filter(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _result_checked(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
     what = f"the {name} filter"
+    # The value filtered comes after the context or environment, if Jinja passes one.
+    at = 1 if hasattr(original, "jinja_pass_arg") else 0
 
     @functools.wraps(original)
     def checked(*args: Any, **kwargs: Any) -> Any:
+        # Most filters are given text: one comparison before the costly Iterator check.
+        if len(args) > at and type(args[at]) is not str and isinstance(args[at], Iterator):
+            # Another filter's lazy result (`map`...): weighed as it is taken.
+            args = (*args[:at], weighed(args[at], what), *args[at + 1 :])
         return check_made(what, original(*args, **kwargs))
 
     return checked
@@ -301,14 +309,106 @@ def checked_lipsum(original: Any) -> Callable[..., Any]:
 # --- text joined by the compiled template -------------------------------------
 
 
+def _is_literal(node: nodes.Node) -> bool:
+    """Whether `node` is made of constants only, so its size is the source's."""
+    if isinstance(node, nodes.Const):
+        return True
+    if isinstance(node, (nodes.List, nodes.Tuple)):
+        return all(_is_literal(item) for item in node.items)
+    if isinstance(node, nodes.Dict):
+        return all(_is_literal(pair.key) and _is_literal(pair.value) for pair in node.items)
+    return False
+
+
+# Filters whose result is text, whatever they are given.
+_TEXT_FILTERS = frozenset(
+    "capitalize center e escape forceescape format indent join lower replace safe string"
+    " striptags title tojson trim truncate upper urlencode wordwrap".split()
+)
+
+
+def _is_text(node: nodes.Node) -> bool:
+    """Whether `node` surely makes text, which prints as itself, so its
+    output needs no weighing: most of what chat templates print."""
+    if isinstance(node, nodes.Const):
+        return isinstance(node.value, str)
+    if isinstance(node, (nodes.Concat, nodes.TemplateData)):
+        return True
+    if isinstance(node, nodes.Add):  # text plus anything is text, or an error
+        return _is_text(node.left) or _is_text(node.right)
+    if isinstance(node, nodes.Filter):
+        return node.name in _TEXT_FILTERS
+    if isinstance(node, nodes.CondExpr):
+        return _is_text(node.expr1) and node.expr2 is not None and _is_text(node.expr2)
+    return False
+
+
 class CheckedCodeGenerator(CodeGenerator):
     """Jinja's compiler, with a size check wherever compiled code joins text
     that no sandbox method sees: `a ~ b`, and the buffers in which macros,
-    blocks and `{% set %}` blocks collect their output."""
+    blocks and `{% set %}` blocks collect their output; a weight check on the
+    lists, tuples and dicts a template writes out, whose items may be one big
+    value many times; and a step of the render's budget for each item a for
+    loop takes, whichever way it was written."""
+
+    # The iterable of the for loop being compiled, until it is written out.
+    _loop_iter: nodes.Node | None = None
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        # Jinja writes a recursive loop's iterable as `reciter` (see write);
+        # any other loop's is its own expression.
+        self._loop_iter = None if node.recursive else node.iter
+        super().visit_For(node, frame)
+
+    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
+        if node is not self._loop_iter:
+            return super().visit(node, *args, **kwargs)
+        self._loop_iter = None
+        self.write("environment.stepped(context, ")
+        super().visit(node, *args, **kwargs)
+        self.write(")")
+        return None
+
+    def write(self, x: str) -> None:
+        # Each call of a recursive loop iterates its `reciter` argument.
+        super().write("environment.stepped(context, reciter)" if x == "reciter" else x)
+
+    def _weighed(
+        self, node: nodes.List | nodes.Tuple | nodes.Dict, frame: Frame, visit: Callable[..., None]
+    ) -> None:
+        # Store targets (`{% for a, b in ... %}`) and constants need no check;
+        # constants are most of the lists honest templates write.
+        if getattr(node, "ctx", "load") != "load" or _is_literal(node):
+            visit(node, frame)
+            return
+        self.write("environment.built(")
+        visit(node, frame)
+        self.write(")")
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self._weighed(node, frame, super().visit_List)
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        self._weighed(node, frame, super().visit_Tuple)
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self._weighed(node, frame, super().visit_Dict)
 
     def buffer(self, frame: Frame) -> None:
         frame.buffer = self.temporary_identifier()
         self.writeline(f"{frame.buffer} = environment.capped_buffer()")
+
+    def _output_child_pre(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        super()._output_child_pre(node, frame, finalize)
+        if not _is_text(node):
+            # A list holding one big value many times is short, yet prints
+            # as all of its copies: weighed before Python makes its text.
+            self.write("environment.printable(")
+
+    def _output_child_post(self, node: nodes.Expr, frame: Frame, finalize: Any) -> None:
+        if not _is_text(node):
+            self.write(")")
+        super()._output_child_post(node, frame, finalize)
 
     def visit_Concat(self, node: Concat, frame: Frame) -> None:
         # As Jinja's own, with the pieces checked before they are joined.

@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import chain
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    Mapping,
+    Sequence,
+    Set,
+    ValuesView,
+)
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError
+from jinja2.utils import Namespace
 
 # Widest result `*` or `**` may make.  Python takes minutes (and gigabytes) for
 # `10 ** (10 ** 9)`, and cannot print an int of more than 4,300 digits anyway.
@@ -34,6 +46,9 @@ MAX_ADDED_CHARS = 4 * 1024 * 1024
 
 class LimitError(SecurityError):
     """A template went past one of the limits above; the message says which."""
+
+    # How the one-line error names the limit.
+    kind = "size limit"
 
 
 _OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = {
@@ -55,13 +70,22 @@ GUARDED_OPERATORS = frozenset(_OPERATORS)
 _longest: ContextVar[int] = ContextVar("longest", default=MAX_ADDED_CHARS)
 
 
+# The weights (see `weight`) of the lists, tuples and dicts met while a prompt
+# renders, by id, each with its value so that the id stays its own.  The
+# sandbox lets no template change a list or a dict, so a weight once found
+# stays true, and building `[a, a]` costs two look-ups however big `a` is.
+_known: ContextVar[dict[int, tuple[Any, int]] | None] = ContextVar("known", default=None)
+
+
 @contextmanager
 def longest_string(limit: int) -> Iterator[None]:
     """While rendering: no single operation may make more than `limit` characters."""
     token = _longest.set(limit)
+    known = _known.set({})
     try:
         yield
     finally:
+        _known.reset(known)
         _longest.reset(token)
 
 
@@ -85,12 +109,144 @@ def check_made(what: str | Callable[[], str], value: Any) -> Any:
         what = what if isinstance(what, str) else what()
         unit = "characters" if isinstance(value, str) else "items"
         raise LimitError(f"{what} made {len(value):,} {unit}, more than the limit of {_longest.get():,}")
+    # A list of copies of one big value is short, yet prints as all of them.
+    if isinstance(value, (*_CONTAINERS, Namespace)):
+        check_weight(lambda: what if isinstance(what, str) else what(), value)
     return value
 
 
 def text_length(value: Any) -> int:
-    """How long `value` is as text, the way Jinja joins and prints it."""
-    return len(value) if isinstance(value, str) else len(str(value))
+    """How long `value` is as text, the way Jinja joins and prints it; a
+    container is weighed first, as its text may be far longer than it looks."""
+    if isinstance(value, str):
+        return len(value)
+    check_weight(lambda: f"printing {kind_of(value)}", value)
+    return len(str(value))
+
+
+# --- shared values ------------------------------------------------------------
+
+_SCALARS = (int, float, complex, type(None))
+_CONTAINERS = (list, tuple, dict)
+
+
+class _Scale:
+    """Weighs one value, giving up as soon as some part of it is past `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.known = _known.get()
+        # Every container of this value, by id, with its weight and whether
+        # that weight may be kept for the rest of the render.
+        self.seen: dict[int, tuple[int, bool]] = {}
+        self.open: set[int] = set()
+
+    def weigh(self, value: Any) -> tuple[int, bool]:
+        if isinstance(value, str):
+            return len(value), True
+        if isinstance(value, _SCALARS):
+            return 0, True
+        key = id(value)
+        if self.known is not None and key in self.known:
+            return self.known[key][1], True
+        if key in self.seen:
+            return self.seen[key]
+        if key in self.open:  # a namespace holding itself prints as `{...}`
+            return 5, False
+        self.open.add(key)
+        found = self._contents(value)
+        self.open.discard(key)
+        self.seen[key] = found
+        if found[1] and self.known is not None and isinstance(value, _CONTAINERS):
+            self.known[key] = (value, found[0])
+        return found
+
+    def _contents(self, value: Any) -> tuple[int, bool]:
+        if isinstance(value, Namespace):
+            # A namespace changes with `{% set ns.x %}`: weighed anew each time.
+            attrs = object.__getattribute__(value, "_Namespace__attrs")
+            return self._sum(chain.from_iterable(attrs.items()), 1 + len(attrs))[0], False
+        if isinstance(value, Mapping):
+            return self._sum(chain.from_iterable(value.items()), len(value))
+        if isinstance(value, (list, tuple, Set, KeysView, ValuesView, ItemsView)):
+            return self._sum(value, len(value))
+        # Everything else a template can reach (a macro, the loop, undefined,
+        # a range...) prints as a short fixed text whatever it holds.
+        return 1, True
+
+    def _sum(self, items: Iterable[Any], weight: int) -> tuple[int, bool]:
+        pure = True
+        for item in items:
+            part, fixed = self.weigh(item)
+            weight += part
+            pure = pure and fixed
+            if weight > self.limit:
+                raise _TooHeavy
+        return weight, pure
+
+
+class _TooHeavy(Exception):
+    pass
+
+
+def weight(value: Any) -> int | None:
+    """How many items and characters `value` holds, counting a shared value
+    each time it appears, as printing or comparing `value` would meet it;
+    None once past the render's limit.  `[x, x]` holds `x` twice though it
+    stores it once, so forty doublings store forty lists yet print a
+    terabyte: only the weight shows it."""
+    if isinstance(value, str):
+        return len(value)
+    scale = _Scale(_longest.get())
+    try:
+        found = scale.weigh(value)[0]
+    except _TooHeavy:
+        return None
+    return found if found <= scale.limit else None
+
+
+def kind_of(value: Any) -> str:
+    """How a message names a value too big to print: its type and length."""
+    if isinstance(value, _CONTAINERS):
+        return f"a {len(value):,}-item {type(value).__name__}"
+    return f"a {type(value).__name__}"
+
+
+def check_weight(what: str | Callable[[], str], value: Any) -> Any:
+    """`value`, unless it holds more than the render's limit of items and
+    characters (see `weight`)."""
+    if isinstance(value, (str, *_SCALARS)):
+        return value
+    if weight(value) is None:
+        what = what if isinstance(what, str) else what()
+        raise LimitError(
+            f"{what} would hold more than {_longest.get():,} items and characters,"
+            " counting each repeat of a shared value"
+        )
+    return value
+
+
+def _remember(value: Any, found: int) -> Any:
+    """`value`, with its weight noted for the rest of the render."""
+    known = _known.get()
+    if known is not None:
+        known[id(value)] = (value, found)
+    return value
+
+
+def weighed(items: Iterator[Any], what: str) -> Iterator[Any]:
+    """`items`, refused once those taken so far hold more than the render's
+    limit: `map` over a shared value makes a copy per item, and the filter
+    that collects them would make them all before its result is checked."""
+    total, limit = 0, _longest.get()
+    for item in items:
+        found = weight(item)
+        total += 1 + (limit if found is None else found)
+        if total > limit:
+            raise LimitError(
+                f"{what} would take more than {limit:,} items and characters from the values it is given"
+            )
+        yield item
 
 
 def _describe(value: Any) -> str:
@@ -251,7 +407,35 @@ def check_binop(op: str, left: Any, right: Any) -> None:
 def checked_binop(op: str, left: Any, right: Any) -> Any:
     """`left op right` for a guarded operator, refused before it is computed if too big."""
     _CHECKS[op](left, right)
+    # With text on either side the result is text, already checked: the
+    # common case, kept to two comparisons.
+    if type(left) is str or type(right) is str or op not in "*+":
+        return _OPERATORS[op](left, right)
+    if isinstance(left, (list, tuple)) or isinstance(right, (list, tuple)):
+        return _checked_sequence(op, left, right)
     return _OPERATORS[op](left, right)
+
+
+def _checked_sequence(op: str, left: Any, right: Any) -> Any:
+    # `[x] * n` and `a + a` hold what they repeat as often as it is repeated,
+    # which the length of the list does not show: weighed before it is made.
+    if op == "*":
+        count, sequence = (left, right) if isinstance(left, int) else (right, left)
+        if not isinstance(count, int) or not isinstance(sequence, (list, tuple)):
+            return _OPERATORS[op](left, right)  # Python reports the misuse
+        parts = [weight(sequence)]
+        total = None if parts[0] is None else parts[0] * max(count, 0)
+        what = f"repeating {_describe(sequence)} {_describe(count)} times"
+    else:
+        parts = [weight(left), weight(right)]
+        total = None if None in parts else sum(p for p in parts if p is not None)
+        what = f"adding {_describe(left)} and {_describe(right)}"
+    if total is None or total > _longest.get():
+        raise LimitError(
+            f"{what} would hold more than {_longest.get():,} items and characters,"
+            " counting each repeat of a shared value"
+        )
+    return _remember(_OPERATORS[op](left, right), total)
 
 
 _UNKNOWN = object()

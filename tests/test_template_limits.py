@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+import templates._budget
 from templates import ChatTemplate, TemplateError, builtin, from_file, from_source, resolve
+from templates._chat import compile_source
+from templates._limits import LimitError
 from tests.helpers import run_chat
 
 HI = [{"role": "user", "content": "hi"}]
@@ -138,7 +141,7 @@ ALLOCATING_BOMBS = [
     pytest.param('{{ "{:>{w}}".format(1, w=10**9) }}', "the format field {:>1000000000} would make 1,000,000,000", id="format-nested"),
     pytest.param('{{ "{n:1000000000}".format_map({"n": 1}) }}', "the format field {:1000000000} would make", id="format-map"),
     pytest.param('{{ ("{0}" * 1000).format("x" * 1000000) }}', "str.format() would make 5,003,000 characters", id="format-many"),
-    pytest.param('{{ ("%s" * 1000) % (("x" * 1000000,) * 1000) }}', "'%' formatting of a 2,000-character string would make 5,002,000", id="printf-many"),
+    pytest.param('{{ ("%s" * 1000) % (("x" * 1000000,) * 1000) }}', "repeating a 1-item tuple 1000 times would hold more than", id="printf-many"),
     pytest.param('{{ "x" | indent(1000000000, true) }}', "the indent filter would make 2,000,000,001 characters", id="indent"),
     pytest.param('{{ "abcd" | wordwrap(1, wrapstring="-" * 1000000) }}', "the wordwrap filter would make 5,000,004 characters", id="wordwrap"),
     pytest.param('{{ ("a" * 1000000) | replace("a", "b" * 1000) }}', "the replace filter would make 1,000,000,000 characters", id="replace-filter"),
@@ -149,7 +152,7 @@ ALLOCATING_BOMBS = [
     pytest.param('{{ [1] | tojson(indent=1000000000) }}', "tojson's indent would make 1,000,000,000 characters", id="tojson-indent"),
     pytest.param('{{ [1] | batch(1000000000, 0) | list }}', "the batch filter would make 1,000,000,000 items", id="batch"),
     pytest.param('{% for s in [1] | slice(1000000000) %}{% endfor %}', "the slice filter would make 1,000,000,000 lists, more than the limit of 100,000", id="slice"),
-    pytest.param('{{ ([[0] * 1000000] * 1000) | sum(start=[]) }}', "the sum filter would make 5,000,000 items", id="sum-lists"),
+    pytest.param('{{ ([[0] * 1000000] * 1000) | sum(start=[]) }}', "repeating a 1-item list 1000 times would hold more than", id="sum-lists"),
     pytest.param("{{ lipsum(1000000000) }}", "lipsum() would make 1,400,000,000,000 characters", id="lipsum"),
 ]
 
@@ -241,6 +244,162 @@ def test_a_long_conversation_passes_every_check() -> None:
         "{{ body + '|' + (messages | map(attribute='content') | join('\n')) }}"
     )
     assert _gguf(source).render([{"role": "user", "content": pasted}]) == f"user: {pasted}|{pasted}"
+
+
+# --- work that makes nothing but never ends ------------------------------------
+
+NESTED_LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(NESTED_LOOPS, id="nested-loops"),
+        # The items a loop's `if` skips are work too.
+        pytest.param(
+            "{% for i in range(100000) %}{% for j in range(100000) if false %}{% endfor %}{% endfor %}",
+            id="filtered-loop",
+        ),
+        # Each call of a recursive loop iterates the list it is given.
+        pytest.param(
+            "{% for x in [range(100000)] * 20 recursive %}{% if x is not number %}{{ loop(x) }}{% endif %}"
+            "{% endfor %}",
+            id="recursive-loop",
+        ),
+        pytest.param(
+            "{% for m in messages %}{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}"
+            "{% endfor %}{% endfor %}",
+            id="loop-in-a-loop-over-messages",
+        ),
+    ],
+)
+def test_a_template_that_loops_for_ever_is_stopped_at_once(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deadline is pushed back so that the count of steps, which does not
+    # depend on how busy the machine is, is what stops each of these.
+    monkeypatch.setattr(templates._budget, "MAX_SECONDS", 60.0)
+    started = time.monotonic()
+    message = _refusal(source)
+    assert time.monotonic() - started < 10
+    assert message == "chat template 'gguf' was stopped at a time limit: more than 1,000,000 loop steps and calls"
+
+
+def test_a_macro_that_calls_itself_twice_is_stopped_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2 ** 40 calls and no loop at all: each call is slow enough that the
+    # deadline, not the count, stops it.  The deadline is shortened to keep
+    # the test quick.
+    monkeypatch.setattr(templates._budget, "MAX_SECONDS", 0.5)
+    source = "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}"
+    started = time.monotonic()
+    message = _refusal(source)
+    assert time.monotonic() - started < 3
+    assert message == "chat template 'gguf' was stopped at a time limit: still running after 0.5 seconds"
+
+
+def test_a_macro_that_recurses_without_end_is_one_line() -> None:
+    message = _refusal("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}")
+    assert message.startswith("chat template 'gguf' failed: RecursionError: maximum recursion depth exceeded")
+
+
+def test_a_render_made_only_to_check_a_template_is_bounded_too() -> None:
+    # Whoever renders the compiled template, at load or for a chat, gets a
+    # budget: it comes with each render, not with ChatTemplate.render.
+    compiled = compile_source("check", NESTED_LOOPS)
+    started = time.monotonic()
+    with pytest.raises(LimitError, match="^more than 1,000,000 loop steps and calls$"):
+        compiled.render(messages=HI)
+    assert time.monotonic() - started < 3
+
+
+def test_each_render_has_a_budget_of_its_own() -> None:
+    # 600,000 steps: within the budget each time, not twice over it.
+    template = _gguf("{% for i in range(600) %}{% for j in range(1000) %}{% endfor %}{% endfor %}done</s>")
+    assert template.render(HI) == "done</s>"
+    assert template.render(HI) == "done</s>"
+
+
+# --- values that hold one big value many times ------------------------------------
+
+SHARED = [
+    pytest.param(
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}"
+        "{{ ns.l }}",
+        "building a 2-item list would hold more than",
+        id="list-literal",
+    ),
+    pytest.param(
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = (ns.l, ns.l) %}{% endfor %}"
+        "{{ ns.l }}",
+        "building a 2-item tuple would hold more than",
+        id="tuple-literal",
+    ),
+    pytest.param(
+        "{% set ns = namespace(l=1) %}{% for i in range(40) %}{% set ns.l = {'a': ns.l, 'b': ns.l} %}"
+        "{% endfor %}{{ ns.l }}",
+        "building a 2-item dict would hold more than",
+        id="dict-literal",
+    ),
+    pytest.param(
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = [ns.l] + [ns.l] %}{% endfor %}"
+        "{{ ns.l }}",
+        "adding a 1-item list and a 1-item list would hold more than",
+        id="plus",
+    ),
+    pytest.param(
+        "{% set ns = namespace(l=1) %}{% for i in range(40) %}{% set ns.l = dict(a=ns.l, b=ns.l) %}"
+        "{% endfor %}{{ ns.l }}",
+        "dict() would hold more than",
+        id="dict-call",
+    ),
+    pytest.param(
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = [ns.l, ns.l] | list %}"
+        "{% endfor %}{{ ns.l }}",
+        "building a 2-item list would hold more than",
+        id="filter",
+    ),
+    pytest.param(
+        "{{ ([('x' * 1000)] * 100000) | map('upper') | list }}",
+        "repeating a 1-item list 100000 times would hold more than",
+        id="repeat-then-map",
+    ),
+    # Each item small and new, made lazily by `map`: the list that collects
+    # them is stopped as it grows, not after making a gigabyte.
+    pytest.param(
+        "{{ ([''] * 500000) | map('center', 2000) | list | length }}",
+        "the list filter would take more than",
+        id="map-grows-each-item",
+    ),
+    # Comparing two such values would take as long as printing them.
+    pytest.param(
+        "{% set ns = namespace(a=[1], b=[1]) %}{% for i in range(40) %}{% set ns.a = [ns.a, ns.a] %}"
+        "{% set ns.b = [ns.b, ns.b] %}{% endfor %}{{ ns.a == ns.b }}",
+        "building a 2-item list would hold more than",
+        id="compare",
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "reason"), SHARED)
+def test_a_value_holding_one_big_value_many_times_is_refused(source: str, reason: str) -> None:
+    started = time.monotonic()
+    message = _refusal(source)
+    assert time.monotonic() - started < 2
+    assert message.startswith("chat template 'gguf' was stopped at a size limit: ")
+    assert reason in message
+    assert "more than 4,194,316 items and characters" in message
+
+
+def test_ordinary_lists_dicts_and_loops_still_work() -> None:
+    source = (
+        "{% set ns = namespace(roles=[]) %}{% for m in messages %}{% set ns.roles = ns.roles + [m['role']] %}"
+        "{% endfor %}{{ ns.roles }}|{{ [messages[0]['role'], messages | length] }}|{{ {'a': (1, 'b')} }}"
+        "|{% for a, b in [(1, 2)] %}{{ a + b }}{% endfor %}|{% for m in messages %}{{ loop.length }}{% endfor %}"
+        "|{% for x in [[1, [2]], [3]] recursive %}{% if x is iterable %}{{ loop(x) }}{% else %}{{ x }}{% endif %}"
+        "{% endfor %}|{{ messages | map(attribute='role') | list }}|{{ [1, 2] * 2 }}|{{ ['a'] | map('upper') | list }}"
+        "|{% for x in [] %}{% else %}none{% endfor %}"
+    )
+    assert _gguf(source).render(HI + HI) == (
+        "['user', 'user']|['user', 2]|{'a': (1, 'b')}|3|22|123|['user', 'user']|[1, 2, 1, 2]|['A']|none"
+    )
 
 
 # --- templates that cannot be compiled ----------------------------------------
