@@ -268,7 +268,7 @@ def test_two_copies_launched_at_once(built: Path, native: str, tmp_path: Path) -
     assert [p.name for p in tmpdir.iterdir()] == [], "an unpacked runtime was left behind"
     cache = home / ".cache" / "llamabin"
     assert (cache / "verified.json").is_file()
-    assert sorted(p.name for p in cache.iterdir()) == ["runtime", "verified.json"]
+    assert sorted(p.name for p in cache.iterdir()) == ["cpu-kernels.json", "runtime", "verified.json"]
     # Both unpacked; one copy won the rename into place, the other's was removed.
     assert len([p.name for p in (cache / "runtime").iterdir()]) == 1
 
