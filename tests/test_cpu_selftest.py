@@ -128,3 +128,19 @@ def test_the_packaged_file_skips_it_too(faulting_lib: Path, smollm2: Path, empty
     assert first.stdout.strip()
     doctor = run_file(exe, "--doctor", cwd=empty_dir, env={"LLAMABIN_HOME": str(home)})
     assert "zfault skipped (killed by SIGILL), at an earlier launch on this machine" in doctor.stdout
+
+
+def test_a_file_without_its_unpack_cache_still_remembers_the_choice(built: Path, empty_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """Unpacked afresh at each launch (the cache folder is refused: others
+    can write it), the libraries get new mtimes; the choice is keyed by the
+    file itself, so the second launch does not test again."""
+    home = tmp_path / "home"
+    (home / "cache").mkdir(parents=True)
+    (home / "cache").chmod(0o777)
+    env = {"LLAMABIN_HOME": str(home), "HOME": str(home)}
+    first = run_file(built, "--doctor", cwd=empty_dir, env=env)
+    second = run_file(built, "--doctor", cwd=empty_dir, env=env)
+    assert "for this launch only" in first.stdout and "for this launch only" in second.stdout
+    assert "passed, at this launch" in first.stdout, first.stdout
+    assert "passed, at an earlier launch on this machine" in second.stdout, second.stdout

@@ -104,9 +104,16 @@ def _key(files: dict[str, Path]) -> str:
     runtime, a migrated VM or a kernel update (AMX permission is the
     kernel's) is tested again."""
     h = hashlib.sha256()
+    frozen = getattr(sys, "frozen", False)
+    if frozen:
+        # A packaged file's libraries come out of the file itself, and are
+        # unpacked afresh (new mtimes) when it has no cache to keep them in:
+        # the file's own identity stands for them.
+        st = Path(sys.executable).stat()
+        h.update(f"{st.st_size} {st.st_mtime_ns} {st.st_ino}\n".encode())
     for name in sorted(files):
         st = files[name].stat()
-        h.update(f"{name} {st.st_size} {st.st_mtime_ns}\n".encode())
+        h.update(f"{name} {st.st_size} {0 if frozen else st.st_mtime_ns}\n".encode())
     h.update(_cpu_identity().encode())
     h.update(os.uname().release.encode() if hasattr(os, "uname") else sys.platform.encode())
     return h.hexdigest()[:32]
