@@ -85,7 +85,7 @@ def load() -> Backends:
         if not ggml.ggml_backend_load(str(files[forced]).encode()):
             raise ModelFileError(f"{FORCE_ENV}={forced}: this CPU lacks instructions that variant needs")
         return Backends(directory, variants, forced, f"not run: {forced} forced by {FORCE_ENV}")
-    choice = cpu_choice.choose(directory, files, ggml_path)
+    choice = cpu_choice.choose(files, ggml_path)
     if choice.variant is None or not ggml.ggml_backend_load(str(files[choice.variant]).encode()):
         raise ModelFileError(f"none of llama.cpp's CPU variants in {directory} can run on this CPU "
                              f"({choice.summary() or ', '.join(variants)})")

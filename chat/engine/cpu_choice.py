@@ -49,14 +49,14 @@ class Choice:
         return "; ".join(parts) + f", {when}"
 
 
-def choose(lib_dir: Path, files: dict[str, Path], ggml_path: Path) -> Choice:
+def choose(files: dict[str, Path], ggml_path: Path) -> Choice:
     key = _key(files)
     record = _read_record()
     known = record.get(key)
     if isinstance(known, dict) and known.get("variant") in files:
         return Choice(known["variant"], list(known.get("passed", [])), dict(known.get("failed", {})),
                       list(known.get("unsupported", [])), remembered=True)
-    choice = _test(lib_dir, files, ggml_path)
+    choice = _test(files, ggml_path)
     if choice.variant is not None:
         record[key] = {"variant": choice.variant, "passed": choice.passed, "failed": choice.failed,
                        "unsupported": choice.unsupported}
@@ -64,7 +64,7 @@ def choose(lib_dir: Path, files: dict[str, Path], ggml_path: Path) -> Choice:
     return choice
 
 
-def _test(lib_dir: Path, files: dict[str, Path], ggml_path: Path) -> Choice:
+def _test(files: dict[str, Path], ggml_path: Path) -> Choice:
     scores = {name: _score(path) for name, path in files.items()}
     ranked = sorted((n for n in files if scores[n] > 0), key=lambda n: -scores[n])
     choice = Choice(None, unsupported=sorted(n for n in files if scores[n] <= 0))
@@ -72,7 +72,7 @@ def _test(lib_dir: Path, files: dict[str, Path], ggml_path: Path) -> Choice:
         choice.variant = ranked[0] if ranked else None
         return choice
     for name in ranked:
-        why = selftest.check(lib_dir, files[name], ggml_path)
+        why = selftest.check(files[name], ggml_path)
         if why is None:
             choice.passed.append(name)
             choice.variant = name

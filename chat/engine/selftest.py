@@ -124,7 +124,7 @@ def _multiply(ggml: ctypes.CDLL, dev: int, backend: int, buft: int,
         ggml.ggml_free(wctx)
 
 
-def _run(lib_dir: Path, variant_path: Path, ggml_path: Path) -> None:
+def _run(variant_path: Path, ggml_path: Path) -> None:
     """The child's work: raises on a wrong result, dies on a bad instruction."""
     ggml = ctypes.CDLL(str(ggml_path))
     _bind(ggml)
@@ -153,7 +153,7 @@ def _run(lib_dir: Path, variant_path: Path, ggml_path: Path) -> None:
     ggml.ggml_backend_free(backend)
 
 
-def check(lib_dir: Path, variant_path: Path, ggml_path: Path) -> str | None:
+def check(variant_path: Path, ggml_path: Path) -> str | None:
     """None if the variant ran the test correctly, else why not ("killed by
     SIGILL", "timed out", ...). Needs fork (POSIX)."""
     pid = os.fork()
@@ -164,7 +164,7 @@ def check(lib_dir: Path, variant_path: Path, ggml_path: Path) -> str | None:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-            _run(lib_dir, variant_path, ggml_path)
+            _run(variant_path, ggml_path)
         except BaseException:
             code = 3
         os._exit(code)
