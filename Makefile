@@ -41,8 +41,11 @@ $(VENV)/.models: $(VENV)/.installed scripts/fetch-models.sh
 test: setup
 	$(PY) -m pytest
 
-lint: setup
+# Types, lint and formatting; CI runs it before the tests.
+lint: $(VENV)/.installed
 	$(PY) -m mypy
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 clean:
 	rm -rf build dist

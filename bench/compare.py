@@ -99,17 +99,33 @@ class Config:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--exe", type=Path, required=True, help="a built llamabin file")
     p.add_argument("--gguf", type=Path, required=True, help="the same model as a plain GGUF")
-    p.add_argument("--llama-bin", type=Path, help="llama.cpp build folder (or its bin/); default: scripts/build-llama-cpp.sh native")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for every program (default: all cores)")
-    p.add_argument("--ctx", type=int, default=4096, help="context size, shared by all slots as llama-server does (default 4096)")
+    p.add_argument(
+        "--llama-bin",
+        type=Path,
+        help="llama.cpp build folder (or its bin/); default: scripts/build-llama-cpp.sh native",
+    )
+    p.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for every program (default: all cores)"
+    )
+    p.add_argument(
+        "--ctx", type=int, default=4096, help="context size, shared by all slots as llama-server does (default 4096)"
+    )
     p.add_argument("--runs", type=int, help="repetitions, alternated between programs (default 5; 1 with --smoke)")
     p.add_argument("--tokens", type=int, help="tokens generated per request (default 128; 16 with --smoke)")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes, one run, 4 slots only: a check that everything works")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, one run, 4 slots only: a check that everything works"
+    )
     p.add_argument("--out", type=Path, help="append the markdown section to this file (e.g. bench/RESULTS.md)")
-    p.add_argument("--readme-table", metavar="FILE", help="write a short summary table to FILE, a new file or one this script wrote ('-' for stdout)")
+    p.add_argument(
+        "--readme-table",
+        metavar="FILE",
+        help="write a short summary table to FILE, a new file or one this script wrote ('-' for stdout)",
+    )
     p.add_argument("--server-args", default="", help="extra llama-server flags, e.g. '-kvu' (listed in the report)")
     return p.parse_args(argv)
 
@@ -131,8 +147,10 @@ def make_config(ns: argparse.Namespace) -> Config:
     if table is not None and table.exists() and not table.read_text(errors="replace").startswith(TABLE_HEADER):
         # Checked before minutes of measuring, and the file is kept: the
         # name invites `--readme-table README.md`, which would replace it.
-        fail(f"--readme-table {table}: the file exists and is not a table this script wrote; "
-             "give a new file, or '-' to print the table")
+        fail(
+            f"--readme-table {table}: the file exists and is not a table this script wrote; "
+            "give a new file, or '-' to print the table"
+        )
     smoke = bool(ns.smoke)
     loads: tuple[tuple[int, tuple[int, ...]], ...] = ((4, (1, 4)),) if smoke else ((4, (1, 4)), (8, (8,)))
     return Config(
@@ -327,25 +345,80 @@ def server_specs(cfg: Config) -> dict[str, ServerSpec]:
     common = ["--host", "127.0.0.1"]
 
     def llamabin(port: int, slots: int) -> list[str]:
-        return [str(cfg.exe), "--server", "--nobrowser", *common, "--port", str(port),
-                "-t", str(cfg.threads), "-c", str(cfg.ctx), "-np", str(slots)]
+        return [
+            str(cfg.exe),
+            "--server",
+            "--nobrowser",
+            *common,
+            "--port",
+            str(port),
+            "-t",
+            str(cfg.threads),
+            "-c",
+            str(cfg.ctx),
+            "-np",
+            str(slots),
+        ]
 
     def unpackaged(port: int, slots: int) -> list[str]:
-        return [sys.executable, "-m", "chat", "-m", str(cfg.gguf), "--server", "--nobrowser", *common,
-                "--port", str(port), "-t", str(cfg.threads), "-c", str(cfg.ctx), "-np", str(slots)]
+        return [
+            sys.executable,
+            "-m",
+            "chat",
+            "-m",
+            str(cfg.gguf),
+            "--server",
+            "--nobrowser",
+            *common,
+            "--port",
+            str(port),
+            "-t",
+            str(cfg.threads),
+            "-c",
+            str(cfg.ctx),
+            "-np",
+            str(slots),
+        ]
 
     def llama_server(port: int, slots: int) -> list[str]:
-        return [str(cfg.bin_dir / "llama-server"), "-m", str(cfg.gguf), *common, "--port", str(port),
-                "-t", str(cfg.threads), "-c", str(cfg.ctx), "-np", str(slots), *cfg.server_args]
+        return [
+            str(cfg.bin_dir / "llama-server"),
+            "-m",
+            str(cfg.gguf),
+            *common,
+            "--port",
+            str(port),
+            "-t",
+            str(cfg.threads),
+            "-c",
+            str(cfg.ctx),
+            "-np",
+            str(slots),
+            *cfg.server_args,
+        ]
 
     def llama_cpp_python(port: int, slots: int) -> list[str]:
         # No slots: it serves one request at a time. Both thread counts are
         # set, as the others use -t threads for prompt and generation alike.
         # By default a new request cuts the stream in progress short (it ends
         # with [DONE] and no finish_reason); queueing is what the others do.
-        return [sys.executable, str(ROOT / "bench" / "llama_cpp_server.py"), "--model", str(cfg.gguf), *common, "--port", str(port),
-                "--n_threads", str(cfg.threads), "--n_threads_batch", str(cfg.threads), "--n_ctx", str(cfg.ctx),
-                "--interrupt_requests", "false"]
+        return [
+            sys.executable,
+            str(ROOT / "bench" / "llama_cpp_server.py"),
+            "--model",
+            str(cfg.gguf),
+            *common,
+            "--port",
+            str(port),
+            "--n_threads",
+            str(cfg.threads),
+            "--n_threads_batch",
+            str(cfg.threads),
+            "--n_ctx",
+            str(cfg.ctx),
+            "--interrupt_requests",
+            "false",
+        ]
 
     return {
         "llamabin": ServerSpec("llamabin", llamabin, "/health", native=True),
@@ -379,8 +452,15 @@ def launch(spec: ServerSpec, slots: int, env: dict[str, str], log_dir: Path) -> 
         # Its own session: one killpg ends the tree, and a Ctrl-C in our
         # terminal does not reach it before our cleanup does.
         try:
-            proc = subprocess.Popen(spec.argv(port, slots), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                    env=env, cwd=ROOT, start_new_session=True)
+            proc = subprocess.Popen(
+                spec.argv(port, slots),
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=logf,
+                env=env,
+                cwd=ROOT,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise Unavailable(f"cannot start: {exc}") from exc
     try:
@@ -570,8 +650,9 @@ def run_oneshot(argv: list[str], env: dict[str, str]) -> OneShot:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=ROOT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=ROOT, start_new_session=True
+            )
         except OSError as exc:
             raise Unavailable(f"cannot start: {exc}") from exc
         # wait4 has no timeout: a timer kills the group instead of hanging.
@@ -638,7 +719,9 @@ def measure_oneshots(cfg: Config, env: dict[str, str], tmp: Path) -> OneShotStat
         run_env = dict(env, LLAMABIN_HOME=str(home))
         for group in alternate(("llamabin", "llama-completion", "python -m chat"), run):
             # "first" must come right before "warm" in the same home.
-            steps = [("llamabin first", "llamabin"), ("llamabin", "llamabin")] if group == "llamabin" else [(group, group)]
+            steps = (
+                [("llamabin first", "llamabin"), ("llamabin", "llamabin")] if group == "llamabin" else [(group, group)]
+            )
             for label, program in steps:
                 if label in stats.errors:
                     continue
@@ -711,8 +794,21 @@ def single_requests(cfg: Config, srv: Running, run: int, stats: SingleStats) -> 
 def run_llama_bench(cfg: Config, env: dict[str, str], stats: SingleStats) -> None:
     """llama-bench's pp/tg figures: llama.cpp with no server at all."""
     pp = 512 if not cfg.smoke else 128
-    argv = [str(cfg.bin_dir / "llama-bench"), "-m", str(cfg.gguf), "-p", str(pp), "-n", str(cfg.tokens),
-            "-t", str(cfg.threads), "-r", str(cfg.runs), "-o", "json"]
+    argv = [
+        str(cfg.bin_dir / "llama-bench"),
+        "-m",
+        str(cfg.gguf),
+        "-p",
+        str(pp),
+        "-n",
+        str(cfg.tokens),
+        "-t",
+        str(cfg.threads),
+        "-r",
+        str(cfg.runs),
+        "-o",
+        "json",
+    ]
     stats.bench_spec = f"pp{pp}/tg{cfg.tokens}, -r {cfg.runs}"
     log(f"llama-bench {stats.bench_spec}")
     try:
@@ -849,10 +945,20 @@ def targets(cfg: Config, single: SingleStats, load: LoadStats, oneshot: OneShotS
         return d[k].median if k in d else None
 
     found = [
-        Target("single stream decode, engine (`/completion` timings)",
-               ratio(med(single.decode, "llamabin"), med(single.decode, "llama-server")), 0.97, True, "x"),
-        Target("single stream through the server (t/s after first token)",
-               ratio(med(single.stream_tps, "llamabin"), med(single.stream_tps, "llama-server")), 0.97, True, "x"),
+        Target(
+            "single stream decode, engine (`/completion` timings)",
+            ratio(med(single.decode, "llamabin"), med(single.decode, "llama-server")),
+            0.97,
+            True,
+            "x",
+        ),
+        Target(
+            "single stream through the server (t/s after first token)",
+            ratio(med(single.stream_tps, "llamabin"), med(single.stream_tps, "llama-server")),
+            0.97,
+            True,
+            "x",
+        ),
     ]
     for slots, client_counts in cfg.loads:
         for clients in client_counts:
@@ -860,22 +966,50 @@ def targets(cfg: Config, single: SingleStats, load: LoadStats, oneshot: OneShotS
                 continue
             ours, ref = load.rows.get(("llamabin", slots, clients)), load.rows.get(("llama-server", slots, clients))
             cut = ours.cut if ours else 0
-            found.append(Target(
-                f"{clients} clients, {slots} slots: aggregate t/s, zero cut streams",
-                ratio(ours.agg.median if ours else None, ref.agg.median if ref else None), 0.95, True, "x",
-                extra_ok=ours is not None and cut == 0, note=f"{cut} cut" if ours else ""))
-    found.append(Target("start to /health",
-                        ratio(med(single.start, "llamabin"), med(single.start, "llama-server")), 2.0, False, "x"))
-    found.append(Target("`--cli -n 16` wall time vs llama-completion",
-                        ratio(med(oneshot.wall, "llamabin"), med(oneshot.wall, "llama-completion")), 1.5, False, "x"))
+            found.append(
+                Target(
+                    f"{clients} clients, {slots} slots: aggregate t/s, zero cut streams",
+                    ratio(ours.agg.median if ours else None, ref.agg.median if ref else None),
+                    0.95,
+                    True,
+                    "x",
+                    extra_ok=ours is not None and cut == 0,
+                    note=f"{cut} cut" if ours else "",
+                )
+            )
+    found.append(
+        Target(
+            "start to /health", ratio(med(single.start, "llamabin"), med(single.start, "llama-server")), 2.0, False, "x"
+        )
+    )
+    found.append(
+        Target(
+            "`--cli -n 16` wall time vs llama-completion",
+            ratio(med(oneshot.wall, "llamabin"), med(oneshot.wall, "llama-completion")),
+            1.5,
+            False,
+            "x",
+        )
+    )
     ours_rss, ref_rss = med(oneshot.rss_mib, "llamabin"), med(oneshot.rss_mib, "llama-completion")
-    found.append(Target("`--cli -n 16` peak RSS minus llama-completion's",
-                        None if ours_rss is None or ref_rss is None else (ours_rss - ref_rss) * 2**20 / MB, 60, False, " MB"))
-    found.append(Target("file size minus GGUF size", (cfg.exe.stat().st_size - cfg.gguf.stat().st_size) / MB, 40, False, " MB"))
+    found.append(
+        Target(
+            "`--cli -n 16` peak RSS minus llama-completion's",
+            None if ours_rss is None or ref_rss is None else (ours_rss - ref_rss) * 2**20 / MB,
+            60,
+            False,
+            " MB",
+        )
+    )
+    found.append(
+        Target("file size minus GGUF size", (cfg.exe.stat().st_size - cfg.gguf.stat().st_size) / MB, 40, False, " MB")
+    )
     return found
 
 
-def with_ratio(samples: dict[str, Samples], name: str, ref: str, digits: int = 1, scale: float = 1.0) -> tuple[str, str]:
+def with_ratio(
+    samples: dict[str, Samples], name: str, ref: str, digits: int = 1, scale: float = 1.0
+) -> tuple[str, str]:
     s = samples.get(name)
     if s is None:
         return "n/a", "n/a"
@@ -901,15 +1035,19 @@ def single_tables(cfg: Config, st: SingleStats) -> list[str]:
             continue
         pf, pf_r = with_ratio(st.prefill, name, "llama-server")
         dc, dc_r = with_ratio(st.decode, name, "llama-server")
-        lines.append(f"| {name} | {pf} | {pf_r} | {dc} | {dc_r} | {st.prompt_n.get(name, 0)}/{st.predicted_n.get(name, 0)} |")
+        lines.append(
+            f"| {name} | {pf} | {pf_r} | {dc} | {dc_r} | {st.prompt_n.get(name, 0)}/{st.predicted_n.get(name, 0)} |"
+        )
     if "llama-bench" in st.errors:
         lines.append(f"| llama-bench | not available: {st.errors['llama-bench']} | | | | |")
     else:
         pp, tg = st.bench.get("prefill"), st.bench.get("decode")
         ref_pf, ref_dc = st.prefill.get("llama-server"), st.decode.get("llama-server")
-        lines.append(f"| llama-bench ({st.bench_spec}, no server) | {fmt_num(pp)} | "
-                     f"{fmt_ratio(ratio(pp, ref_pf.median if ref_pf else None))} | {fmt_num(tg)} | "
-                     f"{fmt_ratio(ratio(tg, ref_dc.median if ref_dc else None))} | |")
+        lines.append(
+            f"| llama-bench ({st.bench_spec}, no server) | {fmt_num(pp)} | "
+            f"{fmt_ratio(ratio(pp, ref_pf.median if ref_pf else None))} | {fmt_num(tg)} | "
+            f"{fmt_ratio(ratio(tg, ref_dc.median if ref_dc else None))} | |"
+        )
     lines += [
         "",
         f"Server: one streaming chat client, {cfg.tokens} tokens asked (generated: {predicted_n} on the engine row above).",
@@ -947,7 +1085,9 @@ def load_table(cfg: Config, ls: LoadStats) -> list[str]:
             for name in ("llamabin", "llama-server", "llama-cpp-python"):
                 slot_txt = str(slots) if name != "llama-cpp-python" else "1 (serial)"
                 if name in ls.errors:
-                    lines.append(f"| {name} | {slot_txt} | {clients} | not available: {ls.errors[name]} | | | | | | | |")
+                    lines.append(
+                        f"| {name} | {slot_txt} | {clients} | not available: {ls.errors[name]} | | | | | | | |"
+                    )
                     continue
                 row = ls.rows.get((name, slots, clients))
                 if row is None:
@@ -994,13 +1134,19 @@ def start_and_oneshot_tables(single: SingleStats, os_: OneShotStats) -> list[str
     ]
     ref_rss = os_.rss_mib.get("llama-completion")
     for name in ("llamabin", "llamabin first", "llama-completion", "python -m chat"):
-        label = {"llamabin": "llamabin `--cli` (warm)", "llamabin first": "llamabin `--cli` (first launch)"}.get(name, name)
+        label = {"llamabin": "llamabin `--cli` (warm)", "llamabin first": "llamabin `--cli` (first launch)"}.get(
+            name, name
+        )
         if name in os_.errors:
             lines.append(f"| {label} | not available: {os_.errors[name]} | | | |")
             continue
         w, w_r = with_ratio(os_.wall, name, "llama-completion", 2)
         rss = os_.rss_mib.get(name)
-        diff = None if rss is None or ref_rss is None or rss.median is None or ref_rss.median is None else rss.median - ref_rss.median
+        diff = (
+            None
+            if rss is None or ref_rss is None or rss.median is None or ref_rss.median is None
+            else rss.median - ref_rss.median
+        )
         lines.append(f"| {label} | {w} | {w_r} | {rss.fmt(0) if rss else 'n/a'} | {fmt_num(diff, 0)} |")
     return lines
 
@@ -1022,8 +1168,16 @@ def size_table(cfg: Config, os_: OneShotStats) -> list[str]:
     ]
 
 
-def report(cfg: Config, started: datetime, machine_txt: str, versions_txt: str, single: SingleStats,
-           load: LoadStats, oneshot: OneShotStats, elapsed: float) -> str:
+def report(
+    cfg: Config,
+    started: datetime,
+    machine_txt: str,
+    versions_txt: str,
+    single: SingleStats,
+    load: LoadStats,
+    oneshot: OneShotStats,
+    elapsed: float,
+) -> str:
     found = targets(cfg, single, load, oneshot)
     extra = f" llama-server extra flags: `{' '.join(cfg.server_args)}`." if cfg.server_args else ""
     lines = [

@@ -40,7 +40,9 @@ def rss_kib(pid: int) -> int:
     """Resident memory of a process and its descendants (the bootloader's
     child is the Python runtime)."""
     total = 0
-    for line in subprocess.run(["ps", "-o", "pid=,ppid=,rss=", "-A"], capture_output=True, text=True).stdout.splitlines():
+    for line in subprocess.run(
+        ["ps", "-o", "pid=,ppid=,rss=", "-A"], capture_output=True, text=True
+    ).stdout.splitlines():
         p, pp, rss = (int(x) for x in line.split())
         if p == pid or pp == pid:
             total += rss
@@ -51,8 +53,13 @@ def client(url: str, n: int, until: float, tally: Counter[str], lock: threading.
     with httpx.Client(base_url=url, timeout=120) as http:
         i = 0
         while time.monotonic() < until:
-            body = {"messages": [{"role": "user", "content": f"Write about {TOPICS[(n + i) % len(TOPICS)]}."}],
-                    "max_tokens": 64, "stream": True, "temperature": 0.8, "seed": n * 1000 + i}
+            body = {
+                "messages": [{"role": "user", "content": f"Write about {TOPICS[(n + i) % len(TOPICS)]}."}],
+                "max_tokens": 64,
+                "stream": True,
+                "temperature": 0.8,
+                "seed": n * 1000 + i,
+            }
             i += 1
             outcome = "cut"
             try:
@@ -87,9 +94,13 @@ def main() -> int:
         print(f"soak: no such file: {args.exe}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as home:
-        proc = subprocess.Popen([str(args.exe), "--server", "--nobrowser", "--port", "0", "-np", str(args.clients)],
-                                env=dict(os.environ, LLAMABIN_HOME=home), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [str(args.exe), "--server", "--nobrowser", "--port", "0", "-np", str(args.clients)],
+            env=dict(os.environ, LLAMABIN_HOME=home),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert proc.stderr is not None
             url = None
@@ -118,26 +129,28 @@ def main() -> int:
             proc.wait(30)
     growth = (rss_end - rss_start) / rss_start * 100
     verdict = "PASS" if growth < 5 and tally["cut"] == 0 and tally["5xx"] == 0 else "MISS"
-    text = "\n".join([
-        f"### Soak ({datetime.now():%Y-%m-%d %H:%M}, {args.clients} streaming clients, {args.minutes:g} min)",
-        "",
-        f"Machine: {machine()}. File: `{args.exe.name}`, `--server -np {args.clients}`; each client streams"
-        " 64-token chat answers back to back.",
-        "",
-        "| measure | value | goal |",
-        "|---|---|---|",
-        f"| resident memory after {args.warmup:g} s of load | {rss_start / 1024:.1f} MiB | |",
-        f"| resident memory at the end | {rss_end / 1024:.1f} MiB | |",
-        f"| growth | {growth:+.2f}% | < 5% |",
-        f"| streams completed | {tally['complete']} | |",
-        f"| cut streams | {tally['cut']} | 0 |",
-        f"| 5xx answers | {tally['5xx']} | 0 |",
-        f"| other answers | {sum(v for k, v in tally.items() if k.startswith('status'))} | |",
-        f"| /health at the end | {health.get('status')} | ok |",
-        "",
-        f"Result: {verdict}.",
-        "",
-    ])
+    text = "\n".join(
+        [
+            f"### Soak ({datetime.now():%Y-%m-%d %H:%M}, {args.clients} streaming clients, {args.minutes:g} min)",
+            "",
+            f"Machine: {machine()}. File: `{args.exe.name}`, `--server -np {args.clients}`; each client streams"
+            " 64-token chat answers back to back.",
+            "",
+            "| measure | value | goal |",
+            "|---|---|---|",
+            f"| resident memory after {args.warmup:g} s of load | {rss_start / 1024:.1f} MiB | |",
+            f"| resident memory at the end | {rss_end / 1024:.1f} MiB | |",
+            f"| growth | {growth:+.2f}% | < 5% |",
+            f"| streams completed | {tally['complete']} | |",
+            f"| cut streams | {tally['cut']} | 0 |",
+            f"| 5xx answers | {tally['5xx']} | 0 |",
+            f"| other answers | {sum(v for k, v in tally.items() if k.startswith('status'))} | |",
+            f"| /health at the end | {health.get('status')} | ok |",
+            "",
+            f"Result: {verdict}.",
+            "",
+        ]
+    )
     print(text)
     if args.out:
         with args.out.open("a", encoding="utf-8") as f:

@@ -60,22 +60,37 @@ def run(gguf: Path, tokens: int, threads: int, lib: Path, variant: str | None) -
     env.pop("LLAMABIN_CPU_VARIANT", None)
     if variant is not None:
         env["LLAMABIN_CPU_VARIANT"] = variant
-    cmd = [sys.executable, __file__, "--worker", "--gguf", str(gguf), "--tokens", str(tokens), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--gguf",
+        str(gguf),
+        "--tokens",
+        str(tokens),
+        "--threads",
+        str(threads),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True, timeout=600).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def built_lib(flavour: str) -> Path:
-    out = subprocess.run([str(ROOT / "scripts" / "build-llama-cpp.sh"), flavour], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "build-llama-cpp.sh"), flavour], capture_output=True, text=True, check=True
+    ).stdout
     return Path(out.strip().splitlines()[-1]) / "lib"
 
 
-def report(results: dict[str, list[dict[str, float | str]]], runs: int, tokens: int, threads: int,
-           gguf_name: str) -> str:
+def report(
+    results: dict[str, list[dict[str, float | str]]], runs: int, tokens: int, threads: int, gguf_name: str
+) -> str:
     (name_a, a_runs), (name_b, b_runs) = results.items()
-    what = (f"Portable picked `{b_runs[0]['kernels']}`; native is `build-llama-cpp.sh native-lib` (-march=native)"
-            if name_a == "native" else f"Both the portable libraries, `{name_a}` and `{name_b}` forced")
+    what = (
+        f"Portable picked `{b_runs[0]['kernels']}`; native is `build-llama-cpp.sh native-lib` (-march=native)"
+        if name_a == "native"
+        else f"Both the portable libraries, `{name_a}` and `{name_b}` forced"
+    )
     lines = [
         f"### CPU kernels: {name_b} vs {name_a} ({date.today().isoformat()}, {runs} alternating runs)",
         "",
@@ -88,9 +103,11 @@ def report(results: dict[str, list[dict[str, float | str]]], runs: int, tokens: 
     for key in ("prefill", "decode"):
         a = [float(r[key]) for r in a_runs]
         b = [float(r[key]) for r in b_runs]
-        lines.append(f"| {key} | {statistics.median(a):.1f} ({min(a):.1f}-{max(a):.1f}) | "
-                     f"{statistics.median(b):.1f} ({min(b):.1f}-{max(b):.1f}) | "
-                     f"{statistics.median(b) / statistics.median(a):.3f} |")
+        lines.append(
+            f"| {key} | {statistics.median(a):.1f} ({min(a):.1f}-{max(a):.1f}) | "
+            f"{statistics.median(b):.1f} ({min(b):.1f}-{max(b):.1f}) | "
+            f"{statistics.median(b) / statistics.median(a):.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from chat.engine.llama import ModelSource
 from chat.errors import ModelFileError

@@ -6,22 +6,23 @@ Nothing here talks to the model; `run_repl`, `run_oneshot` do the work.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import click
 
 from chat import __version__
 from chat.bundle import Bundle, find_bundle
 from chat.engine.llama import ModelSource
-from chat.startup import check_bundle, describe_bundle, verify_bundle
-from packager.layout import BAKED_FLAGS, sidecar_path
 from chat.engine.types import SamplingParams
 from chat.errors import EXIT_INTERRUPTED, EXIT_USAGE, LlamabinError, UsageError
 from chat.server.listen import listen, listen_beside_chat
 from chat.server.settings import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
 from chat.session import EngineLoad
 from chat.settings import Mode, Settings, default_threads
+from chat.startup import check_bundle, describe_bundle, verify_bundle
+from packager.layout import BAKED_FLAGS, sidecar_path
 from templates import BUILTIN_NAMES
 
 MANUAL = """Chat with a local language model, or run it from scripts.
@@ -91,38 +92,114 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
 @click.option("--server", "server_mode", is_flag=True, help="Run the HTTP server alone.")
 @click.option("--ask", metavar="TEXT", help="Ask one templated question ('-' reads stdin) and exit.")
 @click.option("-p", "--prompt", metavar="TEXT", help="Prompt for --cli; system prompt for the chat.")
-@click.option("--system-prompt", "--system", "system_prompt", metavar="TEXT", help="System prompt for the chat and --ask.")
+@click.option(
+    "--system-prompt", "--system", "system_prompt", metavar="TEXT", help="System prompt for the chat and --ask."
+)
 @click.option("-f", "--file", "prompt_file", metavar="FILE", help="Read the --cli prompt from FILE ('-' for stdin).")
-@click.option("-c", "--ctx-size", type=int, help="Context size in tokens [default: 4096, at most the trained size; 0 = trained size].")
+@click.option(
+    "-c",
+    "--ctx-size",
+    type=int,
+    help="Context size in tokens [default: 4096, at most the trained size; 0 = trained size].",
+)
 @click.option("--ctx-force", is_flag=True, help="Allow a context larger than the model was trained for.")
-@click.option("-n", "--n-predict", type=int, default=-1, show_default=True, help="Tokens to generate at most (-1 = until the answer ends).")
-@click.option("--temp", type=float, default=0.8, show_default=True, help="Temperature; 0 picks the likeliest token (greedy).")
+@click.option(
+    "-n",
+    "--n-predict",
+    type=int,
+    default=-1,
+    show_default=True,
+    help="Tokens to generate at most (-1 = until the answer ends).",
+)
+@click.option(
+    "--temp", type=float, default=0.8, show_default=True, help="Temperature; 0 picks the likeliest token (greedy)."
+)
 @click.option("--top-k", type=int, default=40, show_default=True, help="Top-k sampling (0 = off).")
 @click.option("--top-p", type=float, default=0.95, show_default=True, help="Top-p (nucleus) sampling (1.0 = off).")
 @click.option("--min-p", type=float, default=0.05, show_default=True, help="Min-p sampling (0.0 = off).")
-@click.option("--repeat-penalty", type=float, default=1.0, show_default=True, help="Penalty for repeated tokens (1.0 = off).")
-@click.option("--repeat-last-n", type=int, default=64, show_default=True, help="How many recent tokens the penalty looks at.")
+@click.option(
+    "--repeat-penalty", type=float, default=1.0, show_default=True, help="Penalty for repeated tokens (1.0 = off)."
+)
+@click.option(
+    "--repeat-last-n", type=int, default=64, show_default=True, help="How many recent tokens the penalty looks at."
+)
 @click.option("-s", "--seed", type=int, default=-1, show_default=True, help="Random seed (-1 = random).")
 @click.option("-t", "--threads", type=int, callback=_positive, help="CPU threads [default: all cores].")
-@click.option("-np", "--parallel", type=int, callback=_slots, help="Requests the server decodes together [default: 4 with the server, else 1]. Given explicitly, each gets -c / N tokens of its own, as in llama-server; else they share -c (see -kvu).")
-@click.option("-kvu", "--kv-unified", is_flag=True, help="One KV cache that all -np slots share, so one request may use all of -c [default: on unless -np is given].")
-@click.option("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=0, show_default=True, help="Layers to offload to a GPU, if this build has one (999 = all).")
-@click.option("--template", metavar="NAME|FILE", help="Chat template: alpaca, chatml, gemma, llama3, or a Jinja file [default: the model's own].")
+@click.option(
+    "-np",
+    "--parallel",
+    type=int,
+    callback=_slots,
+    help="Requests the server decodes together [default: 4 with the server, else 1]. Given explicitly, each gets -c / N tokens of its own, as in llama-server; else they share -c (see -kvu).",
+)
+@click.option(
+    "-kvu",
+    "--kv-unified",
+    is_flag=True,
+    help="One KV cache that all -np slots share, so one request may use all of -c [default: on unless -np is given].",
+)
+@click.option(
+    "-ngl",
+    "--n-gpu-layers",
+    "--gpu-layers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Layers to offload to a GPU, if this build has one (999 = all).",
+)
+@click.option(
+    "--template",
+    metavar="NAME|FILE",
+    help="Chat template: alpaca, chatml, gemma, llama3, or a Jinja file [default: the model's own].",
+)
 @click.option("--grammar", metavar="GBNF", help="Constrain output to a GBNF grammar.")
-@click.option("--grammar-file", metavar="FILE", type=click.Path(path_type=Path, dir_okay=False), help="Read the GBNF grammar from FILE.")
+@click.option(
+    "--grammar-file",
+    metavar="FILE",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Read the GBNF grammar from FILE.",
+)
 @click.option("-j", "--json", "json_output", is_flag=True, help="Constrain output to a JSON value.")
 @click.option("--log-disable", is_flag=True, help="Print no diagnostics on stderr (errors still print).")
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's logs and full tracebacks.")
 @click.option("--host", default="127.0.0.1", help="Address the server listens on (0.0.0.0: every interface).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, help="Port the server listens on (0: any free one).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, help="Port the server listens on (0: any free one)."
+)
 @click.option("--nobrowser", is_flag=True, help="Do not open the web chat in a browser.")
 @click.option("--api-key", metavar="KEY", help="Require 'Authorization: Bearer KEY' on API calls.")
 @click.option("--api-key-file", metavar="FILE", help="Read the API key from the first line of FILE.")
-@click.option("--allowed-host", "allowed_hosts", metavar="NAME", multiple=True, help="Also answer requests whose Host (or Origin) is NAME, as when the server sits behind a proxy or a DNS name (repeatable) [default: localhost, IP addresses and this machine's name].")
-@click.option("--cors-origin", "cors_origins", metavar="ORIGIN", multiple=True, help="Let web pages from ORIGIN (e.g. https://app.example) call the API from a browser (repeatable) [default: none].")
-@click.option("--max-connections", type=click.IntRange(1, 65536), default=DEFAULT_MAX_CONNECTIONS, show_default=True, help="Connections the server holds at once; more are refused with 503.")
-@click.option("--request-timeout", type=click.FloatRange(0.1, 3600), default=DEFAULT_REQUEST_TIMEOUT, show_default=True, help="Seconds a client may take to send its request; then 408.")
-@click.option("--verbose-prompt", is_flag=True, help="Print the prompt as the model sees it (chat template applied) on stderr.")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    metavar="NAME",
+    multiple=True,
+    help="Also answer requests whose Host (or Origin) is NAME, as when the server sits behind a proxy or a DNS name (repeatable) [default: localhost, IP addresses and this machine's name].",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    metavar="ORIGIN",
+    multiple=True,
+    help="Let web pages from ORIGIN (e.g. https://app.example) call the API from a browser (repeatable) [default: none].",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1, 65536),
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    help="Connections the server holds at once; more are refused with 503.",
+)
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=DEFAULT_REQUEST_TIMEOUT,
+    show_default=True,
+    help="Seconds a client may take to send its request; then 408.",
+)
+@click.option(
+    "--verbose-prompt", is_flag=True, help="Print the prompt as the model sees it (chat template applied) on stderr."
+)
 @click.option("--doctor", is_flag=True, help="Print what to check when something does not work, and exit.")
 @click.option("--verify", is_flag=True, help="Check the built-in weights' sha256 and exit.")
 @click.version_option(__version__, "--version", message="llamabin %(version)s")
@@ -321,9 +398,7 @@ def main(argv: Sequence[str] | None = None, default_map: dict[str, Any] | None =
             default_map = baked_defaults(bundle)
             if _asks_for_help(args):
                 click.echo(describe_bundle(bundle) + "\n")
-        rv = command.main(
-            args, prog_name=_prog_name(), standalone_mode=False, default_map=default_map, obj=bundle
-        )
+        rv = command.main(args, prog_name=_prog_name(), standalone_mode=False, default_map=default_map, obj=bundle)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.Abort:
@@ -356,8 +431,10 @@ def baked_defaults(bundle: Bundle) -> dict[str, Any]:
     stray = sorted(set(chosen) - _bakeable_params())
     refused = baked.refused + [f"--{name.replace('_', '-')}" for name in stray]
     if refused:
-        click.echo(f"llamabin: warning: ignoring built-in defaults that only the command line may set:"
-                   f" {' '.join(refused)}", err=True)
+        click.echo(
+            f"llamabin: warning: ignoring built-in defaults that only the command line may set: {' '.join(refused)}",
+            err=True,
+        )
     return {k: v for k, v in chosen.items() if k not in stray}
 
 

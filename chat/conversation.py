@@ -10,9 +10,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 from chat.engine.engine import Engine, Generation
 from chat.engine.types import FinishReason, GenerationRequest, SamplingParams, Usage

@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from chat import __version__
 from chat.bundle import Bundle, verify
@@ -49,8 +50,10 @@ def run_doctor(settings: Settings, bundle: Bundle | None) -> int:
         template = resolve_template(engine, settings)
         need = engine.model.size_bytes() + kv_cache_bytes(engine.model.metadata, engine.n_ctx)
         free = available_memory()
-        print(f"memory:    {need / MiB:.0f} MiB needed (model and a {engine.n_ctx}-token cache),"
-              f" {'unknown' if free is None else f'{free / MiB:.0f} MiB'} free")
+        print(
+            f"memory:    {need / MiB:.0f} MiB needed (model and a {engine.n_ctx}-token cache),"
+            f" {'unknown' if free is None else f'{free / MiB:.0f} MiB'} free"
+        )
         name = "the model's own" if template.origin == "gguf" else f"{template.name} ({template.origin})"
         print(f"template:  {name}; stops on {', '.join(template.stop)}")
     print("start-up:  " + ", ".join(f"{name} {secs:.2f} s" for name, secs in phases))
@@ -76,8 +79,11 @@ def _runtime() -> str:
     # and names the cache directory it found but would not trust.
     if Path(unpacked).name.startswith("_MEI"):
         refused = os.environ.get("_PYI_UNPACK_CACHE_REFUSED")
-        why = (f"not used as the cache: {refused} must be a directory of this user's that no one else can write"
-               if refused else "no writable cache directory")
+        why = (
+            f"not used as the cache: {refused} must be a directory of this user's that no one else can write"
+            if refused
+            else "no writable cache directory"
+        )
         return f"unpacked into {unpacked} for this launch only ({why})"
     return f"unpacked into {unpacked} at the first launch, reused since"
 

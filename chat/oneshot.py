@@ -4,13 +4,13 @@ question). Only the generated text goes to stdout."""
 from __future__ import annotations
 
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
+from chat.conversation import Conversation
 from chat.engine import Engine, GenerationRequest
 from chat.errors import EXIT_INTERRUPTED, EXIT_OK, GenerationError, UsageError
 from chat.session import resolve_template
 from chat.settings import Mode, Settings
-from chat.conversation import Conversation
 from templates import TemplateError
 
 

@@ -20,8 +20,12 @@ from templates import ChatTemplate
 OPEN, CLOSE = "\ue000", "\ue001"
 
 
-def chat_prompt(template: ChatTemplate, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool,
-                special_texts: frozenset[str]) -> str | tuple[PromptPart, ...]:
+def chat_prompt(
+    template: ChatTemplate,
+    messages: Sequence[Mapping[str, str]],
+    add_generation_prompt: bool,
+    special_texts: frozenset[str],
+) -> str | tuple[PromptPart, ...]:
     """The prompt for `messages`: a plain string when no content holds a
     control token's text, else parts in which contents are plain text."""
     if not any(s in m.get("content", "") for m in messages for s in special_texts):

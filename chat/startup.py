@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from chat.bundle import Bundle, verify
 from chat.errors import EXIT_OK, UsageError
@@ -58,5 +58,3 @@ def describe_bundle(bundle: Bundle) -> str:
         lines.append("Built-in defaults (flags override them): " + " ".join(shlex.quote(a) for a in bundle.args))
     lines.append("Run another model with -m FILE.gguf; the built-in defaults then do not apply.")
     return "\n".join(lines)
-
-

@@ -9,10 +9,11 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from packager import progress
 from packager.elf import ElfError, insert_payload
@@ -29,7 +30,6 @@ from packager.layout import (
 from packager.runtime import check_lib_dir, has_cpu_variants, installed_lib_dir, runtime_executable
 from packager.sidecar import write_sidecar
 from packager.versions import build_versions
-
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,12 @@ def build(opts: BuildOptions, say: Callable[[str], None]) -> BuildResult:
     say("preparing the runtime (built once, then cached)")
     lib_dir = check_lib_dir(opts.llama_lib or installed_lib_dir())
     if lib_dir is None or not has_cpu_variants(lib_dir):
-        say("note: llama.cpp comes from the installed llama-cpp-python, compiled for this machine's CPU;"
+        say(
+            "note: llama.cpp comes from the installed llama-cpp-python, compiled for this machine's CPU;"
             " on an older CPU the file may stop with 'Illegal instruction'."
             " For one file that runs on any x86-64 CPU, pass --llama-lib with the folder"
-            " `scripts/build-llama-cpp.sh portable` prints")
+            " `scripts/build-llama-cpp.sh portable` prints"
+        )
     runtime = runtime_executable(lib_dir, opts.verbose)
     use_sidecar = opts.sidecar if opts.sidecar is not None else _needs_sidecar(info.size)
     with _staged(out) as tmp_exe, _staged(sidecar_path(out)) as tmp_side:
@@ -131,7 +133,9 @@ def _baked_args(opts: BuildOptions) -> list[str]:
 def refused_message(refused: list[str]) -> str:
     """Why flags after `--` cannot be built in: one line naming them."""
     verb = "is" if len(refused) == 1 else "are"
-    hint = ", and a template file goes in with --template FILE" if any(r.startswith("--template") for r in refused) else ""
+    hint = (
+        ", and a template file goes in with --template FILE" if any(r.startswith("--template") for r in refused) else ""
+    )
     return f"{' '.join(refused)} {verb} not allowed as a built-in default: only model, sampling and context flags are{hint}"
 
 
@@ -232,9 +236,7 @@ def _write_inside(runtime: Path, out: Path, model: Path, manifest: dict[str, Any
             raise BuildError(f"cannot put the weights inside the runtime: {exc}") from None
 
 
-def _write_with_sidecar(
-    runtime: Path, out: Path, side: Path, model: Path, manifest: dict[str, Any], size: int
-) -> None:
+def _write_with_sidecar(runtime: Path, out: Path, side: Path, model: Path, manifest: dict[str, Any], size: int) -> None:
     import shutil
 
     shutil.copy2(runtime, out)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import click
 
@@ -31,21 +31,46 @@ def group() -> None:
 @group.command(context_settings={"show_default": True})
 @click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("runtime_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- RUNTIME_ARGS...]")
-@click.option("-o", "--output", type=click.Path(), help="Output file or directory (a name ending in / is a directory) [default: dist/].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(),
+    help="Output file or directory (a name ending in / is a directory) [default: dist/].",
+)
 @click.option("--name", help="Base name of the file [default: the GGUF's file name].")
 @click.option("--system-prompt", help="Default system prompt for the chat.")
 @click.option("--ctx-size", "-c", type=click.IntRange(min=0), help="Default context size.")
 @click.option("--template", metavar="NAME|FILE", help="Chat template to build in (a file is stored inside).")
-@click.option("--license", "license_file", type=click.Path(path_type=Path, dir_okay=False), help="License text to store inside.")
-@click.option("--sidecar/--no-sidecar", default=None, help="Keep the weights in NAME.gguf next to the file [default: only where executables are capped at 4 GiB].")
-@click.option("--llama-lib", type=click.Path(path_type=Path, file_okay=False), envvar="LLAMABIN_LLAMA_LIB",
-              help="Folder of llama.cpp libraries to ship, e.g. the portable build that "
-                   "`scripts/build-llama-cpp.sh portable` prints [env LLAMABIN_LLAMA_LIB; "
-                   "default: the installed llama-cpp-python's, compiled for this CPU].")
+@click.option(
+    "--license", "license_file", type=click.Path(path_type=Path, dir_okay=False), help="License text to store inside."
+)
+@click.option(
+    "--sidecar/--no-sidecar",
+    default=None,
+    help="Keep the weights in NAME.gguf next to the file [default: only where executables are capped at 4 GiB].",
+)
+@click.option(
+    "--llama-lib",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="LLAMABIN_LLAMA_LIB",
+    help="Folder of llama.cpp libraries to ship, e.g. the portable build that "
+    "`scripts/build-llama-cpp.sh portable` prints [env LLAMABIN_LLAMA_LIB; "
+    "default: the installed llama-cpp-python's, compiled for this CPU].",
+)
 @click.option("--verbose", is_flag=True, help="Show PyInstaller's output.")
-def build_cmd(model: Path, runtime_args: tuple[str, ...], output: str | None, name: str | None,
-              system_prompt: str | None, ctx_size: int | None, template: str | None,
-              license_file: Path | None, sidecar: bool | None, llama_lib: Path | None, verbose: bool) -> None:
+def build_cmd(
+    model: Path,
+    runtime_args: tuple[str, ...],
+    output: str | None,
+    name: str | None,
+    system_prompt: str | None,
+    ctx_size: int | None,
+    template: str | None,
+    license_file: Path | None,
+    sidecar: bool | None,
+    llama_lib: Path | None,
+    verbose: bool,
+) -> None:
     """Build one executable for this OS and architecture from MODEL.
 
     Arguments after `--` become the file's default runtime flags (like
@@ -61,8 +86,19 @@ def build_cmd(model: Path, runtime_args: tuple[str, ...], output: str | None, na
             Path(output).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BuildError(f"cannot create output directory {output}: {exc.strerror}") from None
-    opts = BuildOptions(model, None if output is None else Path(output), name, system_prompt, ctx_size, template, license_file,
-                        runtime_args, sidecar, verbose, llama_lib)
+    opts = BuildOptions(
+        model,
+        None if output is None else Path(output),
+        name,
+        system_prompt,
+        ctx_size,
+        template,
+        license_file,
+        runtime_args,
+        sidecar,
+        verbose,
+        llama_lib,
+    )
     result = build(opts, lambda msg: click.echo(msg, err=True))
     click.echo(str(result.executable))
     if result.sidecar is not None:

@@ -105,9 +105,7 @@ class ElfFile:
         for section in self.sections:
             if section.name == name:
                 return section
-        raise ElfError(
-            f"no {name!r} section: not a PyInstaller onefile executable built on Linux"
-        )
+        raise ElfError(f"no {name!r} section: not a PyInstaller onefile executable built on Linux")
 
 
 def read_elf(path: Path) -> ElfFile:
@@ -118,9 +116,7 @@ def read_elf(path: Path) -> ElfFile:
         if len(ident) < 16 or ident[:4] != b"\x7fELF":
             raise ElfError(f"{path} is not an ELF file")
         if ident[4] not in (1, 2) or ident[5] not in (1, 2):
-            raise ElfError(
-                f"{path}: unknown ELF class {ident[4]} or byte order {ident[5]}"
-            )
+            raise ElfError(f"{path}: unknown ELF class {ident[4]} or byte order {ident[5]}")
         fmt = _FORMATS[(ident[4], "<" if ident[5] == 1 else ">")]
         f.seek(0)
         raw = f.read(fmt.ehdr.size)
@@ -135,9 +131,7 @@ def read_elf(path: Path) -> ElfFile:
         if shentsize != fmt.shdr.size or (phnum and phentsize != fmt.phdr.size):
             raise ElfError(f"{path}: unexpected header entry sizes")
         if shoff + shnum * shentsize > size:
-            raise ElfError(
-                f"{path} is truncated: its section header table ends past the file"
-            )
+            raise ElfError(f"{path} is truncated: its section header table ends past the file")
         f.seek(shoff)
         table = f.read(shnum * shentsize)
         shdrs = [fmt.shdr.unpack_from(table, i * shentsize) for i in range(shnum)]
@@ -149,17 +143,12 @@ def read_elf(path: Path) -> ElfFile:
         segments = [(int(p[off_i]), int(p[filesz_i])) for p in phdrs]
         names = _section_names(f, shdrs, shstrndx)
     sections = [
-        Section(
-            index=i, name=names[i], type=int(s[1]), offset=int(s[4]), size=int(s[5])
-        )
-        for i, s in enumerate(shdrs)
+        Section(index=i, name=names[i], type=int(s[1]), offset=int(s[4]), size=int(s[5])) for i, s in enumerate(shdrs)
     ]
     return ElfFile(ident[4], fmt, header, sections, table, segments, size)
 
 
-def _section_names(
-    f: BinaryIO, shdrs: list[tuple[int, ...]], shstrndx: int
-) -> list[str]:
+def _section_names(f: BinaryIO, shdrs: list[tuple[int, ...]], shstrndx: int) -> list[str]:
     """Resolve sh_name through the section-name string table."""
     if not 0 < shstrndx < len(shdrs):
         return [""] * len(shdrs)
@@ -169,15 +158,11 @@ def _section_names(
     names = []
     for shdr in shdrs:
         end = strtab.find(b"\0", shdr[0])
-        names.append(
-            strtab[shdr[0] : end if end >= 0 else None].decode("ascii", "replace")
-        )
+        names.append(strtab[shdr[0] : end if end >= 0 else None].decode("ascii", "replace"))
     return names
 
 
-def plan_footer(
-    insert_at: int, exe_size: int, blob_size: int, manifest: bytes
-) -> tuple[Footer, int]:
+def plan_footer(insert_at: int, exe_size: int, blob_size: int, manifest: bytes) -> tuple[Footer, int]:
     """Place blob and manifest at ``insert_at``; return the footer and the shift applied after it.
 
     The shift is a multiple of ALIGNMENT so every moved section keeps its
@@ -226,15 +211,11 @@ def insert_payload(
     if elf.elf_class == 1 and footer.file_size >= 2**31:
         # PyInstaller's bootloader is built without _FILE_OFFSET_BITS=64, so on
         # 32-bit Linux its fopen/fseeko cannot handle a file of 2 GiB or more.
-        raise ElfError(
-            "a 32-bit executable cannot carry a payload this large (2 GiB max)"
-        )
+        raise ElfError("a 32-bit executable cannot carry a payload this large (2 GiB max)")
     # The bootloader takes the *last* cookie magic in the file; the footer is
     # the only thing we add after the archive, so it must never contain one.
     if _COOKIE_MAGIC in footer.pack():
-        raise ElfError(
-            "footer happens to contain PyInstaller's cookie magic; change the manifest"
-        )
+        raise ElfError("footer happens to contain PyInstaller's cookie magic; change the manifest")
 
     with (
         open(exe_in, "rb") as src,
@@ -246,18 +227,14 @@ def insert_payload(
         fd = dst.fileno()
         _copy_range(src.fileno(), fd, 0, 0, insert_at)
         _pwrite_all(fd, b"\0" * (footer.blob_offset - insert_at), insert_at)
-        _copy_sparse(
-            blob_file.fileno(), fd, footer.blob_offset, footer.blob_size, progress
-        )
+        _copy_sparse(blob_file.fileno(), fd, footer.blob_offset, footer.blob_size, progress)
         manifest_end = footer.manifest_offset + len(manifest)
         _pwrite_all(
             fd,
             manifest + b"\0" * (insert_at + shift - manifest_end),
             footer.manifest_offset,
         )
-        _copy_range(
-            src.fileno(), fd, insert_at, insert_at + shift, elf.size - insert_at
-        )
+        _copy_range(src.fileno(), fd, insert_at, insert_at + shift, elf.size - insert_at)
         _patch_headers(fd, elf, insert_at, shift)
         _pwrite_all(fd, footer.pack(), elf.size + shift)
     shutil.copymode(exe_in, out)
@@ -268,18 +245,12 @@ def _check_movable(elf: ElfFile, insert_at: int) -> None:
     """Only file contents that nothing maps into memory may move."""
     for offset, filesz in elf.segments:
         if filesz and offset + filesz > insert_at:
-            raise ElfError(
-                f"a program segment at {offset:#x} extends past the archive at {insert_at:#x}"
-            )
+            raise ElfError(f"a program segment at {offset:#x} extends past the archive at {insert_at:#x}")
     for s in elf.sections:
         if s.type != _SHT_NOBITS and s.offset < insert_at < s.offset + s.size:
-            raise ElfError(
-                f"section {s.name!r} straddles the insertion point {insert_at:#x}"
-            )
+            raise ElfError(f"section {s.name!r} straddles the insertion point {insert_at:#x}")
     if elf.shoff < insert_at:
-        raise ElfError(
-            "the section header table precedes the archive; unexpected layout"
-        )
+        raise ElfError("the section header table precedes the archive; unexpected layout")
 
 
 def _patch_headers(fd: int, elf: ElfFile, insert_at: int, shift: int) -> None:
@@ -307,9 +278,7 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         offset += written
 
 
-def _copy_sparse(
-    src: int, dst: int, dst_offset: int, size: int, progress: Progress | None
-) -> None:
+def _copy_sparse(src: int, dst: int, dst_offset: int, size: int, progress: Progress | None) -> None:
     """Copy ``size`` bytes of ``src`` to ``dst`` at ``dst_offset``, seeking over holes.
 
     Holes are found with SEEK_DATA/SEEK_HOLE; where the filesystem does not
@@ -376,9 +345,7 @@ def _copy_range(
             copied = len(data)
             _pwrite_all(dst, data, dst_offset)
         if copied == 0:
-            raise OSError(
-                f"input ended early: {length} bytes missing (did it change while copying?)"
-            )
+            raise OSError(f"input ended early: {length} bytes missing (did it change while copying?)")
         src_offset += copied
         dst_offset += copied
         length -= copied

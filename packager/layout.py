@@ -96,9 +96,7 @@ class Footer:
         ):
             value = getattr(self, name)
             if not 0 <= value < 2**64:
-                raise LayoutError(
-                    f"footer field {name}={value} does not fit in 64 bits"
-                )
+                raise LayoutError(f"footer field {name}={value} does not fit in 64 bits")
         raw = bytearray(
             _FOOTER.pack(
                 self.blob_offset,
@@ -120,20 +118,15 @@ class Footer:
     def unpack(cls, data: bytes) -> Footer:
         """Parse a footer; LayoutError names what is wrong (magic, version, size, CRC)."""
         if len(data) < _TAIL.size:
-            raise LayoutError(
-                f"footer truncated: {len(data)} bytes, need {FOOTER_SIZE}"
-            )
+            raise LayoutError(f"footer truncated: {len(data)} bytes, need {FOOTER_SIZE}")
         footer_size, version, magic = _TAIL.unpack(data[-_TAIL.size :])
         if magic != MAGIC:
             raise LayoutError(f"bad footer magic {magic!r}, expected {MAGIC!r}")
         if version != VERSION:
-            raise LayoutError(
-                f"unsupported payload version {version} (this build reads {VERSION})"
-            )
+            raise LayoutError(f"unsupported payload version {version} (this build reads {VERSION})")
         if footer_size != FOOTER_SIZE or len(data) != FOOTER_SIZE:
             raise LayoutError(
-                f"footer truncated or malformed: {len(data)} bytes, "
-                f"declares {footer_size}, expected {FOOTER_SIZE}"
+                f"footer truncated or malformed: {len(data)} bytes, declares {footer_size}, expected {FOOTER_SIZE}"
             )
         fields = _FOOTER.unpack(data)
         blank = bytearray(data)
@@ -152,9 +145,7 @@ class Footer:
 
     def with_manifest(self, manifest: bytes) -> Footer:
         """Copy of this footer whose manifest CRC matches ``manifest``."""
-        return replace(
-            self, manifest_size=len(manifest), manifest_crc32=zlib.crc32(manifest)
-        )
+        return replace(self, manifest_size=len(manifest), manifest_crc32=zlib.crc32(manifest))
 
 
 @dataclass(frozen=True)
@@ -187,9 +178,7 @@ def align_up(value: int, alignment: int = ALIGNMENT) -> int:
 
 def encode_manifest(manifest: dict[str, Any]) -> bytes:
     """Canonical manifest bytes: sorted keys and ASCII-only, so builds are reproducible."""
-    return json.dumps(
-        manifest, sort_keys=True, ensure_ascii=True, separators=(",", ":")
-    ).encode()
+    return json.dumps(manifest, sort_keys=True, ensure_ascii=True, separators=(",", ":")).encode()
 
 
 def decode_manifest(data: bytes) -> dict[str, Any]:
@@ -245,9 +234,7 @@ def read_payload(path: str | os.PathLike[str]) -> Payload | None:
     if len(raw) != footer.manifest_size:
         raise LayoutError(f"{file_path}: manifest truncated")
     if zlib.crc32(raw) != footer.manifest_crc32:
-        raise LayoutError(
-            f"{file_path}: manifest checksum mismatch: the manifest is corrupted"
-        )
+        raise LayoutError(f"{file_path}: manifest checksum mismatch: the manifest is corrupted")
     return Payload(path=file_path, footer=footer, manifest=decode_manifest(raw))
 
 
@@ -264,44 +251,28 @@ def _read_footer(f: BinaryIO, size: int) -> Footer | None:
     # use that to tell a damaged or cut-off payload from a plain executable.
     elf_end = _elf_end(head)
     if elf_end is not None and elf_end > size:
-        raise LayoutError(
-            f"file is truncated: {size} bytes, its ELF headers point past the end"
-        )
+        raise LayoutError(f"file is truncated: {size} bytes, its ELF headers point past the end")
     if elf_end is not None and elf_end + FOOTER_SIZE == size:
-        raise LayoutError(
-            "the last 64 bytes look like a llamabin footer with a bad magic"
-        )
+        raise LayoutError("the last 64 bytes look like a llamabin footer with a bad magic")
     return None
 
 
 def _check_bounds(footer: Footer, size: int) -> None:
     """Every region the footer names must lie inside this file, before the footer."""
     if footer.file_size != size:
-        what = (
-            "truncated"
-            if size < footer.file_size
-            else "longer than recorded (bytes inserted)"
-        )
-        raise LayoutError(
-            f"file is {what}: {size} bytes, footer records {footer.file_size}"
-        )
+        what = "truncated" if size < footer.file_size else "longer than recorded (bytes inserted)"
+        raise LayoutError(f"file is {what}: {size} bytes, footer records {footer.file_size}")
     limit = size - FOOTER_SIZE
     for name, offset, length in (
         ("blob", footer.blob_offset, footer.blob_size),
         ("manifest", footer.manifest_offset, footer.manifest_size),
     ):
         if offset + length > limit:
-            raise LayoutError(
-                f"{name} [{offset}, +{length}) lies past the end: file truncated"
-            )
+            raise LayoutError(f"{name} [{offset}, +{length}) lies past the end: file truncated")
     if footer.blob_offset % ALIGNMENT:
-        raise LayoutError(
-            f"blob offset {footer.blob_offset} is not {ALIGNMENT}-aligned"
-        )
+        raise LayoutError(f"blob offset {footer.blob_offset} is not {ALIGNMENT}-aligned")
     if footer.manifest_size > MAX_MANIFEST_SIZE:
-        raise LayoutError(
-            f"manifest of {footer.manifest_size} bytes is implausibly large"
-        )
+        raise LayoutError(f"manifest of {footer.manifest_size} bytes is implausibly large")
     blob_end = footer.blob_offset + footer.blob_size
     manifest_end = footer.manifest_offset + footer.manifest_size
     if footer.manifest_offset < blob_end and footer.blob_offset < manifest_end:
@@ -310,12 +281,7 @@ def _check_bounds(footer: Footer, size: int) -> None:
 
 def _elf_end(head: bytes) -> int | None:
     """Where the section header table of the ELF file starting with ``head`` ends, if any."""
-    if (
-        len(head) < 64
-        or head[:4] != b"\x7fELF"
-        or head[4] not in (1, 2)
-        or head[5] not in (1, 2)
-    ):
+    if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
         return None
     endian = "<" if head[5] == 1 else ">"
     if head[4] == 2:  # ELFCLASS64
@@ -360,8 +326,12 @@ _MANIFEST_SPEC: _Spec = {
     "license": ({"name": (str, False), "text": (str, False)}, False),
     "versions": ("text map", False),
 }
-_KIND_NAMES = {str: "a string", int: "a whole number", "text list": "a list of strings",
-               "text map": "an object of strings"}
+_KIND_NAMES = {
+    str: "a string",
+    int: "a whole number",
+    "text list": "a list of strings",
+    "text map": "an object of strings",
+}
 
 
 def check_manifest(manifest: dict[str, Any]) -> None:
@@ -407,17 +377,37 @@ def _is_kind(value: Any, kind: _Kind) -> bool:
 
 BAKED_FLAGS: dict[str, bool] = {
     # the model: how it is loaded
-    "-t": True, "--threads": True,
-    "-ngl": True, "--n-gpu-layers": True, "--gpu-layers": True,
+    "-t": True,
+    "--threads": True,
+    "-ngl": True,
+    "--n-gpu-layers": True,
+    "--gpu-layers": True,
     # the context
-    "-c": True, "--ctx-size": True, "--ctx-force": False,
-    "-np": True, "--parallel": True, "-kvu": False, "--kv-unified": False,
+    "-c": True,
+    "--ctx-size": True,
+    "--ctx-force": False,
+    "-np": True,
+    "--parallel": True,
+    "-kvu": False,
+    "--kv-unified": False,
     # sampling (the grammar as text: --grammar-file would read a path)
-    "-n": True, "--n-predict": True, "--temp": True, "--top-k": True, "--top-p": True,
-    "--min-p": True, "--repeat-penalty": True, "--repeat-last-n": True, "-s": True, "--seed": True,
-    "--grammar": True, "-j": False, "--json": False,
+    "-n": True,
+    "--n-predict": True,
+    "--temp": True,
+    "--top-k": True,
+    "--top-p": True,
+    "--min-p": True,
+    "--repeat-penalty": True,
+    "--repeat-last-n": True,
+    "-s": True,
+    "--seed": True,
+    "--grammar": True,
+    "-j": False,
+    "--json": False,
     # what the chat says first: not -p, which is the input itself in --cli mode
-    "--system-prompt": True, "--system": True, "--template": True,
+    "--system-prompt": True,
+    "--system": True,
+    "--template": True,
 }
 
 _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")

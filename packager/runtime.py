@@ -49,8 +49,10 @@ def check_lib_dir(lib_dir: Path | None) -> Path | None:
     if not lib_dir.is_dir():
         raise BuildError(f"--llama-lib: no such folder: {lib_dir}")
     if not (lib_dir / LIBLLAMA).is_file() or not ggml_file(lib_dir).is_file():
-        raise BuildError(f"--llama-lib: {lib_dir} has no {LIBLLAMA} and {ggml_file(lib_dir).name};"
-                         " give the lib folder that scripts/build-llama-cpp.sh prints")
+        raise BuildError(
+            f"--llama-lib: {lib_dir} has no {LIBLLAMA} and {ggml_file(lib_dir).name};"
+            " give the lib folder that scripts/build-llama-cpp.sh prints"
+        )
     return lib_dir.resolve()
 
 
@@ -96,9 +98,17 @@ def runtime_executable(lib_dir: Path | None = None, verbose: bool = False) -> Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".building-") as tmp:
         cmd = [
-            sys.executable, "-m", "PyInstaller", "--noconfirm",
-            "--log-level", "INFO" if verbose else "WARN",
-            "--distpath", str(Path(tmp) / "dist"), "--workpath", str(Path(tmp) / "work"), str(SPEC),
+            sys.executable,
+            "-m",
+            "PyInstaller",
+            "--noconfirm",
+            "--log-level",
+            "INFO" if verbose else "WARN",
+            "--distpath",
+            str(Path(tmp) / "dist"),
+            "--workpath",
+            str(Path(tmp) / "work"),
+            str(SPEC),
         ]
         env = dict(os.environ)
         env.pop("LLAMABIN_LLAMA_LIB", None)
@@ -122,5 +132,5 @@ def prune(runtimes: Path, keep: Path) -> None:
     about 30 MB, and every change to the sources makes a new one."""
     others = [d for d in runtimes.iterdir() if d.is_dir() and not d.name.startswith(".") and d != keep]
     others.sort(key=lambda d: d.stat().st_mtime, reverse=True)
-    for old in others[KEEP_RUNTIMES - 1:]:
+    for old in others[KEEP_RUNTIMES - 1 :]:
         shutil.rmtree(old, ignore_errors=True)

@@ -9,10 +9,10 @@ for other tools: they stop reading at the GGUF's own end.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from packager.layout import Footer, FOOTER_SIZE, decode_manifest
+from packager.layout import FOOTER_SIZE, Footer, decode_manifest
 
 CHUNK = 1 << 20
 

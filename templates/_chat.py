@@ -33,8 +33,8 @@ from ._limits import (
     check_made,
     check_weight,
     checked_binop,
-    kind_of,
     join_capped,
+    kind_of,
     longest_string,
     output_limit,
     take_joinable,
@@ -65,9 +65,7 @@ def _tojson(
     # The indent is repeated on every line and the text is taken piece by
     # piece, so `tojson(indent=1000000000)` is refused before it is made.
     check_length("tojson's indent", len(indent) if isinstance(indent, str) else indent or 0)
-    encoder = json.JSONEncoder(
-        ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-    )
+    encoder = json.JSONEncoder(ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
     return "".join(take_joinable("", encoder.iterencode(value), "tojson"))
 
 
@@ -135,9 +133,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
     # (`"x" | center(1000000000)`) at load.  Jinja still folds constants in
     # `{{ }}` while compiling, but a refusal there only leaves the work for
     # rendering, where it is refused again and reported.
-    env = _Sandbox(
-        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols], optimized=False
-    )
+    env = _Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols], optimized=False)
     env.filters = checked_filters(env.filters)
     env.filters["tojson"] = _tojson
     env.globals["lipsum"] = checked_lipsum(env.globals["lipsum"])
@@ -166,9 +162,7 @@ def _compile_failure(name: str, exc: Exception) -> TemplateError:
     # Python's own SyntaxError (e.g. too many nested blocks) points into the
     # generated code, so only its message means anything to the user.
     reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
-    return TemplateError(
-        f"chat template '{name}' cannot be compiled: {type(exc).__name__}: {_one_line(reason or '')}"
-    )
+    return TemplateError(f"chat template '{name}' cannot be compiled: {type(exc).__name__}: {_one_line(reason or '')}")
 
 
 def compile_source(name: str, source: str) -> jinja2.Template:
@@ -190,9 +184,7 @@ def _render_failure(name: str, exc: Exception) -> TemplateError:
     if isinstance(exc, LimitError):
         return _stopped(name, exc)
     if isinstance(exc, SecurityError):
-        return TemplateError(
-            f"chat template '{name}' tried an unsafe operation and was stopped: {_one_line(str(exc))}"
-        )
+        return TemplateError(f"chat template '{name}' tried an unsafe operation and was stopped: {_one_line(str(exc))}")
     return TemplateError(f"chat template '{name}' failed: {type(exc).__name__}: {_one_line(str(exc))}")
 
 
@@ -217,9 +209,7 @@ class ChatTemplate:
 
     def __post_init__(self) -> None:
         if not self.stop:
-            raise TemplateError(
-                f"chat template '{self.name}' has no end-of-turn string to stop generation on"
-            )
+            raise TemplateError(f"chat template '{self.name}' has no end-of-turn string to stop generation on")
         # Compiling up front reports a broken template when it is chosen, not
         # halfway through a chat.
         object.__setattr__(self, "_compiled", compile_source(self.name, self.source))

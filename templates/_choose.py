@@ -109,9 +109,7 @@ def _chosen(choice: str, bos_token: str, eos_token: str) -> ChatTemplate:
     raise TemplateError(f"unknown template '{choice}': use one of {_names()}, or a path to a Jinja file")
 
 
-def resolve(
-    choice: str | None, metadata: Mapping[str, str], bos_token: str = "", eos_token: str = ""
-) -> ChatTemplate:
+def resolve(choice: str | None, metadata: Mapping[str, str], bos_token: str = "", eos_token: str = "") -> ChatTemplate:
     """The template the user chose, else the model's own, else a built-in fitting the model."""
     if choice is not None:
         return _chosen(choice, bos_token, eos_token)

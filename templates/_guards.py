@@ -14,10 +14,10 @@ import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.environment import Environment
 from jinja2.filters import make_attrgetter
-from jinja2 import nodes
 from jinja2.nodes import Concat, EvalContext
 from jinja2.sandbox import MAX_RANGE, SandboxedEscapeFormatter, SandboxedFormatter
 from markupsafe import Markup
@@ -228,9 +228,7 @@ def _wrapped(a: Mapping[str, Any]) -> int:
 
 def _join_filter(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
-    def join(
-        eval_ctx: EvalContext, value: Iterable[Any], d: str = "", attribute: str | int | None = None
-    ) -> Any:
+    def join(eval_ctx: EvalContext, value: Iterable[Any], d: str = "", attribute: str | int | None = None) -> Any:
         if attribute is not None:
             value = map(make_attrgetter(eval_ctx.environment, attribute), value)
         return original(eval_ctx, take_joinable(str(d), value, "the join filter"), d)
@@ -373,9 +371,7 @@ class CheckedCodeGenerator(CodeGenerator):
         # Each call of a recursive loop iterates its `reciter` argument.
         super().write("environment.stepped(context, reciter)" if x == "reciter" else x)
 
-    def _weighed(
-        self, node: nodes.List | nodes.Tuple | nodes.Dict, frame: Frame, visit: Callable[..., None]
-    ) -> None:
+    def _weighed(self, node: nodes.List | nodes.Tuple | nodes.Dict, frame: Frame, visit: Callable[..., None]) -> None:
         # Store targets (`{% for a, b in ... %}`) and constants need no check;
         # constants are most of the lists honest templates write.
         if getattr(node, "ctx", "load") != "load" or _is_literal(node):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import operator
-from itertools import chain
 from collections.abc import (
     Callable,
     ItemsView,
@@ -24,6 +23,7 @@ from collections.abc import (
 )
 from contextlib import contextmanager
 from contextvars import ContextVar
+from itertools import chain
 from typing import Any
 
 from jinja2 import nodes
@@ -243,9 +243,7 @@ def weighed(items: Iterator[Any], what: str) -> Iterator[Any]:
         found = weight(item)
         total += 1 + (limit if found is None else found)
         if total > limit:
-            raise LimitError(
-                f"{what} would take more than {limit:,} items and characters from the values it is given"
-            )
+            raise LimitError(f"{what} would take more than {limit:,} items and characters from the values it is given")
         yield item
 
 

@@ -88,8 +88,18 @@ def built(smollm2: Path, portable_lib: Path, tmp_path_factory: pytest.TempPathFa
     out = tmp_path_factory.mktemp("dist")
     license_file = tmp_path_factory.mktemp("lic") / "LICENSE"
     license_file.write_text("Apache License 2.0 (test copy)\n")
-    result = llamabin("build", str(smollm2), "-o", str(out), "--license", str(license_file),
-                      "--llama-lib", str(portable_lib), "--", *BAKED)
+    result = llamabin(
+        "build",
+        str(smollm2),
+        "-o",
+        str(out),
+        "--license",
+        str(license_file),
+        "--llama-lib",
+        str(portable_lib),
+        "--",
+        *BAKED,
+    )
     assert result.returncode == 0, result.stderr
     exe = out / "SmolLM2-135M-Instruct.Q4_1-linux-x86_64"
     assert result.stdout.strip() == str(exe)

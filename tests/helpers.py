@@ -34,7 +34,9 @@ def llamabin(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[st
     )
 
 
-def run_file(exe: Path, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_file(
+    exe: Path, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run the file with nothing inherited: no PATH, no HOME, no Python."""
     env_args = [f"{k}={v}" for k, v in (env or {}).items()]
     return subprocess.run(
@@ -47,8 +49,9 @@ def tmpfs(point: Path, options: str) -> Iterator[Path]:
     """A tmpfs of our own at `point` (created here), unmounted afterwards;
     the test is skipped where mounting is not allowed (not root)."""
     point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
-                             capture_output=True, timeout=60)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True, timeout=60
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
     try:

@@ -27,8 +27,13 @@ class ServerProcess:
             env["LLAMABIN_HOME"] = str(home)
         argv = [sys.executable, "-m", "chat", "-m", str(model), "--server", "--nobrowser", "--port", "0", *flags]
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self._lines: list[str] = []
         self._url = threading.Event()

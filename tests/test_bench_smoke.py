@@ -58,7 +58,10 @@ def test_compare_smoke(built: Path, smollm2: Path) -> None:
     env = dict(os.environ, LLAMABIN_BENCH_TAG=tag)
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "compare.py"), "--smoke", "--exe", str(built), "--gguf", str(smollm2)],
-        capture_output=True, text=True, cwd=ROOT, env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
         timeout=3 * 3600,  # a cold build of the tools included
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -74,9 +77,21 @@ def test_readme_table_never_replaces_a_file_it_did_not_write(built: Path, smollm
     readme = tmp_path / "README.md"
     readme.write_text("# A project\n\nIts whole documentation.\n")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "compare.py"), "--exe", str(built), "--gguf", str(smollm2),
-         "--smoke", "--readme-table", str(readme)],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "compare.py"),
+            "--exe",
+            str(built),
+            "--gguf",
+            str(smollm2),
+            "--smoke",
+            "--readme-table",
+            str(readme),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert result.returncode == 1
     assert "the file exists and is not a table this script wrote" in result.stderr

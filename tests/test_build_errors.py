@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -88,16 +88,20 @@ def test_unknown_template_and_bad_baked_args(smollm2: Path, tmp_path: Path) -> N
     assert_nothing_written(out)
 
 
-@pytest.mark.parametrize("baked, named", [
-    (["--host", "0.0.0.0"], "--host is"),
-    (["--port=80", "--temp", "0.7", "--api-key", "k"], "--port --api-key are"),
-    (["--nobrowser", "--server"], "--nobrowser --server are"),
-    (["-mother.gguf"], "-m is"),
-    (["--grammar-file", "g.gbnf"], "--grammar-file is"),
-    (["-p", "hello"], "-p is"),
-    (["--template", "./mine.jinja"], "--template ./mine.jinja is"),
-    (["--no-such-flag"], "--no-such-flag is"),
-], ids=["host", "port-and-key", "modes", "model", "grammar-file", "prompt", "template-path", "unknown"])
+@pytest.mark.parametrize(
+    "baked, named",
+    [
+        (["--host", "0.0.0.0"], "--host is"),
+        (["--port=80", "--temp", "0.7", "--api-key", "k"], "--port --api-key are"),
+        (["--nobrowser", "--server"], "--nobrowser --server are"),
+        (["-mother.gguf"], "-m is"),
+        (["--grammar-file", "g.gbnf"], "--grammar-file is"),
+        (["-p", "hello"], "-p is"),
+        (["--template", "./mine.jinja"], "--template ./mine.jinja is"),
+        (["--no-such-flag"], "--no-such-flag is"),
+    ],
+    ids=["host", "port-and-key", "modes", "model", "grammar-file", "prompt", "template-path", "unknown"],
+)
 def test_only_model_sampling_and_context_flags_can_be_built_in(
     baked: list[str], named: str, smollm2: Path, tmp_path: Path
 ) -> None:
@@ -111,10 +115,17 @@ def test_only_model_sampling_and_context_flags_can_be_built_in(
     assert_nothing_written(out)
 
 
-@pytest.mark.parametrize("make, says", [
-    (lambda d: d / "missing", "--llama-lib: no such folder: "),
-    (lambda d: d, "has no libllama.so and libggml.so.0; give the lib folder that scripts/build-llama-cpp.sh prints"),
-], ids=["missing", "empty"])
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (lambda d: d / "missing", "--llama-lib: no such folder: "),
+        (
+            lambda d: d,
+            "has no libllama.so and libggml.so.0; give the lib folder that scripts/build-llama-cpp.sh prints",
+        ),
+    ],
+    ids=["missing", "empty"],
+)
 def test_a_bad_llama_lib_folder(smollm2: Path, tmp_path: Path, make: Callable[[Path], Path], says: str) -> None:
     lib = make(tmp_path / "lib")
     if lib.name == "lib":

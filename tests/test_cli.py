@@ -34,8 +34,33 @@ def test_cli_p_is_the_prompt(parsed: list[Settings]) -> None:
 
 def test_llama_cpp_flag_names(parsed: list[Settings]) -> None:
     cli.main(
-        ["-m", "x.gguf", "--cli", "-p", "hi", "-c", "2048", "-n", "7", "--temp", "0.3", "--top-k", "5",
-         "--top-p", "0.5", "--min-p", "0.1", "--repeat-penalty", "1.1", "--seed", "42", "-t", "3", "-ngl", "99"]
+        [
+            "-m",
+            "x.gguf",
+            "--cli",
+            "-p",
+            "hi",
+            "-c",
+            "2048",
+            "-n",
+            "7",
+            "--temp",
+            "0.3",
+            "--top-k",
+            "5",
+            "--top-p",
+            "0.5",
+            "--min-p",
+            "0.1",
+            "--repeat-penalty",
+            "1.1",
+            "--seed",
+            "42",
+            "-t",
+            "3",
+            "-ngl",
+            "99",
+        ]
     )
     s = parsed[0]
     assert (s.n_ctx, s.n_predict, s.threads, s.n_gpu_layers) == (2048, 7, 3, 99)
@@ -76,7 +101,7 @@ def test_two_modes_are_refused(parsed: list[Settings], capsys: pytest.CaptureFix
 
 
 def test_two_grammars_are_refused(parsed: list[Settings], capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["-m", "x.gguf", "--cli", "-p", "x", "--json", "--grammar", "root ::= \"a\""]) == 2
+    assert cli.main(["-m", "x.gguf", "--cli", "-p", "x", "--json", "--grammar", 'root ::= "a"']) == 2
     assert "only one of" in capsys.readouterr().err
 
 

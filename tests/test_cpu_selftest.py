@@ -26,12 +26,28 @@ GREEDY = ("--temp", "0", "--seed", "1", "-n", "8")
 
 def build_faulting_variant(lib_dir: Path, out: Path) -> None:
     include = lib_dir.parent / "include"
-    assert (include / "ggml-backend-impl.h").is_file(), f"{include} lacks ggml's headers: rebuild the portable libraries"
+    assert (include / "ggml-backend-impl.h").is_file(), (
+        f"{include} lacks ggml's headers: rebuild the portable libraries"
+    )
     cc = shutil.which("cc") or shutil.which("gcc")
     assert cc, "no C compiler (the setup installs g++)"
-    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(out), str(ROOT / "tests" / "native" / "faulting_variant.c"),
-                    f"-I{include}", f"-DREAL_VARIANT=\"{lib_dir / 'libggml-cpu-x64.so'}\"", "-ldl"],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            cc,
+            "-shared",
+            "-fPIC",
+            "-O1",
+            "-o",
+            str(out),
+            str(ROOT / "tests" / "native" / "faulting_variant.c"),
+            f"-I{include}",
+            f'-DREAL_VARIANT="{lib_dir / "libggml-cpu-x64.so"}"',
+            "-ldl",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +85,15 @@ def record(home: Path) -> dict[str, dict[str, object]]:
 def test_the_faulting_variant_really_faults(faulting_lib: Path, smollm2: Path) -> None:
     """Without the self-test (forced, as LLAMABIN_CPU_VARIANT does), it dies:
     so the test below proves something."""
-    result = chat_with_lib(faulting_lib, "-m", str(smollm2), "--cli", "-p", PROMPT, *GREEDY,
-                           env={"LLAMABIN_CPU_VARIANT": "zfault"})
+    result = chat_with_lib(
+        faulting_lib, "-m", str(smollm2), "--cli", "-p", PROMPT, *GREEDY, env={"LLAMABIN_CPU_VARIANT": "zfault"}
+    )
     assert result.returncode == -4, (result.returncode, result.stderr[-500:])  # SIGILL
 
 
 def test_a_faulting_variant_is_skipped_and_the_next_one_answers(
-        faulting_lib: Path, portable_lib: Path, smollm2: Path, llamabin_home: Path, tmp_path: Path) -> None:
+    faulting_lib: Path, portable_lib: Path, smollm2: Path, llamabin_home: Path, tmp_path: Path
+) -> None:
     plain = chat_with_lib(portable_lib, "-m", str(smollm2), "--cli", "-p", PROMPT, *GREEDY)
     assert plain.returncode == 0, plain.stderr
     best = record(llamabin_home)
@@ -84,8 +102,10 @@ def test_a_faulting_variant_is_skipped_and_the_next_one_answers(
     first = chat_with_lib(faulting_lib, "-m", str(smollm2), "--cli", "-p", PROMPT, *GREEDY)
     assert first.returncode == 0, first.stderr
     assert first.stdout == plain.stdout and first.stdout.strip()
-    assert first.stderr == (f"llamabin: the CPU kernels 'zfault' failed a self-test on this machine"
-                            f" (killed by SIGILL); using '{variant}' instead\n")
+    assert first.stderr == (
+        f"llamabin: the CPU kernels 'zfault' failed a self-test on this machine"
+        f" (killed by SIGILL); using '{variant}' instead\n"
+    )
     assert not list(ROOT.glob("core*")) and not list(tmp_path.glob("core*"))
 
     # Remembered: the next launch neither tests again nor says so again.
@@ -95,8 +115,9 @@ def test_a_faulting_variant_is_skipped_and_the_next_one_answers(
     doctor = chat_with_lib(faulting_lib, "-m", str(smollm2), "--doctor")
     assert doctor.returncode == 0, doctor.stderr
     assert f"kernels:   {variant}, picked at start from 15 variants" in doctor.stdout
-    assert (f"self-test: {variant} passed; zfault skipped (killed by SIGILL),"
-            " at an earlier launch on this machine") in doctor.stdout
+    assert (
+        f"self-test: {variant} passed; zfault skipped (killed by SIGILL), at an earlier launch on this machine"
+    ) in doctor.stdout
 
 
 def test_log_disable_silences_the_note_but_not_the_fallback(faulting_lib: Path, smollm2: Path) -> None:
@@ -108,14 +129,21 @@ def test_without_a_cache_the_test_runs_at_each_launch(faulting_lib: Path, smollm
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")  # no cache can be made under it, even by root
     for _ in range(2):
-        result = chat_with_lib(faulting_lib, "-m", str(smollm2), "--cli", "-p", PROMPT, *GREEDY,
-                               env={"LLAMABIN_HOME": str(blocker / "home")})
+        result = chat_with_lib(
+            faulting_lib,
+            "-m",
+            str(smollm2),
+            "--cli",
+            "-p",
+            PROMPT,
+            *GREEDY,
+            env={"LLAMABIN_HOME": str(blocker / "home")},
+        )
         assert result.returncode == 0, result.stderr
         assert "'zfault' failed a self-test" in result.stderr
 
 
-def test_the_packaged_file_skips_it_too(faulting_lib: Path, smollm2: Path, empty_dir: Path,
-                                        tmp_path: Path) -> None:
+def test_the_packaged_file_skips_it_too(faulting_lib: Path, smollm2: Path, empty_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "dist"
     out.mkdir()
     built = llamabin("build", str(smollm2), "-o", str(out), "--llama-lib", str(faulting_lib), "--", *BAKED)
@@ -130,8 +158,9 @@ def test_the_packaged_file_skips_it_too(faulting_lib: Path, smollm2: Path, empty
     assert "zfault skipped (killed by SIGILL), at an earlier launch on this machine" in doctor.stdout
 
 
-def test_a_file_without_its_unpack_cache_still_remembers_the_choice(built: Path, empty_dir: Path,
-                                                                    tmp_path: Path) -> None:
+def test_a_file_without_its_unpack_cache_still_remembers_the_choice(
+    built: Path, empty_dir: Path, tmp_path: Path
+) -> None:
     """Unpacked afresh at each launch (the cache folder is refused: others
     can write it), the libraries get new mtimes; the choice is keyed by the
     file itself, so the second launch does not test again."""

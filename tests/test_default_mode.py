@@ -38,7 +38,9 @@ def chat(smollm2: Path, llamabin_home: Path) -> Iterator[Chat]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), LLAMABIN_HOME=str(llamabin_home), TERM="xterm")
     env["PROMPT_TOOLKIT_NO_CPR"] = "1"  # pexpect answers no cursor-position queries
     argv = ["-m", "chat", "-m", str(smollm2), "--nobrowser", "--port", "0", "--temp", "0", "-n", "24", "-p", HELPFUL]
-    child = pexpect.spawn(sys.executable, argv, cwd=str(ROOT), env=env, encoding="utf-8", timeout=90, dimensions=(40, 120))
+    child = pexpect.spawn(
+        sys.executable, argv, cwd=str(ROOT), env=env, encoding="utf-8", timeout=90, dimensions=(40, 120)
+    )
     child.logfile_read = shown = io.StringIO()
     try:
         child.expect(URL_RE)

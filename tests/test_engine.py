@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -151,8 +151,10 @@ def test_sequences_sharing_a_full_cache_end_cleanly(smollm2: Path) -> None:
     cache runs out, and each ends with a reason (length or a clear error),
     never a hang or a crash; the engine still serves afterwards."""
     with Engine(EngineConfig(ModelSource(smollm2), n_ctx=256, n_parallel=3)) as small:
-        gens = [small.submit(GenerationRequest(f"Story number {i}: once upon a time", GREEDY, max_tokens=200))
-                for i in range(3)]
+        gens = [
+            small.submit(GenerationRequest(f"Story number {i}: once upon a time", GREEDY, max_tokens=200))
+            for i in range(3)
+        ]
         for g in gens:
             g.text()
         finals = [g.final for g in gens]

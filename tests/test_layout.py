@@ -30,9 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
-needs_linux = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="ELF insertion is Linux-only"
-)
+needs_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF insertion is Linux-only")
 
 
 # --- helpers ---------------------------------------------------------------
@@ -115,9 +113,7 @@ def fake_pyinstaller_exe(tmp_path: Path) -> Path:
     archive.write_bytes(os.urandom(5000))
     exe = tmp_path / "true-onefile"
     shutil.copy2("/bin/true", exe)
-    subprocess.run(
-        [objcopy, "--add-section", f"pydata={archive}", str(exe)], check=True
-    )
+    subprocess.run([objcopy, "--add-section", f"pydata={archive}", str(exe)], check=True)
     return exe
 
 
@@ -218,18 +214,14 @@ def test_read_payload_rejects_a_corrupted_footer(tmp_path: Path) -> None:
 
 
 @needs_linux
-def test_insert_keeps_a_valid_runnable_elf(
-    fake_pyinstaller_exe: Path, tmp_path: Path
-) -> None:
+def test_insert_keeps_a_valid_runnable_elf(fake_pyinstaller_exe: Path, tmp_path: Path) -> None:
     blob = tmp_path / "model.gguf"
     digest = _write_random(blob, 3 * MiB + 7)
     out = tmp_path / "packed"
     seen: list[int] = []
     before = read_elf(fake_pyinstaller_exe)
 
-    footer = insert_payload(
-        fake_pyinstaller_exe, out, blob, encode_manifest({"name": "m"}), seen.append
-    )
+    footer = insert_payload(fake_pyinstaller_exe, out, blob, encode_manifest({"name": "m"}), seen.append)
 
     assert sum(seen) == blob.stat().st_size
     assert footer.blob_offset % ALIGNMENT == 0
@@ -240,7 +232,7 @@ def test_insert_keeps_a_valid_runnable_elf(
     # Sections before the archive stay put; the archive and later ones move by the same multiple of ALIGNMENT.
     shift = after.section("pydata").offset - before.section("pydata").offset
     assert shift > 0 and shift % ALIGNMENT == 0
-    for old, new in zip(before.sections, after.sections):
+    for old, new in zip(before.sections, after.sections, strict=False):
         moved = old.offset >= before.section("pydata").offset and old.index != 0
         assert new.offset == old.offset + (shift if moved else 0), old.name
     with open(fake_pyinstaller_exe, "rb") as f:
@@ -250,9 +242,7 @@ def test_insert_keeps_a_valid_runnable_elf(
         f.seek(after.section("pydata").offset)
         assert f.read(len(archive)) == archive
     assert _sha256_range(out, footer.blob_offset, footer.blob_size) == digest
-    assert (
-        subprocess.run([str(out)], check=False).returncode == 0
-    )  # the kernel still loads it
+    assert subprocess.run([str(out)], check=False).returncode == 0  # the kernel still loads it
 
     payload = read_payload(out)
     assert payload is not None and payload.manifest == {"name": "m"}
@@ -279,9 +269,7 @@ def test_insert_rejects_bad_input(fake_pyinstaller_exe: Path, tmp_path: Path) ->
 
 
 @needs_linux
-def test_corrupted_magic_in_an_executable_is_reported(
-    fake_pyinstaller_exe: Path, tmp_path: Path
-) -> None:
+def test_corrupted_magic_in_an_executable_is_reported(fake_pyinstaller_exe: Path, tmp_path: Path) -> None:
     blob = tmp_path / "model.gguf"
     blob.write_bytes(b"GGUF")
     packed = tmp_path / "packed"
@@ -295,9 +283,7 @@ def test_corrupted_magic_in_an_executable_is_reported(
 
 
 @needs_linux
-def test_truncated_download_is_reported(
-    fake_pyinstaller_exe: Path, tmp_path: Path
-) -> None:
+def test_truncated_download_is_reported(fake_pyinstaller_exe: Path, tmp_path: Path) -> None:
     blob = tmp_path / "model.gguf"
     _write_random(blob, MiB)
     packed = tmp_path / "packed"
@@ -341,25 +327,19 @@ def onefile_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--paths", str(ROOT), "--distpath", str(work / "dist"), "--workpath", str(work / "build"),
         "--specpath", str(work), str(script),
     ]  # fmt: skip
-    result = subprocess.run(
-        cmd, check=False, capture_output=True, text=True, timeout=900
-    )
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     return work / "dist" / "show_payload"
 
 
 def _run(exe: Path) -> object:
-    result = subprocess.run(
-        [str(exe)], check=False, capture_output=True, text=True, timeout=300
-    )
+    result = subprocess.run([str(exe)], check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
 @needs_linux
-def test_onefile_with_100mb_blob_reads_its_payload(
-    onefile_exe: Path, tmp_path: Path
-) -> None:
+def test_onefile_with_100mb_blob_reads_its_payload(onefile_exe: Path, tmp_path: Path) -> None:
     assert _run(onefile_exe) is None  # a plain PyInstaller executable has no payload
     blob = tmp_path / "model.gguf"
     digest = _write_random(blob, 100 * MiB)

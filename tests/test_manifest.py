@@ -68,24 +68,44 @@ def run(exe: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
     return cli.main(list(args))
 
 
-@pytest.mark.parametrize("content, says", [
-    (manifest(defaults=[]), "defaults must be an object"),
-    (manifest(defaults={}), "defaults.args is missing"),
-    (manifest(args=["-n", 6]), "defaults.args must be a list of strings"),  # type: ignore[list-item]
-    (manifest(gguf={"size": 4004}), "gguf.sha256 is missing"),
-    (manifest(gguf={"size": True, "sha256": "0"}), "gguf.size must be a whole number"),
-    (manifest(name=["tiny"]), "name must be a string"),
-    (manifest(chat_template="{{ messages }}"), "chat_template must be an object"),
-    (manifest(versions={"llamabin": 1}), "versions must be an object of strings"),
-    (b'{"defaults": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
-    (json.dumps(manifest(name="\ud800")).encode(), "a string in it is not valid Unicode"),
-    (b'{"name": "tiny", "defaults": {"args": []', "not valid JSON"),
-    (b"[]", "not a JSON object"),
-], ids=["defaults-list", "no-args", "number-arg", "no-sha256", "bool-size", "list-name", "template-text",
-        "number-version", "deep-nesting", "lone-surrogate", "cut-json", "json-list"])
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (manifest(defaults=[]), "defaults must be an object"),
+        (manifest(defaults={}), "defaults.args is missing"),
+        (manifest(args=["-n", 6]), "defaults.args must be a list of strings"),  # type: ignore[list-item]
+        (manifest(gguf={"size": 4004}), "gguf.sha256 is missing"),
+        (manifest(gguf={"size": True, "sha256": "0"}), "gguf.size must be a whole number"),
+        (manifest(name=["tiny"]), "name must be a string"),
+        (manifest(chat_template="{{ messages }}"), "chat_template must be an object"),
+        (manifest(versions={"llamabin": 1}), "versions must be an object of strings"),
+        (b'{"defaults": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (json.dumps(manifest(name="\ud800")).encode(), "a string in it is not valid Unicode"),
+        (b'{"name": "tiny", "defaults": {"args": []', "not valid JSON"),
+        (b"[]", "not a JSON object"),
+    ],
+    ids=[
+        "defaults-list",
+        "no-args",
+        "number-arg",
+        "no-sha256",
+        "bool-size",
+        "list-name",
+        "template-text",
+        "number-version",
+        "deep-nesting",
+        "lone-surrogate",
+        "cut-json",
+        "json-list",
+    ],
+)
 def test_a_damaged_manifest_is_one_line_and_exit_1(
-    content: dict[str, Any] | bytes, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], parsed: list[Settings],
+    content: dict[str, Any] | bytes,
+    says: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    parsed: list[Settings],
 ) -> None:
     exe = write_file(tmp_path / "app", content)
     assert run(exe, monkeypatch, "--cli", "-p", "hi") == 1
@@ -106,7 +126,10 @@ def test_a_damaged_sidecar_manifest_names_the_sidecar(
 
 @pytest.mark.parametrize("inside", [True, False], ids=["inside", "sidecar"])
 def test_a_baked_host_is_ignored_with_one_warning(
-    inside: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    inside: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
     parsed: list[Settings],
 ) -> None:
     baked = ["--host", "0.0.0.0", "--port", "80", "--api-key", "k", "-n", "6", "--temp", "0", "--nobrowser"]
@@ -150,9 +173,34 @@ def test_a_template_path_or_another_model_is_not_taken_from_the_file(
 
 
 # What a file must never choose for the person running it.
-NEVER_BAKED = ("--host", "--port", "--api-key", "--api-key-file", "--nobrowser", "--server", "--cli", "--chat",
-               "--ask", "--allowed-host", "--cors-origin", "-m", "--model", "-p", "--prompt", "-f", "--file", "--grammar-file", "--verbose",
-               "--log-disable", "--verbose-prompt", "--doctor", "--verify", "-h", "--help", "--version")
+NEVER_BAKED = (
+    "--host",
+    "--port",
+    "--api-key",
+    "--api-key-file",
+    "--nobrowser",
+    "--server",
+    "--cli",
+    "--chat",
+    "--ask",
+    "--allowed-host",
+    "--cors-origin",
+    "-m",
+    "--model",
+    "-p",
+    "--prompt",
+    "-f",
+    "--file",
+    "--grammar-file",
+    "--verbose",
+    "--log-disable",
+    "--verbose-prompt",
+    "--doctor",
+    "--verify",
+    "-h",
+    "--help",
+    "--version",
+)
 
 
 def test_the_allow_list_agrees_with_the_runtimes_flags() -> None:
@@ -166,12 +214,25 @@ def test_the_allow_list_agrees_with_the_runtimes_flags() -> None:
     assert single_dash_long <= BAKED_FLAGS.keys()
 
 
-@pytest.mark.parametrize("baked", [
-    ["--host=0.0.0.0"], ["-mother.gguf"], ["-jm", "x.gguf"], ["-n6", "-jt2", "--port", "1"], ["--", "--host", "x"],
-    ["-ngl=2", "-ngl5", "-c=9"], ["--system-prompt", "--host", "--host", "h"], ["--api-key", "-s3"],
-    ["--grammar-file", "/etc/shadow", "--grammar", "root ::= \"a\""], ["--temp"], ["-kvu=1"], ["stray", "-n", "1"],
-    ["--template", "../t.jinja", "--template", "chatml"], ["-c", "--server"],
-])
+@pytest.mark.parametrize(
+    "baked",
+    [
+        ["--host=0.0.0.0"],
+        ["-mother.gguf"],
+        ["-jm", "x.gguf"],
+        ["-n6", "-jt2", "--port", "1"],
+        ["--", "--host", "x"],
+        ["-ngl=2", "-ngl5", "-c=9"],
+        ["--system-prompt", "--host", "--host", "h"],
+        ["--api-key", "-s3"],
+        ["--grammar-file", "/etc/shadow", "--grammar", 'root ::= "a"'],
+        ["--temp"],
+        ["-kvu=1"],
+        ["stray", "-n", "1"],
+        ["--template", "../t.jinja", "--template", "chatml"],
+        ["-c", "--server"],
+    ],
+)
 def test_no_spelling_smuggles_a_flag_past_the_allow_list(baked: list[str]) -> None:
     """What is kept sets only allowed options as click reads it, or click
     refuses it (then the file stops with 'built-in defaults are invalid')."""

@@ -60,8 +60,15 @@ def test_ask_applies_the_chat_template_and_answers(smollm2: Path) -> None:
 
 def test_ask_with_a_system_prompt(smollm2: Path) -> None:
     result = run_chat(
-        "-m", str(smollm2), "--ask", "What color is the sky on a clear day?",
-        "--system-prompt", "You answer in one short sentence.", "-n", "40", *GREEDY,
+        "-m",
+        str(smollm2),
+        "--ask",
+        "What color is the sky on a clear day?",
+        "--system-prompt",
+        "You answer in one short sentence.",
+        "-n",
+        "40",
+        *GREEDY,
     )
     assert result.returncode == 0, result.stderr
     assert "blue" in result.stdout.lower()
@@ -69,8 +76,14 @@ def test_ask_with_a_system_prompt(smollm2: Path) -> None:
 
 def test_json_switch_gives_parseable_json(smollm2: Path) -> None:
     result = run_chat(
-        "-m", str(smollm2), "--ask", "Give a JSON object with name and age of a person",
-        "--json", "-n", "200", *GREEDY,
+        "-m",
+        str(smollm2),
+        "--ask",
+        "Give a JSON object with name and age of a person",
+        "--json",
+        "-n",
+        "200",
+        *GREEDY,
     )
     assert result.returncode == 0, result.stderr
     assert isinstance(json.loads(result.stdout), dict)
@@ -78,8 +91,16 @@ def test_json_switch_gives_parseable_json(smollm2: Path) -> None:
 
 def test_grammar_constrains_cli_output(smollm2: Path) -> None:
     result = run_chat(
-        "-m", str(smollm2), "--cli", "-p", "Is the sky blue? Answer:", "-n", "8",
-        "--grammar", 'root ::= " yes" | " no"', *GREEDY,
+        "-m",
+        str(smollm2),
+        "--cli",
+        "-p",
+        "Is the sky blue? Answer:",
+        "-n",
+        "8",
+        "--grammar",
+        'root ::= " yes" | " no"',
+        *GREEDY,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout in (" yes", " no")

@@ -115,9 +115,15 @@ def test_inspect_shows_the_manifest(built: Path) -> None:
     result = llamabin("inspect", str(built))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for needle in ("SmolLM2-135M-Instruct.Q4_1.gguf", "architecture:     llama", "quantization:     Q4_1",
-                   "defaults:         -n 6 --temp 0", "template:         the model's own",
-                   "license:          apache-2.0 (text included)", "llama-cpp-python: 0.3.36"):
+    for needle in (
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "architecture:     llama",
+        "quantization:     Q4_1",
+        "defaults:         -n 6 --temp 0",
+        "template:         the model's own",
+        "license:          apache-2.0 (text included)",
+        "llama-cpp-python: 0.3.36",
+    ):
         assert needle in out, needle
     lic = llamabin("inspect", "--license", str(built))
     assert lic.stdout.strip() == "Apache License 2.0 (test copy)"
@@ -135,8 +141,9 @@ def test_a_flag_beats_a_baked_default(built: Path, smollm2: Path, empty_dir: Pat
 
 
 def test_another_model_with_m(built: Path, gemma: Path, empty_dir: Path) -> None:
-    result = run_file(built, "-m", str(gemma), "--ask", "Write a hello world program", "-n", "1",
-                      "--verbose-prompt", cwd=empty_dir)
+    result = run_file(
+        built, "-m", str(gemma), "--ask", "Write a hello world program", "-n", "1", "--verbose-prompt", cwd=empty_dir
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.startswith("<bos><start_of_turn>user\nWrite a hello world program")
 
@@ -145,8 +152,9 @@ def test_a_gemma_build_renders_gemmas_template(gemma: Path, tmp_path: Path, empt
     result = llamabin("build", str(gemma), "-o", str(tmp_path), "--name", "gemma-3-270m")
     assert result.returncode == 0, result.stderr
     exe = tmp_path / "gemma-3-270m-linux-x86_64"
-    run = run_file(exe, "--ask", "Write a hello world program", "-n", "1", "--verbose-prompt", "--temp", "0",
-                   cwd=empty_dir)
+    run = run_file(
+        exe, "--ask", "Write a hello world program", "-n", "1", "--verbose-prompt", "--temp", "0", cwd=empty_dir
+    )
     assert run.returncode == 0, run.stderr
     assert run.stderr == "<bos><start_of_turn>user\nWrite a hello world program<end_of_turn>\n<start_of_turn>model\n"
     assert "gemma (chosen by architecture)" in llamabin("inspect", str(exe)).stdout
@@ -171,8 +179,9 @@ def test_a_tampered_sidecar_cannot_open_the_server_to_the_network(
 ) -> None:
     """Someone swaps in a NAME.gguf that bakes --host 0.0.0.0: the file runs
     without it and says so; a damaged manifest stops it in one line."""
-    result = llamabin("build", str(smollm2), "-o", str(tmp_path), "--sidecar", "--llama-lib", str(portable_lib),
-                      "--", "-n", "6")
+    result = llamabin(
+        "build", str(smollm2), "-o", str(tmp_path), "--sidecar", "--llama-lib", str(portable_lib), "--", "-n", "6"
+    )
     assert result.returncode == 0, result.stderr
     exe = tmp_path / "SmolLM2-135M-Instruct.Q4_1-linux-x86_64"
     side = exe.with_name(exe.name + ".gguf")
@@ -182,8 +191,9 @@ def test_a_tampered_sidecar_cannot_open_the_server_to_the_network(
     write_sidecar(smollm2, side, encode_manifest(tampered))
     shown = run_file(exe, "--help", cwd=empty_dir)
     assert shown.returncode == 0, shown.stderr
-    assert shown.stderr == ("llamabin: warning: ignoring built-in defaults that only the command line may set:"
-                            " --host\n")
+    assert shown.stderr == (
+        "llamabin: warning: ignoring built-in defaults that only the command line may set: --host\n"
+    )
     assert "Built-in defaults (flags override them): -n 6\n" in shown.stdout
     assert re.search(r"\[default:\s+127\.0\.0\.1\]", shown.stdout)
     assert not re.search(r"\[default:\s+0\.0\.0\.0\]", shown.stdout)
@@ -200,9 +210,21 @@ def test_launch_benchmark_harness_runs(built: Path, smollm2: Path, tmp_path: Pat
     bench/RESULTS.md, not for asserting speed here."""
     out = tmp_path / "RESULTS.md"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "launch.py"), "--exe", str(built), "--gguf", str(smollm2),
-         "--runs", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "launch.py"),
+            "--exe",
+            str(built),
+            "--gguf",
+            str(smollm2),
+            "--runs",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     text = out.read_text()
@@ -230,7 +252,11 @@ def test_the_seed_card_curl_example_against_the_packaged_server(built: Path, emp
     port = _free_port()
     proc = subprocess.Popen(
         ["env", "-i", str(built), "--server", "--nobrowser", "--port", str(port)],
-        cwd=empty_dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=empty_dir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stderr is not None
@@ -241,8 +267,9 @@ def test_the_seed_card_curl_example_against_the_packaged_server(built: Path, emp
             assert line or proc.poll() is None, "the server exited"
         assert f"listening on http://127.0.0.1:{port}" in line
         command = SEED_CARD_EXAMPLE.replace("localhost:8080", f"localhost:{port}")
-        reply = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True,
-                               timeout=300)
+        reply = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True, timeout=300
+        )
         assert reply.returncode == 0, reply.stderr
 
         answer = json.loads(reply.stdout)
@@ -250,8 +277,11 @@ def test_the_seed_card_curl_example_against_the_packaged_server(built: Path, emp
         # The web page comes from inside the file, not from a CDN.
         page = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/"], capture_output=True, text=True)
         assert page.returncode == 0 and "<html" in page.stdout.lower()
-        script = subprocess.run(["curl", "-sf", "-o", "/dev/null", "-w", "%{http_code}",
-                                 f"http://127.0.0.1:{port}/static/app.js"], capture_output=True, text=True)
+        script = subprocess.run(
+            ["curl", "-sf", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/static/app.js"],
+            capture_output=True,
+            text=True,
+        )
         assert script.stdout == "200"
         models = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/v1/models"], capture_output=True, text=True)
         assert [m["id"] for m in json.loads(models.stdout)["data"]] == [built.name]
@@ -260,14 +290,18 @@ def test_the_seed_card_curl_example_against_the_packaged_server(built: Path, emp
         proc.wait(timeout=30)
 
 
-@pytest.mark.parametrize("variant, message", [
-    ("x64", None),
-    ("nonesuch", "LLAMABIN_CPU_VARIANT=nonesuch: no such CPU variant (there are: alderlake, "),
-])
+@pytest.mark.parametrize(
+    "variant, message",
+    [
+        ("x64", None),
+        ("nonesuch", "LLAMABIN_CPU_VARIANT=nonesuch: no such CPU variant (there are: alderlake, "),
+    ],
+)
 def test_a_cpu_variant_can_be_forced(built: Path, empty_dir: Path, variant: str, message: str | None) -> None:
     verbose = ("--verbose",) if message is None else ()  # --verbose would show a traceback on purpose
-    result = run_file(built, "--cli", "-p", PROMPT, "-n", "4", *verbose, cwd=empty_dir,
-                      env={"LLAMABIN_CPU_VARIANT": variant})
+    result = run_file(
+        built, "--cli", "-p", PROMPT, "-n", "4", *verbose, cwd=empty_dir, env={"LLAMABIN_CPU_VARIANT": variant}
+    )
     if message is None:
         assert result.returncode == 0, result.stderr
         assert "libggml-cpu-x64.so" in result.stderr and result.stdout.strip()
@@ -286,4 +320,6 @@ def test_doctor_says_where_the_weights_are_and_what_was_seen(built: Path, empty_
     assert re.search(r"^kernels:   (\w+), picked at start from 14 variants \(alderlake, .*zen4\)$", out, re.M), out
     assert "gpu:       none" in out
     assert "template:  the model's own; stops on <|im_end|>" in out
-    assert re.search(r"^start-up:  load CPU kernels [\d.]+ s, verify weights [\d.]+ s, load model and context", out, re.M)
+    assert re.search(
+        r"^start-up:  load CPU kernels [\d.]+ s, verify weights [\d.]+ s, load model and context", out, re.M
+    )

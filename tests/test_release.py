@@ -14,8 +14,14 @@ from tests.helpers import ROOT
 
 def test_the_linux_leg_builds_and_passes_its_smoke_test(portable_lib: Path, tmp_path: Path) -> None:
     env = dict(os.environ, LLAMABIN_HOME=str(tmp_path / "home"))
-    result = subprocess.run([str(ROOT / "scripts" / "ci" / "build-leg.sh"), sys.executable, str(tmp_path / "dist")],
-                            capture_output=True, text=True, timeout=1800, env=env, cwd=ROOT)
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "ci" / "build-leg.sh"), sys.executable, str(tmp_path / "dist")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=env,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     exe = Path(result.stdout.strip())
     assert exe == tmp_path / "dist" / "SmolLM2-135M-Instruct.Q4_1-linux-x86_64"
@@ -27,8 +33,11 @@ def test_the_linux_leg_builds_and_passes_its_smoke_test(portable_lib: Path, tmp_
 
 
 def test_the_glibc_floor_is_read_off_the_file(built: Path) -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "glibc-floor.py"), str(built), "--details"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "glibc-floor.py"), str(built), "--details"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     head = result.stdout.splitlines()[0]
     version = tuple(int(x) for x in head.split()[1].split("."))
@@ -42,7 +51,8 @@ def test_the_glibc_floor_is_read_off_the_file(built: Path) -> None:
 def test_the_glibc_floor_refuses_other_files(tmp_path: Path) -> None:
     other = tmp_path / "not-a-bundle"
     other.write_bytes(b"\x7fELF" + bytes(60))
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "glibc-floor.py"), str(other)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "glibc-floor.py"), str(other)], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert "is not a PyInstaller onefile program" in result.stderr and "Traceback" not in result.stderr

@@ -11,8 +11,8 @@ import os
 import re
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from prompt_toolkit.completion import CompleteEvent
@@ -26,10 +26,10 @@ from chat.engine import Engine, EngineConfig, SamplingParams
 from chat.engine.llama import ModelSource
 from chat.paths import history_file
 from chat.repl import Repl, run_repl
-from chat.session import EngineLoad
 from chat.repl.commands import builtin_commands
 from chat.repl.input import PromptReader, RegistryCompleter, StdinReader, open_history
 from chat.repl.registry import Registry
+from chat.session import EngineLoad
 from chat.settings import Mode, Settings
 from templates import ChatTemplate, resolve
 from tests.helpers import run_chat
@@ -190,9 +190,7 @@ def loose_umask() -> Iterator[None]:
 
 
 @pytest.mark.parametrize("command", ["save", "dump"])
-def test_save_and_dump_write_private_files(
-    command: str, conv: Conversation, tmp_path: Path, loose_umask: None
-) -> None:
+def test_save_and_dump_write_private_files(command: str, conv: Conversation, tmp_path: Path, loose_umask: None) -> None:
     conv.messages = [Message("user", "my secret"), Message("assistant", "kept")]
     fresh, old = tmp_path / "new.txt", tmp_path / "old.txt"
     old.write_text("an earlier, world-readable file")
@@ -235,8 +233,18 @@ def test_save_does_not_use_a_guessable_temporary_name(conv: Conversation, tmp_pa
 def test_stats_template_system_and_clear(conv: Conversation) -> None:
     shown = type_into(
         conv,
-        lines("/stats", "Hi!", "/stats", "Name a color.", "/stats", "/template",
-              "/system Be brief.", "/system", "/clear", "/context"),
+        lines(
+            "/stats",
+            "Hi!",
+            "/stats",
+            "Name a color.",
+            "/stats",
+            "/template",
+            "/system Be brief.",
+            "/system",
+            "/clear",
+            "/context",
+        ),
     )
     assert "no answer yet" in shown
     prompts = re.findall(r"prompt: (\d+) tokens \((\d+) cached, (\d+) evaluated\) at [\d.]+ tokens/s", shown)
@@ -310,8 +318,17 @@ def test_plain_lines_when_not_a_terminal(conv: Conversation) -> None:
 
 def test_piped_chat_through_the_command_line(smollm2: Path) -> None:
     proc = run_chat(
-        "-m", str(smollm2), "--chat", "--temp", "0", "-n", "16", "-t", "1",
-        input="What is 2+2?\n/context\n/exit\n", timeout=60,
+        "-m",
+        str(smollm2),
+        "--chat",
+        "--temp",
+        "0",
+        "-n",
+        "16",
+        "-t",
+        "1",
+        input="What is 2+2?\n/context\n/exit\n",
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert "type /help for commands" in proc.stdout

@@ -11,8 +11,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -45,8 +45,20 @@ class Terminal:
         conf.write_text("set -g remain-on-exit on\nset -g history-limit 20000\n")
         env_flags = [f"-e{k}={v}" for k, v in env.items()]
         self._tmux(
-            "-f", str(conf), "new-session", "-d", "-s", "chat", "-x", "120", "-y", "40",
-            "-c", str(ROOT), *env_flags, shlex.join([sys.executable, "-c", REPORT_EXIT, *argv]),
+            "-f",
+            str(conf),
+            "new-session",
+            "-d",
+            "-s",
+            "chat",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "-c",
+            str(ROOT),
+            *env_flags,
+            shlex.join([sys.executable, "-c", REPORT_EXIT, *argv]),
         )
         self.socket = Path(self._tmux("display-message", "-p", "#{socket_path}").strip())
 

@@ -49,7 +49,7 @@ def post(server: ServerProcess, path: str, body: object, **kw: Any) -> httpx.Res
 
 
 def sse_data(response: httpx.Response) -> list[str]:
-    return [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
+    return [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")]
 
 
 # -- the official client ---------------------------------------------------------
@@ -96,10 +96,12 @@ def test_embeddings(client: openai.OpenAI, server: ServerProcess) -> None:
     assert len({len(v) for v in vectors}) == 1 and len(vectors[0]) > 100
     for v in vectors:
         assert math.isclose(sum(x * x for x in v), 1.0, rel_tol=1e-3)
-    cos = [sum(a * b for a, b in zip(vectors[0], v)) for v in vectors[1:]]
+    cos = [sum(a * b for a, b in zip(vectors[0], v, strict=False)) for v in vectors[1:]]
     assert cos[0] > cos[1]  # the paraphrase is nearer than the unrelated text
     floats = post(server, "/v1/embeddings", {"input": texts[0], "encoding_format": "float"}).json()
-    assert all(math.isclose(a, b, abs_tol=1e-5) for a, b in zip(floats["data"][0]["embedding"], vectors[0]))
+    assert all(
+        math.isclose(a, b, abs_tol=1e-5) for a, b in zip(floats["data"][0]["embedding"], vectors[0], strict=False)
+    )
 
 
 def test_over_long_prompt_is_context_length_exceeded(client: openai.OpenAI) -> None:
@@ -117,7 +119,10 @@ def test_json_schema_response_format(client: openai.OpenAI) -> None:
         "additionalProperties": False,
     }
     reply = client.chat.completions.create(
-        model="m", messages=FRANCE, temperature=0, max_tokens=60,
+        model="m",
+        messages=FRANCE,
+        temperature=0,
+        max_tokens=60,
         response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema}},
     )
     data = json.loads(reply.choices[0].message.content or "")
@@ -162,7 +167,11 @@ def test_a_burst_beyond_the_queue_gets_503_and_the_rest_are_served(smollm2: Path
     # One slot: with more, short answers would finish beside the long one
     # while the burst is still arriving, and free places for the rest.
     server = ServerProcess(smollm2, "-np", "1", home=tmp_path)
-    with server, httpx.Client(timeout=120, limits=httpx.Limits(max_connections=64)) as client, ThreadPoolExecutor(40) as pool:
+    with (
+        server,
+        httpx.Client(timeout=120, limits=httpx.Limits(max_connections=64)) as client,
+        ThreadPoolExecutor(40) as pool,
+    ):
         # One long answer holds the engine, so the burst waits in the queue:
         # 31 places are left beside it (32 in all) and the other 9 are refused.
         with client.stream("POST", f"{server.url}/v1/completions", json=COUNTING) as long_answer:
@@ -230,8 +239,18 @@ def test_health_props_and_openapi(server: ServerProcess, smollm2: Path) -> None:
     props = httpx.get(f"{server.url}/props", timeout=10).json()
     assert props["model"] == smollm2.name and props["n_ctx"] == 4096 and "im_start" in props["chat_template"]
     schema = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/embeddings",
-                 "/completion", "/tokenize", "/detokenize", "/health", "/props", "/metrics"):
+    for path in (
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/models",
+        "/v1/embeddings",
+        "/completion",
+        "/tokenize",
+        "/detokenize",
+        "/health",
+        "/props",
+        "/metrics",
+    ):
         assert path in schema["paths"], path
 
 
@@ -269,8 +288,16 @@ BAD_INPUTS: list[tuple[str, str, bytes | object, int, str | None]] = [
     ("negative token id in a prompt", "/v1/completions", {"prompt": [1, -7]}, 400, None),
     ("empty prompt", "/v1/completions", {"prompt": ""}, 400, None),
     ("bad grammar", "/completion", {"prompt": "hi", "grammar": "root ::= ("}, 400, None),
-    ("bad JSON schema", CHAT, {"messages": OK_MESSAGES, "response_format": {
-        "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}}, 400, None),
+    (
+        "bad JSON schema",
+        CHAT,
+        {
+            "messages": OK_MESSAGES,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}},
+        },
+        400,
+        None,
+    ),
     ("empty embedding input", "/v1/embeddings", {"input": ""}, 400, None),
     ("unknown URL", "/v2/nothing", {}, 404, "not_found"),
 ]
@@ -306,8 +333,10 @@ def test_a_normal_request_succeeds_after_the_bad_ones(server: ServerProcess) -> 
 
 def test_a_client_that_sends_half_a_body_and_leaves(server: ServerProcess) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 1000\r\n\r\n{\"messages\": ")
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"messages": '
+        )
     assert post(server, "/tokenize", {"content": "still here"}).status_code == 200
 
 
@@ -342,7 +371,10 @@ def test_a_taken_port_is_one_clear_line_and_exit_1(smollm2: Path) -> None:
         port = taken.getsockname()[1]
         proc = subprocess.run(
             [sys.executable, "-m", "chat", "-m", str(smollm2), "--server", "--nobrowser", "--port", str(port)],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
         )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [

@@ -48,8 +48,9 @@ def test_the_seed_card_curl_example(server: ServerProcess) -> None:
 def test_the_example_is_deterministic_at_temperature_zero(server: ServerProcess) -> None:
     command = SEED_CARD_EXAMPLE.replace("localhost:8080", f"localhost:{server.port}")
     answers = [
-        json.loads(subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300).stdout)
-        ["choices"][0]["message"]["content"]
+        json.loads(subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300).stdout)[
+            "choices"
+        ][0]["message"]["content"]
         for _ in range(2)
     ]
     assert answers[0] == answers[1]

@@ -39,14 +39,23 @@ def test_no_input_gets_a_server_error(fuzzed_server: ServerProcess) -> None:
     seen: list[tuple[str, int]] = []
     for operation, mode in [(op, mode) for op in operations for mode in GenerationMode]:
 
-        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=FUZZ_EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=operation.as_strategy(generation_mode=mode))  # schema-valid data, and invalid
         def call(case: schemathesis.Case) -> None:
             response = case.call(timeout=120)
             seen.append((case.operation.label, response.status_code))
-            assert response.status_code < 500, (case.operation.label, case.body, response.status_code,
-                                                response.text[:500])
+            assert response.status_code < 500, (
+                case.operation.label,
+                case.body,
+                response.status_code,
+                response.text[:500],
+            )
 
         try:
             call()
@@ -54,5 +63,7 @@ def test_no_input_gets_a_server_error(fuzzed_server: ServerProcess) -> None:
             pass  # no invalid request exists for an operation without parameters
         assert fuzzed_server.alive, fuzzed_server.stderr[-2000:]
     assert fuzzed_server.health()["status"] == "ok"
-    print(f"fuzz: {len(seen)} requests over {len(operations)} operations, valid and invalid, "
-          f"{sum(1 for _, s in seen if s >= 500)} answered 5xx")
+    print(
+        f"fuzz: {len(seen)} requests over {len(operations)} operations, valid and invalid, "
+        f"{sum(1 for _, s in seen if s >= 500)} answered 5xx"
+    )

@@ -22,8 +22,9 @@ HELLO = [{"role": "user", "content": "Say hello."}]
 
 @pytest.fixture(scope="module")
 def server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(smollm2, "--request-timeout", "3", "--allowed-host", "llm.example",
-                         home=tmp_path_factory.mktemp("home"))
+    proc = ServerProcess(
+        smollm2, "--request-timeout", "3", "--allowed-host", "llm.example", home=tmp_path_factory.mktemp("home")
+    )
     yield proc
     proc.stop()
 
@@ -44,17 +45,33 @@ def assert_error(response: httpx.Response, status: int, words: str) -> None:
 DEEP = 60_000
 
 
-@pytest.mark.parametrize("path, body, words", [
-    ("/completion", {"prompt": "a", "n_predict": 2, "grammar": "root ::= " + "(" * DEEP + '"a"' + ")" * DEEP},
-     f"nests {DEEP} brackets deep; at most 128"),
-    ("/completion", {"prompt": "a", "n_predict": 2,
-                     "grammar": "\n".join(f"r{i} ::= r{i + 1}" for i in range(5000)) + '\nr5000 ::= "a"\nroot ::= r0'},
-     "has 5,002 rules; at most 2,048"),
-    ("/completion", {"prompt": "a", "n_predict": 2, "grammar": 'root ::= "' + "a" * 200_000 + '"'},
-     "at most 131,072 are allowed"),
-])
-def test_a_hostile_grammar_is_refused_and_the_server_lives(server: ServerProcess, path: str, body: object,
-                                                           words: str) -> None:
+@pytest.mark.parametrize(
+    "path, body, words",
+    [
+        (
+            "/completion",
+            {"prompt": "a", "n_predict": 2, "grammar": "root ::= " + "(" * DEEP + '"a"' + ")" * DEEP},
+            f"nests {DEEP} brackets deep; at most 128",
+        ),
+        (
+            "/completion",
+            {
+                "prompt": "a",
+                "n_predict": 2,
+                "grammar": "\n".join(f"r{i} ::= r{i + 1}" for i in range(5000)) + '\nr5000 ::= "a"\nroot ::= r0',
+            },
+            "has 5,002 rules; at most 2,048",
+        ),
+        (
+            "/completion",
+            {"prompt": "a", "n_predict": 2, "grammar": 'root ::= "' + "a" * 200_000 + '"'},
+            "at most 131,072 are allowed",
+        ),
+    ],
+)
+def test_a_hostile_grammar_is_refused_and_the_server_lives(
+    server: ServerProcess, path: str, body: object, words: str
+) -> None:
     assert_error(post(server, path, body), 400, words)
     assert server.alive and server.health()["status"] == "ok"
 
@@ -63,8 +80,11 @@ def test_a_deep_schema_through_response_format_is_refused(server: ServerProcess)
     schema: dict[str, Any] = {"type": "string"}
     for _ in range(400):
         schema = {"type": "array", "items": schema}
-    body = {"messages": HELLO, "max_tokens": 4,
-            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+    body = {
+        "messages": HELLO,
+        "max_tokens": 4,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    }
     response = post(server, "/v1/chat/completions", body)
     assert response.status_code == 400, response.text
     assert server.alive
@@ -98,28 +118,45 @@ def test_local_names_addresses_and_allowed_names_are_served(server: ServerProces
 
 
 def test_another_origin_is_refused_and_no_cors_header_is_sent(server: ServerProcess) -> None:
-    evil = post(server, "/v1/chat/completions", {"messages": HELLO, "max_tokens": 2},
-                headers={"Origin": "https://evil.example", "Content-Type": "text/plain"})
+    evil = post(
+        server,
+        "/v1/chat/completions",
+        {"messages": HELLO, "max_tokens": 2},
+        headers={"Origin": "https://evil.example", "Content-Type": "text/plain"},
+    )
     assert_error(evil, 403, "'https://evil.example' are not allowed")
-    preflight = httpx.options(f"{server.url}/v1/chat/completions", timeout=30,
-                              headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    preflight = httpx.options(
+        f"{server.url}/v1/chat/completions",
+        timeout=30,
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
     assert "access-control-allow-origin" not in preflight.headers
     # An IP address is no way around it: the page's origin must be this server.
     assert post(server, "/v1/models", {}, headers={"Origin": "http://192.0.2.7"}).status_code == 403
 
 
 def test_the_servers_own_page_may_call_it(server: ServerProcess) -> None:
-    response = post(server, "/v1/chat/completions", {"messages": HELLO, "max_tokens": 2},
-                    headers={"Origin": f"http://127.0.0.1:{server.port}"})
+    response = post(
+        server,
+        "/v1/chat/completions",
+        {"messages": HELLO, "max_tokens": 2},
+        headers={"Origin": f"http://127.0.0.1:{server.port}"},
+    )
     assert response.status_code == 200, response.text
     assert "access-control-allow-origin" not in response.headers
 
 
 def test_cors_only_for_the_origin_given(smollm2: Path, tmp_path: Path) -> None:
     with ServerProcess(smollm2, "--cors-origin", "https://app.example", home=tmp_path) as srv:
-        preflight = httpx.options(f"{srv.url}/v1/chat/completions", timeout=30, headers={
-            "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type,authorization"})
+        preflight = httpx.options(
+            f"{srv.url}/v1/chat/completions",
+            timeout=30,
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,authorization",
+            },
+        )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://app.example"
         ok = httpx.get(f"{srv.url}/v1/models", headers={"Origin": "https://app.example"}, timeout=30)
@@ -134,7 +171,8 @@ def test_a_bad_cors_origin_is_a_usage_error(smollm2: Path) -> None:
     result = run_chat("-m", str(smollm2), "--server", "--cors-origin", "app.example/path")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "llamabin: error: --cors-origin 'app.example/path': give an origin such as https://app.example:3000"]
+        "llamabin: error: --cors-origin 'app.example/path': give an origin such as https://app.example:3000"
+    ]
 
 
 # -- 3. slow clients ----------------------------------------------------------------
@@ -170,8 +208,10 @@ def test_half_sent_requests_are_answered_408_and_health_answers_meanwhile(server
 def test_a_slow_body_is_cut_off_too(server: ServerProcess) -> None:
     s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     try:
-        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 1000\r\n\r\n{\"prompt\": ")
+        s.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"prompt": '
+        )
         s.settimeout(8)
         assert s.recv(4096).startswith(b"HTTP/1.1 408 ")
     finally:
@@ -223,6 +263,7 @@ def slowest_health_during(server: ServerProcess, path: str, body: object) -> tup
 # Parsing a 3 MB body holds Python for a moment whatever the server does
 # with it, so each heavy request is compared with a twin that differs only in
 # the work the fix moved: a fixed threshold would measure the machine.
+
 
 def test_a_huge_echoed_token_prompt_is_refused_before_any_work(server: ServerProcess) -> None:
     huge = [1] * 1_000_000
@@ -300,8 +341,11 @@ def test_a_message_cannot_open_a_system_turn(server: ServerProcess, smollm2: Pat
     vocab = Llama(str(smollm2), vocab_only=True, verbose=False)
 
     def prompt_tokens(content: str) -> int:
-        response = post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": content}],
-                                                         "max_tokens": 1, "temperature": 0})
+        response = post(
+            server,
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": content}], "max_tokens": 1, "temperature": 0},
+        )
         assert response.status_code == 200, response.text
         return int(response.json()["usage"]["prompt_tokens"])
 

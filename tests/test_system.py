@@ -15,13 +15,12 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from tests.helpers import ROOT
-from tests.helpers import run_file, tmpfs
+from tests.helpers import ROOT, run_file, tmpfs
 from tests.test_packaged import PROMPT
 
 # One thread each: two copies at once (and other jobs on a 2-core CI box)
@@ -79,11 +78,15 @@ def world() -> Iterator[Path]:
 def rootfs() -> Path:
     if not IS_ROOT:
         pytest.skip("chroot needs root")
-    if shutil.which("debootstrap") is None and not Path("/usr/sbin/debootstrap").exists() \
-            and not (ROOTFS / ".complete").exists():
+    if (
+        shutil.which("debootstrap") is None
+        and not Path("/usr/sbin/debootstrap").exists()
+        and not (ROOTFS / ".complete").exists()
+    ):
         pytest.skip("debootstrap is not installed (apt-get install debootstrap)")
-    made = subprocess.run([str(ROOT / "scripts" / "make-rootfs.sh"), str(ROOTFS)], capture_output=True, text=True,
-                          timeout=1800)
+    made = subprocess.run(
+        [str(ROOT / "scripts" / "make-rootfs.sh"), str(ROOTFS)], capture_output=True, text=True, timeout=1800
+    )
     if made.returncode in (3, 4):
         pytest.skip(made.stderr.strip())
     assert made.returncode == 0, made.stderr
@@ -100,8 +103,13 @@ def test_runs_in_a_minbase_chroot_without_python(built: Path, native: str, rootf
     chroot = shutil.which("chroot") or "/usr/sbin/chroot"
     _place(built, inside)  # removed below: the cached rootfs is reused by later runs
     try:
-        result = subprocess.run(["env", "-i", chroot, str(rootfs), "/" + inside.name, *ARGS],
-                                capture_output=True, text=True, timeout=120, cwd="/")
+        result = subprocess.run(
+            ["env", "-i", chroot, str(rootfs), "/" + inside.name, *ARGS],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd="/",
+        )
     finally:
         inside.unlink(missing_ok=True)
         shutil.rmtree(cache, ignore_errors=True)
@@ -150,10 +158,13 @@ def test_runs_from_a_path_with_spaces_and_non_ascii(built: Path, native: str, tm
 
 
 @needs_root
-@pytest.mark.parametrize("user", [
-    pytest.param("nobody", id="passwd-home-missing"),
-    pytest.param("54321", id="uid-without-passwd-entry"),
-])
+@pytest.mark.parametrize(
+    "user",
+    [
+        pytest.param("nobody", id="passwd-home-missing"),
+        pytest.param("54321", id="uid-without-passwd-entry"),
+    ],
+)
 def test_runs_with_home_unset(built: Path, native: str, world: Path, user: str) -> None:
     """As a user with no usable home: `nobody` (home /nonexistent), and a
     bare uid with no passwd entry at all, as in `docker run --user 54321`."""
@@ -168,7 +179,10 @@ def test_runs_with_home_unset(built: Path, native: str, world: Path, user: str) 
     gid = user if user.isdigit() else str(int(subprocess.check_output(["id", "-g", user], text=True)))
     result = subprocess.run(
         ["env", "-i", setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", str(exe), *ARGS],
-        capture_output=True, text=True, cwd=cwd, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == native
@@ -203,7 +217,7 @@ def small_tmpdir_run(built: Path) -> Iterator[tuple[subprocess.CompletedProcess[
 
 
 def test_a_small_tmpdir_fails_fast_without_a_traceback(
-    small_tmpdir_run: tuple[subprocess.CompletedProcess[str], float, list[str], Path]
+    small_tmpdir_run: tuple[subprocess.CompletedProcess[str], float, list[str], Path],
 ) -> None:
     result, took, _left, _tmpdir = small_tmpdir_run
     assert result.returncode != 0
@@ -213,7 +227,7 @@ def test_a_small_tmpdir_fails_fast_without_a_traceback(
 
 
 def test_a_small_tmpdir_error_names_the_cause(
-    small_tmpdir_run: tuple[subprocess.CompletedProcess[str], float, list[str], Path]
+    small_tmpdir_run: tuple[subprocess.CompletedProcess[str], float, list[str], Path],
 ) -> None:
     """The bootloader is patched (patches/pyinstaller-bootloader.patch): the
     stock one says only "decompression resulted in return code -1!"."""
@@ -225,7 +239,7 @@ def test_a_small_tmpdir_error_names_the_cause(
 
 
 def test_a_small_tmpdir_is_left_clean(
-    small_tmpdir_run: tuple[subprocess.CompletedProcess[str], float, list[str], Path]
+    small_tmpdir_run: tuple[subprocess.CompletedProcess[str], float, list[str], Path],
 ) -> None:
     """A failed start removes what it unpacked, so the next program still
     has the space."""
@@ -248,8 +262,14 @@ def test_two_copies_launched_at_once(built: Path, native: str, tmp_path: Path) -
         c.mkdir()
     env = [f"HOME={home}", f"TMPDIR={tmpdir}"]
     procs = [
-        subprocess.Popen(["env", "-i", *env, str(exe), *ARGS], cwd=c, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         stdin=subprocess.DEVNULL, text=True)
+        subprocess.Popen(
+            ["env", "-i", *env, str(exe), *ARGS],
+            cwd=c,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         for c in cwds
     ]
     outs: list[tuple[int, str, str]] = []
@@ -323,10 +343,12 @@ def under_qemu(built: Path) -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("cpu, variant", OLD_CPUS)
-def test_runs_on_an_older_cpu(built: Path, under_qemu: Path, native: str, cpu: str, variant: str,
-                              tmp_path: Path) -> None:
-    result = run_file(under_qemu, *ARGS, "--verbose", cwd=tmp_path,
-                      env={"HOME": str(tmp_path), "QEMU_CPU": cpu}, timeout=900)
+def test_runs_on_an_older_cpu(
+    built: Path, under_qemu: Path, native: str, cpu: str, variant: str, tmp_path: Path
+) -> None:
+    result = run_file(
+        under_qemu, *ARGS, "--verbose", cwd=tmp_path, env={"HOME": str(tmp_path), "QEMU_CPU": cpu}, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"libggml-cpu-{variant}.so" in result.stderr, "llama.cpp did not pick the CPU variant for that CPU"
     # The same kernels on this CPU print exactly the same text...

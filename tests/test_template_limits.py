@@ -21,9 +21,7 @@ HI = [{"role": "user", "content": "hi"}]
 BOMBS = [
     pytest.param("{{ 2 ** 3000000 }}", "2 ** 3000000 would be a number wider than", id="huge-power"),
     pytest.param("{{ 10 ** (10 ** 9) }}", "10 ** 1000000000 would be a number wider than", id="tower"),
-    pytest.param(
-        '{{ "a" * 1000000000 }}', "repeating a 1-character string 1000000000 times", id="huge-string"
-    ),
+    pytest.param('{{ "a" * 1000000000 }}', "repeating a 1-character string 1000000000 times", id="huge-string"),
     pytest.param("{{ (2 ** 4000) * (2 ** 4000) }}", "would be a number wider than", id="huge-product"),
 ]
 
@@ -84,10 +82,7 @@ def test_jinja_powers_associate_left_so_a_short_tower_is_small() -> None:
 
 
 def test_ordinary_arithmetic_and_repetition_still_work() -> None:
-    source = (
-        "{{ '-' * 3 }}|{{ 3 * 'ab' }}|{{ 2 ** 10 }}|{{ 2 ** -1 }}|{{ 1.5 * 4 }}|{{ [1] * 2 }}"
-        "|{{ 2 ** 4000 > 0 }}"
-    )
+    source = "{{ '-' * 3 }}|{{ 3 * 'ab' }}|{{ 2 ** 10 }}|{{ 2 ** -1 }}|{{ 1.5 * 4 }}|{{ [1] * 2 }}|{{ 2 ** 4000 > 0 }}"
     assert _gguf(source).render(HI) == "---|ababab|1024|0.5|6.0|[1, 1]|True"
 
 
@@ -126,33 +121,107 @@ def test_a_long_conversation_is_not_mistaken_for_a_runaway_template() -> None:
 # Each would make a gigabyte string (or a billion-item list, or a billion
 # loops) in one step, before the cap on the prompt's length sees any of it.
 ALLOCATING_BOMBS = [
-    pytest.param('{{ "x" | center(1000000000) }}', "the center filter would make 1,000,000,000 characters", id="center-filter"),
+    pytest.param(
+        '{{ "x" | center(1000000000) }}', "the center filter would make 1,000,000,000 characters", id="center-filter"
+    ),
     pytest.param('{{ "x".center(1000000000) }}', "center() would make 1,000,000,000 characters", id="center"),
     pytest.param('{{ "x".ljust(1000000000) }}', "ljust() would make 1,000,000,000 characters", id="ljust"),
     pytest.param('{{ "x".rjust(1000000000, "-") }}', "rjust() would make 1,000,000,000 characters", id="rjust"),
     pytest.param('{{ "7".zfill(1000000000) }}', "zfill() would make 1,000,000,000 characters", id="zfill"),
-    pytest.param('{{ "\t".expandtabs(1000000000) }}', "expandtabs() would make 1,000,000,001 characters", id="expandtabs"),
-    pytest.param('{{ "%1000000000d" % 1 }}', "'%' formatting of a 12-character string would make 1,000,000,013", id="printf-width"),
-    pytest.param('{{ "%.1000000000f" % 1.0 }}', "'%' formatting of a 13-character string would make 1,000,000,016", id="printf-precision"),
-    pytest.param('{{ "%*d" % (1000000000, 1) }}', "'%' formatting of a 3-character string would make 1,000,000,004", id="printf-star"),
-    pytest.param('{{ "%(n)1000000000s" % {"n": 1} }}', "'%' formatting of a 15-character string would make 1,000,000,016", id="printf-key"),
-    pytest.param('{{ "%1000000000d" | format(1) }}', "'%' formatting of a 12-character string would make 1,000,000,013", id="format-filter"),
-    pytest.param('{{ "{:1000000000}".format(1) }}', "the format field {:1000000000} would make 1,000,000,000 characters", id="format"),
-    pytest.param('{{ "{:>{w}}".format(1, w=10**9) }}', "the format field {:>1000000000} would make 1,000,000,000", id="format-nested"),
-    pytest.param('{{ "{n:1000000000}".format_map({"n": 1}) }}', "the format field {:1000000000} would make", id="format-map"),
-    pytest.param('{{ ("{0}" * 1000).format("x" * 1000000) }}', "str.format() would make 5,003,000 characters", id="format-many"),
-    pytest.param('{{ ("%s" * 1000) % (("x" * 1000000,) * 1000) }}', "repeating a 1-item tuple 1000 times would hold more than", id="printf-many"),
-    pytest.param('{{ "x" | indent(1000000000, true) }}', "the indent filter would make 2,000,000,001 characters", id="indent"),
-    pytest.param('{{ "abcd" | wordwrap(1, wrapstring="-" * 1000000) }}', "the wordwrap filter would make 5,000,004 characters", id="wordwrap"),
-    pytest.param('{{ ("a" * 1000000) | replace("a", "b" * 1000) }}', "the replace filter would make 1,000,000,000 characters", id="replace-filter"),
-    pytest.param('{{ ("a" * 1000000).replace("a", "b" * 1000) }}', "replace() would make 1,000,000,000 characters", id="replace"),
-    pytest.param('{{ ("a" * 1000).translate({97: "b" * 1000000}) }}', "translate() would make 1,000,000,000 characters", id="translate"),
+    pytest.param(
+        '{{ "\t".expandtabs(1000000000) }}', "expandtabs() would make 1,000,000,001 characters", id="expandtabs"
+    ),
+    pytest.param(
+        '{{ "%1000000000d" % 1 }}',
+        "'%' formatting of a 12-character string would make 1,000,000,013",
+        id="printf-width",
+    ),
+    pytest.param(
+        '{{ "%.1000000000f" % 1.0 }}',
+        "'%' formatting of a 13-character string would make 1,000,000,016",
+        id="printf-precision",
+    ),
+    pytest.param(
+        '{{ "%*d" % (1000000000, 1) }}',
+        "'%' formatting of a 3-character string would make 1,000,000,004",
+        id="printf-star",
+    ),
+    pytest.param(
+        '{{ "%(n)1000000000s" % {"n": 1} }}',
+        "'%' formatting of a 15-character string would make 1,000,000,016",
+        id="printf-key",
+    ),
+    pytest.param(
+        '{{ "%1000000000d" | format(1) }}',
+        "'%' formatting of a 12-character string would make 1,000,000,013",
+        id="format-filter",
+    ),
+    pytest.param(
+        '{{ "{:1000000000}".format(1) }}',
+        "the format field {:1000000000} would make 1,000,000,000 characters",
+        id="format",
+    ),
+    pytest.param(
+        '{{ "{:>{w}}".format(1, w=10**9) }}',
+        "the format field {:>1000000000} would make 1,000,000,000",
+        id="format-nested",
+    ),
+    pytest.param(
+        '{{ "{n:1000000000}".format_map({"n": 1}) }}', "the format field {:1000000000} would make", id="format-map"
+    ),
+    pytest.param(
+        '{{ ("{0}" * 1000).format("x" * 1000000) }}', "str.format() would make 5,003,000 characters", id="format-many"
+    ),
+    pytest.param(
+        '{{ ("%s" * 1000) % (("x" * 1000000,) * 1000) }}',
+        "repeating a 1-item tuple 1000 times would hold more than",
+        id="printf-many",
+    ),
+    pytest.param(
+        '{{ "x" | indent(1000000000, true) }}', "the indent filter would make 2,000,000,001 characters", id="indent"
+    ),
+    pytest.param(
+        '{{ "abcd" | wordwrap(1, wrapstring="-" * 1000000) }}',
+        "the wordwrap filter would make 5,000,004 characters",
+        id="wordwrap",
+    ),
+    pytest.param(
+        '{{ ("a" * 1000000) | replace("a", "b" * 1000) }}',
+        "the replace filter would make 1,000,000,000 characters",
+        id="replace-filter",
+    ),
+    pytest.param(
+        '{{ ("a" * 1000000).replace("a", "b" * 1000) }}', "replace() would make 1,000,000,000 characters", id="replace"
+    ),
+    pytest.param(
+        '{{ ("a" * 1000).translate({97: "b" * 1000000}) }}',
+        "translate() would make 1,000,000,000 characters",
+        id="translate",
+    ),
     pytest.param('{{ ("x" * 1000000).join(["a"] * 1000) }}', "join() would make 5,000,006 characters", id="join"),
-    pytest.param('{{ (["a"] * 1000) | join("x" * 1000000) }}', "the join filter would make 5,000,006 characters", id="join-filter"),
-    pytest.param('{{ [1] | tojson(indent=1000000000) }}', "tojson's indent would make 1,000,000,000 characters", id="tojson-indent"),
-    pytest.param('{{ [1] | batch(1000000000, 0) | list }}', "the batch filter would make 1,000,000,000 items", id="batch"),
-    pytest.param('{% for s in [1] | slice(1000000000) %}{% endfor %}', "the slice filter would make 1,000,000,000 lists, more than the limit of 100,000", id="slice"),
-    pytest.param('{{ ([[0] * 1000000] * 1000) | sum(start=[]) }}', "repeating a 1-item list 1000 times would hold more than", id="sum-lists"),
+    pytest.param(
+        '{{ (["a"] * 1000) | join("x" * 1000000) }}',
+        "the join filter would make 5,000,006 characters",
+        id="join-filter",
+    ),
+    pytest.param(
+        "{{ [1] | tojson(indent=1000000000) }}",
+        "tojson's indent would make 1,000,000,000 characters",
+        id="tojson-indent",
+    ),
+    pytest.param(
+        "{{ [1] | batch(1000000000, 0) | list }}", "the batch filter would make 1,000,000,000 items", id="batch"
+    ),
+    pytest.param(
+        "{% for s in [1] | slice(1000000000) %}{% endfor %}",
+        "the slice filter would make 1,000,000,000 lists, more than the limit of 100,000",
+        id="slice",
+    ),
+    pytest.param(
+        "{{ ([[0] * 1000000] * 1000) | sum(start=[]) }}",
+        "repeating a 1-item list 1000 times would hold more than",
+        id="sum-lists",
+    ),
     pytest.param("{{ lipsum(1000000000) }}", "lipsum() would make 1,400,000,000,000 characters", id="lipsum"),
 ]
 
@@ -169,7 +238,7 @@ DOUBLING = [
         id="plus",
     ),
     pytest.param(
-        '{% set ns = namespace(s=[0]) %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}',
+        "{% set ns = namespace(s=[0]) %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
         "adding a 4,194,304-item list and a 4,194,304-item list would make 8,388,608 items",
         id="plus-list",
     ),
@@ -262,8 +331,7 @@ NESTED_LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfo
         ),
         # Each call of a recursive loop iterates the list it is given.
         pytest.param(
-            "{% for x in [range(100000)] * 20 recursive %}{% if x is not number %}{{ loop(x) }}{% endif %}"
-            "{% endfor %}",
+            "{% for x in [range(100000)] * 20 recursive %}{% if x is not number %}{{ loop(x) }}{% endif %}{% endfor %}",
             id="recursive-loop",
         ),
         pytest.param(
@@ -321,14 +389,12 @@ def test_each_render_has_a_budget_of_its_own() -> None:
 
 SHARED = [
     pytest.param(
-        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}"
-        "{{ ns.l }}",
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ ns.l }}",
         "building a 2-item list would hold more than",
         id="list-literal",
     ),
     pytest.param(
-        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = (ns.l, ns.l) %}{% endfor %}"
-        "{{ ns.l }}",
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = (ns.l, ns.l) %}{% endfor %}{{ ns.l }}",
         "building a 2-item tuple would hold more than",
         id="tuple-literal",
     ),
@@ -339,8 +405,7 @@ SHARED = [
         id="dict-literal",
     ),
     pytest.param(
-        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = [ns.l] + [ns.l] %}{% endfor %}"
-        "{{ ns.l }}",
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = [ns.l] + [ns.l] %}{% endfor %}{{ ns.l }}",
         "adding a 1-item list and a 1-item list would hold more than",
         id="plus",
     ),
@@ -424,8 +489,7 @@ def test_too_deep_nesting_is_one_clear_error() -> None:
 def test_integers_too_long_to_print_fail_as_one_line() -> None:
     # Doubling by addition is not refused, but Python will not print the result.
     source = (
-        "{% set ns = namespace(n=1) %}{% for i in range(20000) %}{% set ns.n = ns.n + ns.n %}"
-        "{% endfor %}{{ ns.n }}"
+        "{% set ns = namespace(n=1) %}{% for i in range(20000) %}{% set ns.n = ns.n + ns.n %}{% endfor %}{{ ns.n }}"
     )
     message = _refusal(source)
     assert message.startswith("chat template 'gguf' failed: ValueError: ")
@@ -462,8 +526,19 @@ def test_cli_applies_no_template_so_a_failing_one_does_not_matter(smollm2: Path,
     path = tmp_path / "late.jinja"
     path.write_text("{{ raise_exception('no questions, please') }}<|im_end|>", encoding="utf-8")
     result = run_chat(
-        "-m", str(smollm2), "--template", str(path), "--cli", "-p", "Once upon a time", "-n", "4", "--temp", "0",
-        "--log-disable", timeout=60,
+        "-m",
+        str(smollm2),
+        "--template",
+        str(path),
+        "--cli",
+        "-p",
+        "Once upon a time",
+        "-n",
+        "4",
+        "--temp",
+        "0",
+        "--log-disable",
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() and result.stderr == ""

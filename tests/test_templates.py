@@ -37,9 +37,7 @@ def _gguf(source: str, eos_token: str = "") -> ChatTemplate:
 def test_gemma_matches_the_model_card_prompt() -> None:
     template = builtin("gemma", bos_token="<bos>")
     prompt = template.render([{"role": "user", "content": "Write a hello world program"}])
-    assert (
-        prompt == "<bos><start_of_turn>user\nWrite a hello world program<end_of_turn>\n<start_of_turn>model\n"
-    )
+    assert prompt == "<bos><start_of_turn>user\nWrite a hello world program<end_of_turn>\n<start_of_turn>model\n"
 
 
 def test_gemma_merges_the_system_prompt_into_the_first_user_turn() -> None:
@@ -209,8 +207,7 @@ def test_resolve_unknown_choice_lists_the_builtins() -> None:
     with pytest.raises(TemplateError) as caught:
         resolve("no-such-template", {})
     assert str(caught.value) == (
-        "unknown template 'no-such-template': use one of alpaca, chatml, gemma, llama3,"
-        " or a path to a Jinja file"
+        "unknown template 'no-such-template': use one of alpaca, chatml, gemma, llama3, or a path to a Jinja file"
     )
 
 
@@ -271,19 +268,13 @@ def test_model_template_gets_transformers_helpers() -> None:
         "|{% for m in messages %}{{ m['role'] }}{% break %}{% endfor %}"
     )
     messages = [{"role": "user", "content": "<b> & é"}, {"role": "assistant", "content": "x"}]
-    assert (
-        _gguf(source, eos_token="</s>").render(messages) == '{"role": "user", "content": "<b> & é"}|4||user'
-    )
+    assert _gguf(source, eos_token="</s>").render(messages) == '{"role": "user", "content": "<b> & é"}|4||user'
 
 
 def test_model_template_block_lines_leave_no_whitespace() -> None:
     # Model templates are written for transformers' trim_blocks/lstrip_blocks.
     source = (
-        "{% for m in messages %}\n"
-        "    {% if m['role'] == 'user' %}\n"
-        "[{{ m['content'] }}]\n"
-        "    {% endif %}\n"
-        "{% endfor %}"
+        "{% for m in messages %}\n    {% if m['role'] == 'user' %}\n[{{ m['content'] }}]\n    {% endif %}\n{% endfor %}"
     )
     messages = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
     assert _gguf(source, eos_token="</s>").render(messages) == "[a]\n[b]\n"
@@ -348,8 +339,6 @@ def test_bos_and_eos_reach_the_template() -> None:
     template = _gguf("{{ bos_token }}|{{ eos_token }}", eos_token="</s>")
     assert template.render([]) == "|</s>"
     assert (
-        resolve(None, {"tokenizer.chat_template": "{{ bos_token }}|{{ eos_token }}"}, "<s>", "</s>").render(
-            []
-        )
+        resolve(None, {"tokenizer.chat_template": "{{ bos_token }}|{{ eos_token }}"}, "<s>", "</s>").render([])
         == "<s>|</s>"
     )

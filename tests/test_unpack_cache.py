@@ -13,8 +13,8 @@ import pwd
 import re
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -53,9 +53,7 @@ def tmpdir(tmp_path: Path) -> Path:
     return tmp_path / "tmp"
 
 
-def test_the_first_launch_unpacks_into_the_cache_and_later_ones_reuse_it(
-    built: Path, home: Path, tmpdir: Path
-) -> None:
+def test_the_first_launch_unpacks_into_the_cache_and_later_ones_reuse_it(built: Path, home: Path, tmpdir: Path) -> None:
     first = launch(built, home, HOME=home, TMPDIR=tmpdir)
     [unpacked] = runtime_of(home).iterdir()
     assert KEY.fullmatch(unpacked.name), unpacked.name
@@ -80,8 +78,12 @@ def test_doctor_says_where_the_runtime_is(built: Path, home: Path, tmpdir: Path)
 
     without = run_file(built, "--doctor", cwd=home, env={"TMPDIR": str(tmpdir)})  # no HOME: no cache
     assert without.returncode == 0, without.stderr
-    assert re.search(rf"^runtime:   unpacked into {re.escape(str(tmpdir))}/_MEI\w+ for this launch only "
-                     r"\(no writable cache directory\)$", without.stdout, re.M), without.stdout
+    assert re.search(
+        rf"^runtime:   unpacked into {re.escape(str(tmpdir))}/_MEI\w+ for this launch only "
+        r"\(no writable cache directory\)$",
+        without.stdout,
+        re.M,
+    ), without.stdout
     assert list(tmpdir.iterdir()) == []
 
 
@@ -172,8 +174,11 @@ def a_symlink(path: Path) -> None:
 
 
 def state_of(root: Path) -> dict[str, tuple[int, int, int]]:
-    return {str(p.relative_to(root)): (p.lstat().st_ino, p.lstat().st_mtime_ns, p.lstat().st_ctime_ns)
-            for p in root.rglob("*") if not p.is_dir()}
+    return {
+        str(p.relative_to(root)): (p.lstat().st_ino, p.lstat().st_mtime_ns, p.lstat().st_ctime_ns)
+        for p in root.rglob("*")
+        if not p.is_dir()
+    }
 
 
 @pytest.mark.parametrize("spoil", [writable_by_group, writable_by_others, owned_by_nobody, a_symlink])
@@ -195,16 +200,18 @@ def test_a_cache_directory_that_is_not_the_users_alone_is_not_used(
     assert list(tmpdir.iterdir()) == []
     doctor = run_file(built, "--doctor", cwd=home, env={"HOME": str(home), "TMPDIR": str(tmpdir)})
     assert doctor.returncode == 0, doctor.stderr
-    assert re.search(rf"^runtime:   unpacked into {re.escape(str(tmpdir))}/_MEI\w+ for this launch only "
-                     rf"\(not used as the cache: {re.escape(str(spoilt))} must be a directory of this user's "
-                     r"that no one else can write\)$", doctor.stdout, re.M), doctor.stdout
+    assert re.search(
+        rf"^runtime:   unpacked into {re.escape(str(tmpdir))}/_MEI\w+ for this launch only "
+        rf"\(not used as the cache: {re.escape(str(spoilt))} must be a directory of this user's "
+        r"that no one else can write\)$",
+        doctor.stdout,
+        re.M,
+    ), doctor.stdout
     assert list(tmpdir.iterdir()) == []
     assert state_of(runtime_of(home)) == before, "the cache was written to"
 
 
-def test_without_a_usable_cache_it_unpacks_into_tmpdir_and_cleans_up(
-    built: Path, home: Path, tmpdir: Path
-) -> None:
+def test_without_a_usable_cache_it_unpacks_into_tmpdir_and_cleans_up(built: Path, home: Path, tmpdir: Path) -> None:
     blocked = home / "blocked"
     blocked.mkdir()
     (blocked / "cache").write_text("a file where the cache directory would go\n")

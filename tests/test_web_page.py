@@ -22,8 +22,14 @@ from tests.serverproc import ServerProcess
 CHROMIUM = shutil.which("chromium")  # Debian's; Playwright's own browser download is not used
 # What works headless as root in a container, with no network to reach.
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 # Screenshots of what a person would see, kept for a look after the run.
 SCREENSHOT_DIR = Path(os.environ.get("LLAMABIN_SCREENSHOTS", tempfile.gettempdir()))
@@ -47,8 +53,11 @@ def _browser(tmp_path: Path, bypass_csp: bool = False) -> Iterator[BrowserContex
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"),  # a fresh profile every time
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1000, "height": 700}, bypass_csp=bypass_csp,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1000, "height": 700},
+            bypass_csp=bypass_csp,
         )
         yield context
         context.close()
@@ -154,7 +163,10 @@ def test_the_page_and_its_files_come_from_the_package(server: ServerProcess) -> 
 def sse_reply(text: str) -> str:
     """`text` as /v1/chat/completions streams it: one chunk, then [DONE]."""
     chunk = {
-        "id": "chatcmpl-canned", "object": "chat.completion.chunk", "created": 0, "model": "m",
+        "id": "chatcmpl-canned",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
         "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}],
     }
     return f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n"
@@ -204,12 +216,21 @@ def test_every_response_carries_the_security_headers(server: ServerProcess) -> N
         "/v1/models": get("/v1/models"),
         "unknown URL": get("/no/such/page"),
         "unknown file": get("/static/no-such-file.js"),
-        "bad JSON": httpx.post(f"{server.url}/v1/chat/completions", content=b"{not json",
-                               headers={"Content-Type": "application/json"}, timeout=10),
+        "bad JSON": httpx.post(
+            f"{server.url}/v1/chat/completions",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        ),
     }
     assert {name: r.status_code for name, r in responses.items()} == {
-        "/": 200, "/static/index.html": 200, "/static/app.js": 200, "/v1/models": 200,
-        "unknown URL": 404, "unknown file": 404, "bad JSON": 400,
+        "/": 200,
+        "/static/index.html": 200,
+        "/static/app.js": 200,
+        "/v1/models": 200,
+        "unknown URL": 404,
+        "unknown file": 404,
+        "bad JSON": 400,
     }
     for name, r in responses.items():
         assert r.headers.get("x-content-type-options") == "nosniff", name

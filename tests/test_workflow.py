@@ -52,9 +52,13 @@ def test_the_matrix_covers_every_target() -> None:
     targets = {leg["target"] for job in doc["jobs"].values() for leg in job["strategy"]["matrix"]["include"]}
     assert {"linux-x86_64", "linux-aarch64", "macos-arm64", "macos-x86_64", "windows-x86_64"} <= targets
     assert any("cuda" in t for t in targets)
-    assert any("-DGGML_METAL=ON" in str(leg.get("cmake_args")) for leg in doc["jobs"]["file"]["strategy"]["matrix"]["include"])
-    assert all(any(s.get("uses", "").startswith("actions/upload-artifact") for s in job["steps"])
-               for job in doc["jobs"].values())
+    assert any(
+        "-DGGML_METAL=ON" in str(leg.get("cmake_args")) for leg in doc["jobs"]["file"]["strategy"]["matrix"]["include"]
+    )
+    assert all(
+        any(s.get("uses", "").startswith("actions/upload-artifact") for s in job["steps"])
+        for job in doc["jobs"].values()
+    )
 
 
 def test_every_run_step_calls_a_script_of_the_repository() -> None:

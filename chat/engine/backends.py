@@ -66,7 +66,7 @@ def load() -> Backends:
     before the first model."""
     directory = lib_dir()
     prefix, suffix, ggml_name = _names()
-    files = {p.name[len(prefix):-len(suffix)]: p for p in directory.glob(f"{prefix}*{suffix}")}
+    files = {p.name[len(prefix) : -len(suffix)]: p for p in directory.glob(f"{prefix}*{suffix}")}
     variants = tuple(sorted(files))
     if not variants:
         return Backends(directory, (), None)
@@ -87,8 +87,10 @@ def load() -> Backends:
         return Backends(directory, variants, forced, f"not run: {forced} forced by {FORCE_ENV}")
     choice = cpu_choice.choose(files, ggml_path)
     if choice.variant is None or not ggml.ggml_backend_load(str(files[choice.variant]).encode()):
-        raise ModelFileError(f"none of llama.cpp's CPU variants in {directory} can run on this CPU "
-                             f"({choice.summary() or ', '.join(variants)})")
+        raise ModelFileError(
+            f"none of llama.cpp's CPU variants in {directory} can run on this CPU "
+            f"({choice.summary() or ', '.join(variants)})"
+        )
     return Backends(directory, variants, choice.variant, choice.summary(), choice.notes)
 
 
@@ -97,7 +99,7 @@ def _load_other_backends(ggml: ctypes.CDLL, directory: Path, prefix: str, suffix
     ...), loaded as ggml_backend_load_all_from_path would."""
     stem = prefix.removesuffix("cpu-")
     for path in sorted(directory.glob(f"{stem}*{suffix}")):
-        name = path.name[len(stem):-len(suffix)]
+        name = path.name[len(stem) : -len(suffix)]
         if name != "base" and not name.startswith("cpu-"):
             ggml.ggml_backend_load(str(path).encode())
 

@@ -54,12 +54,21 @@ def choose(files: dict[str, Path], ggml_path: Path) -> Choice:
     record = _read_record()
     known = record.get(key)
     if isinstance(known, dict) and known.get("variant") in files:
-        return Choice(known["variant"], list(known.get("passed", [])), dict(known.get("failed", {})),
-                      list(known.get("unsupported", [])), remembered=True)
+        return Choice(
+            known["variant"],
+            list(known.get("passed", [])),
+            dict(known.get("failed", {})),
+            list(known.get("unsupported", [])),
+            remembered=True,
+        )
     choice = _test(files, ggml_path)
     if choice.variant is not None:
-        record[key] = {"variant": choice.variant, "passed": choice.passed, "failed": choice.failed,
-                       "unsupported": choice.unsupported}
+        record[key] = {
+            "variant": choice.variant,
+            "passed": choice.passed,
+            "failed": choice.failed,
+            "unsupported": choice.unsupported,
+        }
         _write_record(dict(list(record.items())[-KEEP:]))
     return choice
 
@@ -79,8 +88,10 @@ def _test(files: dict[str, Path], ggml_path: Path) -> Choice:
             break
         choice.failed[name] = why
     if choice.variant is not None:
-        choice.notes = tuple(f"the CPU kernels '{name}' failed a self-test on this machine ({why});"
-                             f" using '{choice.variant}' instead" for name, why in choice.failed.items())
+        choice.notes = tuple(
+            f"the CPU kernels '{name}' failed a self-test on this machine ({why}); using '{choice.variant}' instead"
+            for name, why in choice.failed.items()
+        )
     return choice
 
 
@@ -122,8 +133,19 @@ def _key(files: dict[str, Path]) -> str:
 def _cpu_identity() -> str:
     """The first processor's vendor, model and flags from /proc/cpuinfo
     (elsewhere the platform's own description)."""
-    wanted = ("vendor_id", "cpu family", "model", "model name", "stepping", "microcode", "flags",
-              "Features", "CPU implementer", "CPU part", "CPU variant")
+    wanted = (
+        "vendor_id",
+        "cpu family",
+        "model",
+        "model name",
+        "stepping",
+        "microcode",
+        "flags",
+        "Features",
+        "CPU implementer",
+        "CPU part",
+        "CPU variant",
+    )
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             lines: list[str] = []
@@ -135,6 +157,7 @@ def _cpu_identity() -> str:
             return "\n".join(lines)
     except OSError:
         import platform
+
         return f"{platform.machine()} {platform.processor()}"
 
 

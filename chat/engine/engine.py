@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 from chat.engine.llama import Context, EmbeddingContext, LlamaLog, Model, ModelSource, Sampler
 from chat.engine.memory import check_context_fits
@@ -135,7 +135,12 @@ class Engine:
             n_ctx = resolve_n_ctx(config.n_ctx, self.model.n_ctx_train, config.ctx_force)
             check_context_fits(self.model.metadata, n_ctx)
             self.ctx = Context(
-                self.model, n_ctx, config.n_batch, config.n_parallel, config.n_threads, self.log,
+                self.model,
+                n_ctx,
+                config.n_batch,
+                config.n_parallel,
+                config.n_threads,
+                self.log,
                 unified=config.kv_unified or config.n_parallel == 1,
             )
         except BaseException:
@@ -271,6 +276,7 @@ class Engine:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
 
 def resolve_n_ctx(requested: int | None, n_ctx_train: int, force: bool) -> int:
     """The context size to allocate: None means the default (never above the

@@ -8,11 +8,10 @@ import json
 from typing import Any
 
 from chat.engine.bindings import llama_grammar
+from chat.errors import UsageError
 
 JSON_GBNF: str = llama_grammar.JSON_GBNF
 json_schema_to_gbnf = llama_grammar.json_schema_to_gbnf
-
-from chat.errors import UsageError
 
 __all__ = ["JSON_GBNF", "check_grammar", "json_schema_grammar"]
 

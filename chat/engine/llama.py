@@ -16,14 +16,14 @@ import sys
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from chat.engine import backends
 from chat.engine.bindings import llama_cpp as C
 from chat.engine.grammars import check_grammar
-
 from chat.engine.types import SamplingParams
 from chat.errors import (
     ContextAllocationError,
@@ -246,7 +246,13 @@ class Context:
     pool they all draw on (`unified`) or an equal share each."""
 
     def __init__(
-        self, model: Model, n_ctx: int, n_batch: int, n_seq: int, n_threads: int, log: LlamaLog,
+        self,
+        model: Model,
+        n_ctx: int,
+        n_batch: int,
+        n_seq: int,
+        n_threads: int,
+        log: LlamaLog,
         unified: bool = True,
     ) -> None:
         params = C.llama_context_default_params()
@@ -265,8 +271,7 @@ class Context:
         self._ptr = C.llama_init_from_model(model.ptr, params)
         if not self._ptr:
             raise ContextAllocationError(
-                f"cannot allocate a context of {n_ctx} tokens ({log.last_error()});"
-                " try a smaller -c"
+                f"cannot allocate a context of {n_ctx} tokens ({log.last_error()}); try a smaller -c"
             )
         # llama.cpp may round n_ctx up and clamp n_batch to it: use its values.
         self.n_ctx = C.llama_n_ctx(self._ptr)
@@ -407,9 +412,7 @@ class EmbeddingContext:
         params.no_perf = True
         self._ptr = C.llama_init_from_model(model.ptr, params)
         if not self._ptr:
-            raise ContextAllocationError(
-                f"cannot allocate an embedding context of {n_ctx} tokens ({log.last_error()})"
-            )
+            raise ContextAllocationError(f"cannot allocate an embedding context of {n_ctx} tokens ({log.last_error()})")
         self.n_ctx = C.llama_n_ctx(self._ptr)
         self.n_embd = C.llama_model_n_embd(model.ptr)
         self._memory = C.llama_get_memory(self._ptr)

@@ -8,7 +8,7 @@ hyperparameters lets us say so up front instead.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from chat.errors import ContextAllocationError
 

@@ -118,8 +118,17 @@ class Scheduler:
         sampler = gen.sampler
         limit = req.max_tokens if req.max_tokens is not None else self.ctx.n_ctx_seq
         self._runs.append(
-            _Run(gen, slot, sampler, TextStream(req.stop), self._stop_token_ids(req.stop), limit,
-                 prompt[keep:], keep, time.perf_counter())
+            _Run(
+                gen,
+                slot,
+                sampler,
+                TextStream(req.stop),
+                self._stop_token_ids(req.stop),
+                limit,
+                prompt[keep:],
+                keep,
+                time.perf_counter(),
+            )
         )
         self.stats.busy = True
 
@@ -252,7 +261,7 @@ class Scheduler:
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1

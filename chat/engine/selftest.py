@@ -30,9 +30,22 @@ from pathlib import Path
 # kernel of their own in the CPU backend. A model of another type still
 # runs: its kernels share these paths.
 TYPES = {
-    "f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8,
-    "q2_k": 10, "q3_k": 11, "q4_k": 12, "q5_k": 13, "q6_k": 14,
-    "iq4_nl": 20, "iq4_xs": 23, "bf16": 30, "mxfp4": 39,
+    "f32": 0,
+    "f16": 1,
+    "q4_0": 2,
+    "q4_1": 3,
+    "q5_0": 6,
+    "q5_1": 7,
+    "q8_0": 8,
+    "q2_k": 10,
+    "q3_k": 11,
+    "q4_k": 12,
+    "q5_k": 13,
+    "q6_k": 14,
+    "iq4_nl": 20,
+    "iq4_xs": 23,
+    "bf16": 30,
+    "mxfp4": 39,
 }
 K, N = 256, 64  # one k-quant super-block per row; room for AMX's 2x16 tiles
 BATCHES = (1, 32)  # decode (one token) and a prompt chunk take different paths
@@ -79,8 +92,9 @@ def _bind(ggml: ctypes.CDLL) -> None:
         fn.argtypes, fn.restype = args, res
 
 
-def _multiply(ggml: ctypes.CDLL, dev: int, backend: int, buft: int,
-              gtype: int, weights: array, inputs: dict[int, array]) -> None:
+def _multiply(
+    ggml: ctypes.CDLL, dev: int, backend: int, buft: int, gtype: int, weights: array, inputs: dict[int, array]
+) -> None:
     """W (K x N, of gtype, in buft) times X (K x M, f32) for each batch M
     that the buffer type takes (llama.cpp asks the same before it places a
     weight in one: an extra buffer type cannot even store other types)."""

@@ -5,10 +5,11 @@ terminal around it."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 import traceback
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Callable, TextIO
+from pathlib import Path
+from typing import TextIO
 
 from chat.conversation import Conversation, Reply
 from chat.engine import Engine, FinishReason
@@ -67,9 +68,7 @@ class Repl:
     ) -> None:
         self.reader = reader
         self.console = Console(out)
-        self.state = ReplState(
-            conversation, registry or builtin_commands(), self.console, keys_help=reader.keys_help
-        )
+        self.state = ReplState(conversation, registry or builtin_commands(), self.console, keys_help=reader.keys_help)
         self.verbose = verbose
 
     @property
@@ -78,8 +77,7 @@ class Repl:
 
     def banner(self, model_name: str) -> None:
         self.console.say(
-            f"{model_name}, context {self.conversation.n_ctx} tokens;"
-            " type /help for commands, Ctrl-D to exit"
+            f"{model_name}, context {self.conversation.n_ctx} tokens; type /help for commands, Ctrl-D to exit"
         )
 
     def run(self) -> int:

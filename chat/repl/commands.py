@@ -21,22 +21,27 @@ def builtin_commands() -> Registry:
     """A fresh registry of every built-in command, in /help order."""
     return Registry(
         [
-            Command("help", _help, "list the commands, or describe one",
-                    usage="[COMMAND]", complete=complete_command_name),
+            Command(
+                "help", _help, "list the commands, or describe one", usage="[COMMAND]", complete=complete_command_name
+            ),
             Command("exit", _exit, "leave the chat (Ctrl-D too)", aliases=("quit",)),
             Command("clear", _clear, "forget the conversation (the system prompt stays)"),
             Command("undo", _undo, "remove the last question and its answer"),
-            Command("system", _system, "show the system prompt, set it, or remove it with -",
-                    usage="[TEXT]"),
+            Command("system", _system, "show the system prompt, set it, or remove it with -", usage="[TEXT]"),
             Command("context", _context, "how many tokens of the context the conversation fills"),
             Command("stats", _stats, "speed and token counts of the last answer"),
             Command("template", _template, "the chat template and stop strings in use"),
-            Command("dump", _dump, "print the conversation as the model sees it, or write it to FILE",
-                    usage="[FILE]", complete=complete_path),
-            Command("save", _save, "save the conversation to FILE (JSON)",
-                    usage="FILE", complete=complete_path),
-            Command("load", _load, "replace the conversation with one saved by /save",
-                    usage="FILE", complete=complete_path),
+            Command(
+                "dump",
+                _dump,
+                "print the conversation as the model sees it, or write it to FILE",
+                usage="[FILE]",
+                complete=complete_path,
+            ),
+            Command("save", _save, "save the conversation to FILE (JSON)", usage="FILE", complete=complete_path),
+            Command(
+                "load", _load, "replace the conversation with one saved by /save", usage="FILE", complete=complete_path
+            ),
         ]
     )
 
@@ -103,9 +108,7 @@ def _stats(state: ReplState, _arg: str) -> None:
         f"prompt: {usage.prompt_tokens} tokens ({usage.cached_tokens} cached,"
         f" {usage.evaluated_prompt_tokens} evaluated) at {usage.prompt_tokens_per_second:.1f} tokens/s"
     )
-    state.say(
-        f"generation: {usage.completion_tokens} tokens at {usage.generation_tokens_per_second:.1f} tokens/s"
-    )
+    state.say(f"generation: {usage.completion_tokens} tokens at {usage.generation_tokens_per_second:.1f} tokens/s")
 
 
 def _template(state: ReplState, _arg: str) -> None:

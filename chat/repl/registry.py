@@ -8,9 +8,10 @@ dispatch all read the same registry, so a new command needs no other edit.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from chat.repl.state import ReplState
@@ -96,11 +97,7 @@ class Registry:
         name, space, arg = line[1:].partition(" ")
         if not space:
             typed = name.lower()
-            return [
-                Candidate("/" + n, len(line), self._by_name[n].help)
-                for n in self.names()
-                if n.startswith(typed)
-            ]
+            return [Candidate("/" + n, len(line), self._by_name[n].help) for n in self.names() if n.startswith(typed)]
         command = self.get(name)
         if command is None or command.complete is None:
             return []

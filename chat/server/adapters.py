@@ -40,12 +40,15 @@ from chat.server.types import (
 )
 from templates import ChatTemplate
 
-
 # -- requests ------------------------------------------------------------------
 
 
-def chat_request(req: ChatCompletionRequest, template: ChatTemplate, defaults: ServerSettings,
-                 special_texts: frozenset[str] = frozenset()) -> GenerationRequest:
+def chat_request(
+    req: ChatCompletionRequest,
+    template: ChatTemplate,
+    defaults: ServerSettings,
+    special_texts: frozenset[str] = frozenset(),
+) -> GenerationRequest:
     """Render the messages with the model's chat template; its end-of-turn
     strings join the client's stops. Message contents are plain text: one
     holding a control token's text (`special_texts`) cannot open a turn."""
@@ -129,8 +132,13 @@ def _text(message: ChatMessage) -> str:
 
 def _openai_sampling(req: SamplingFields, defaults: ServerSettings) -> SamplingParams:
     return _sampling(
-        defaults, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
-        min_p=req.min_p, repeat_penalty=req.repeat_penalty, seed=req.seed,
+        defaults,
+        temperature=req.temperature,
+        top_k=req.top_k,
+        top_p=req.top_p,
+        min_p=req.min_p,
+        repeat_penalty=req.repeat_penalty,
+        seed=req.seed,
     )
 
 
@@ -204,9 +212,7 @@ def chat_usage_chunk(ids: Ids, model: str, final: Chunk) -> ChatCompletionChunk:
 
 def completion(ids: Ids, model: str, text: str, finish: str | None, u: Usage | None) -> Completion:
     choice = CompletionChoice(text=text, finish_reason=finish)
-    return Completion(
-        id=ids.id, created=ids.created, model=model, choices=[choice], usage=usage(u) if u else None
-    )
+    return Completion(id=ids.id, created=ids.created, model=model, choices=[choice], usage=usage(u) if u else None)
 
 
 def native_completion(model: str, text: str, final: Chunk) -> NativeCompletion:

@@ -11,8 +11,8 @@ from chat.engine import Engine
 from chat.server import errors
 from chat.server.generations import Generations
 from chat.server.guards import CheckBody, CountRequests, RequestCounts, RequireApiKey
-from chat.server.hosts import CheckHost, HostPolicy
 from chat.server.headers import SecurityHeaders
+from chat.server.hosts import CheckHost, HostPolicy
 from chat.server.routes import native, openai, web
 from chat.server.settings import ServerSettings
 from chat.server.state import ServerState
@@ -50,8 +50,13 @@ def create_app(engine: Engine, template: ChatTemplate, settings: ServerSettings)
     app.add_middleware(CheckBody, limit=settings.max_body_bytes)
     app.add_middleware(RequireApiKey, api_key=settings.api_key)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
-                           allow_headers=["*"], max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            max_age=600,
+        )
     app.add_middleware(CheckHost, policy=HostPolicy(settings.host, settings.allowed_hosts, settings.cors_origins))
     app.add_middleware(CountRequests, counts=counts)
     app.add_middleware(SecurityHeaders)

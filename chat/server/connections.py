@@ -27,10 +27,20 @@ class ConnectionLimits:
 
 
 def _raw_error(status: int, reason: str, message: str, code: str) -> bytes:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error" if status < 500
-                                 else "server_error", "param": None, "code": code}}).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+    body = json.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error" if status < 500 else "server_error",
+                "param": None,
+                "code": code,
+            }
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode()
     return head + body
 
 
@@ -43,9 +53,14 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if len(self.connections) > limits.max_connections:
-                self._refuse(_raw_error(503, "Service Unavailable",
-                                        f"The server is at its limit of {limits.max_connections} connections;"
-                                        " try again later", "too_many_connections"))
+                self._refuse(
+                    _raw_error(
+                        503,
+                        "Service Unavailable",
+                        f"The server is at its limit of {limits.max_connections} connections; try again later",
+                        "too_many_connections",
+                    )
+                )
                 return
             self._arm()
 
@@ -76,9 +91,14 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
             if self.cycle is not None and self.cycle.response_started:
                 self.transport.close()
                 return
-            self._refuse(_raw_error(408, "Request Timeout",
-                                    f"The request did not arrive within {limits.request_timeout:g} s",
-                                    "request_timeout"))
+            self._refuse(
+                _raw_error(
+                    408,
+                    "Request Timeout",
+                    f"The request did not arrive within {limits.request_timeout:g} s",
+                    "request_timeout",
+                )
+            )
 
         def _refuse(self, response: bytes) -> None:
             self._disarm()

@@ -114,7 +114,8 @@ def _validation_error(errors: Sequence[Any]) -> ApiError:
         return ApiError(400, "The request body is empty: send a JSON object", code="invalid_json")
     if not loc:
         return ApiError(
-            400, "The request body must be a JSON object (sent as Content-Type: application/json)",
+            400,
+            "The request body must be a JSON object (sent as Content-Type: application/json)",
             code="invalid_type",
         )
     same_field = [e for e in errors if _field_loc(e.get("loc", ()))[:1] == loc[:1]]

@@ -55,8 +55,11 @@ class Generations:
                 # Overload is the server's state, not the client's fault:
                 # 503, with when to come back.
                 raise ApiError(
-                    503, f"The server is busy: {self.limit} requests are already waiting; retry later",
-                    type="server_error", code="queue_full", retry_after=RETRY_AFTER_SECONDS,
+                    503,
+                    f"The server is busy: {self.limit} requests are already waiting; retry later",
+                    type="server_error",
+                    code="queue_full",
+                    retry_after=RETRY_AFTER_SECONDS,
                 )
             self._starting += 1
 

@@ -90,11 +90,19 @@ class CheckHost:
         host = headers.get(b"host", b"").decode("latin-1")
         origin = headers.get(b"origin")
         if host and not self.policy.host_ok(host):
-            error = ApiError(403, f"Host {host!r} is not served here: to reach this server under that name,"
-                             " start it with --allowed-host NAME", code="host_not_allowed")
+            error = ApiError(
+                403,
+                f"Host {host!r} is not served here: to reach this server under that name,"
+                " start it with --allowed-host NAME",
+                code="host_not_allowed",
+            )
         elif origin is not None and not self.policy.origin_ok(origin.decode("latin-1"), host):
-            error = ApiError(403, f"Requests from web pages at {origin.decode('latin-1')!r} are not allowed:"
-                             " start the server with --cors-origin ORIGIN to allow them", code="origin_not_allowed")
+            error = ApiError(
+                403,
+                f"Requests from web pages at {origin.decode('latin-1')!r} are not allowed:"
+                " start the server with --cors-origin ORIGIN to allow them",
+                code="origin_not_allowed",
+            )
         else:
             await self.app(scope, receive, send)
             return

@@ -17,9 +17,9 @@ from chat.server.settings import ServerSettings, is_loopback
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket, or one clear line saying why there is none."""
     try:
-        family, kind, proto, _, addr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+            0
+        ]
     except socket.gaierror as exc:
         raise UsageError(f"cannot listen on host {host!r}: {exc.strerror}") from None
     sock = socket.socket(family, kind, proto)

@@ -155,9 +155,9 @@ class ChatCompletionChunk(_Response):
 
 class CompletionRequest(SamplingFields):
     model: str | None = None
-    prompt: str | TokenIds | Annotated[list[str], Field(max_length=1)] | Annotated[
-        list[TokenIds], Field(max_length=1)
-    ] = Field(description="One prompt: text or token ids.")
+    prompt: (
+        str | TokenIds | Annotated[list[str], Field(max_length=1)] | Annotated[list[TokenIds], Field(max_length=1)]
+    ) = Field(description="One prompt: text or token ids.")
     max_tokens: PositiveInt | None = Field(None, description="Default: until the answer ends.")
     echo: bool = False
     stream: bool = False
@@ -199,9 +199,12 @@ class ModelList(_Response):
 
 class EmbeddingRequest(_Request):
     model: str | None = None
-    input: str | Annotated[list[str], Field(min_length=1, max_length=MAX_EMBED_INPUTS)] | TokenIds | Annotated[
-        list[TokenIds], Field(min_length=1, max_length=MAX_EMBED_INPUTS)
-    ]
+    input: (
+        str
+        | Annotated[list[str], Field(min_length=1, max_length=MAX_EMBED_INPUTS)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_EMBED_INPUTS)]
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, gt=0, description="Not supported: must be absent or the model's size.")
     user: str | None = None

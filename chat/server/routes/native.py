@@ -70,7 +70,7 @@ async def tokenize(body: TokenizeRequest, st: State) -> Response:
             return Response(await generations.in_thread(partial(_json_tokens, tokens)), media_type="application/json")
         parts = []
         for start in range(0, len(tokens), PIECES_PER_STEP):
-            step = tokens[start:start + PIECES_PER_STEP]
+            step = tokens[start : start + PIECES_PER_STEP]
             parts.append(await generations.in_thread(partial(_json_pieces, engine, step)))
     return Response('{"tokens": [' + ",".join(p for p in parts if p) + "]}", media_type="application/json")
 
@@ -81,7 +81,7 @@ def _json_tokens(tokens: list[int]) -> str:
 
 def _json_pieces(engine: Engine, tokens: list[int]) -> str:
     pieces = engine.pieces(tokens)
-    return ",".join(json.dumps({"id": t, "piece": p}, ensure_ascii=False) for t, p in zip(tokens, pieces))
+    return ",".join(json.dumps({"id": t, "piece": p}, ensure_ascii=False) for t, p in zip(tokens, pieces, strict=False))
 
 
 @router.post("/detokenize", response_model=DetokenizeResponse)

@@ -44,7 +44,8 @@ def sse(event: BaseModel) -> str:
 @router.post("/chat/completions", response_model=ChatCompletion, responses=SSE)
 async def chat_completions(body: ChatCompletionRequest, request: Request, st: State) -> ChatCompletion | Response:
     gen = await st.generations.start(
-        lambda: adapters.chat_request(body, st.template, st.settings, st.engine.special_texts()))
+        lambda: adapters.chat_request(body, st.template, st.settings, st.engine.special_texts())
+    )
     ids = adapters.Ids("chatcmpl")
     if body.stream:
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -144,8 +145,13 @@ async def embeddings(body: EmbeddingRequest, request: Request, st: State) -> Emb
     if body.dimensions is not None and body.dimensions != width:
         raise ApiError(400, f"This model's embeddings have {width} dimensions", param="dimensions")
     if len(inputs) * width > MAX_EMBEDDING_VALUES:
-        raise ApiError(400, f"At most {MAX_EMBEDDING_VALUES // width} inputs per request for this model's"
-                       f" {width}-dimensional embeddings", param="input", code="too_many_inputs")
+        raise ApiError(
+            400,
+            f"At most {MAX_EMBEDDING_VALUES // width} inputs per request for this model's"
+            f" {width}-dimensional embeddings",
+            param="input",
+            code="too_many_inputs",
+        )
     vectors: list[list[float]] = []
     n_tokens = 0
     async with st.generations.admitted():
@@ -156,8 +162,7 @@ async def embeddings(body: EmbeddingRequest, request: Request, st: State) -> Emb
             vectors += await st.generations.in_thread(partial(engine.embed, [tokens]))
             n_tokens += len(tokens)
     data = [
-        Embedding(index=i, embedding=adapters.encode_embedding(v, body.encoding_format))
-        for i, v in enumerate(vectors)
+        Embedding(index=i, embedding=adapters.encode_embedding(v, body.encoding_format)) for i, v in enumerate(vectors)
     ]
     usage = EmbeddingUsage(prompt_tokens=n_tokens, total_tokens=n_tokens)
     return EmbeddingList(data=data, model=st.model_id, usage=usage)
