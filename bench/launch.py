@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,11 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import machine  # noqa: E402
+from bench.report import publish  # noqa: E402
+
 ARGS = ["--cli", "-p", "hi", "-n", "1", "--temp", "0", "--log-disable"]
 
 
@@ -44,16 +48,6 @@ def measure(exe: Path, gguf: Path, runs: int) -> dict[str, list[float]]:
             times["unpackaged"].append(timed(plain, home))
             times["warm"].append(timed([str(exe), *ARGS], home))
     return times
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def versions() -> str:
@@ -91,10 +85,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="append the table to this Markdown file")
     opts = ap.parse_args()
     text = report(opts.exe, opts.gguf, measure(opts.exe, opts.gguf, opts.runs))
-    print(text)
-    if opts.out:
-        with opts.out.open("a", encoding="utf-8") as f:
-            f.write("\n" + text)
+    publish(text, opts.out)
     return 0
 
 

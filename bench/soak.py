@@ -31,7 +31,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.launch import machine  # noqa: E402
+from bench.common import machine  # noqa: E402
+from bench.report import publish  # noqa: E402
 
 TOPICS = ["a dragon", "the sea", "a small town", "the moon", "a lost key", "winter", "a robot", "bread"]
 
@@ -151,10 +152,7 @@ def main() -> int:
             "",
         ]
     )
-    print(text)
-    if args.out:
-        with args.out.open("a", encoding="utf-8") as f:
-            f.write("\n" + text)
+    publish(text, args.out)
     return 0 if verdict == "PASS" else 1
 
 

@@ -30,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.launch import machine  # noqa: E402
+from bench.common import machine  # noqa: E402
+from bench.report import publish  # noqa: E402
 
 PROMPT = "Once upon a time, in a land far away, there lived a dragon who loved to read books. " * 14
 
@@ -144,10 +145,7 @@ def main() -> int:
         for name, lib, variant in sides if i % 2 == 0 else reversed(sides):
             results[name].append(run(args.gguf, args.tokens, args.threads, lib, variant))
     text = report(results, args.runs, args.tokens, args.threads, args.gguf.name)
-    print(text)
-    if args.out:
-        with args.out.open("a", encoding="utf-8") as f:
-            f.write("\n" + text)
+    publish(text, args.out)
     return 0
 
 

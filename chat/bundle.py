@@ -20,16 +20,10 @@ from typing import Any
 from chat.engine.llama import ModelSource
 from chat.errors import ModelFileError
 from chat.paths import NoHomeError, cache_dir, make_private_dir
-from packager.layout import (
-    BakedArgs,
-    LayoutError,
-    ManifestError,
-    Payload,
-    check_manifest,
-    read_payload,
-    sidecar_path,
-    split_baked_args,
-)
+from payload.find import Payload, find_payload
+from payload.flags import BakedArgs, split_baked_args
+from payload.footer import LayoutError
+from payload.manifest import ManifestError
 
 CHUNK = 1 << 20
 
@@ -71,23 +65,16 @@ def find_bundle(executable: Path | None = None) -> Bundle | None:
         if not getattr(sys, "frozen", False):
             return None
         executable = Path(sys.executable)
-    for candidate in (executable, sidecar_path(executable)):
-        if not candidate.is_file():
-            continue
-        try:
-            payload = read_payload(candidate)
-            if payload is not None:
-                check_manifest(payload.manifest)
-        except ManifestError as exc:
-            whose = "this file's" if candidate == executable else f"{candidate.name}'s"
-            raise ModelFileError(f"{whose} manifest is damaged: {exc}") from None
-        except LayoutError as exc:
-            raise ModelFileError(f"{candidate} is damaged ({exc}): download it again") from None
-        except OSError as exc:
-            raise ModelFileError(f"cannot read {candidate}: {exc.strerror}") from None
-        if payload is not None:
-            return Bundle(payload)
-    return None
+    try:
+        payload = find_payload(executable)
+    except ManifestError as exc:
+        whose = "this file's" if exc.path in (None, executable) else f"{exc.path.name}'s"
+        raise ModelFileError(f"{whose} manifest is damaged: {exc}") from None
+    except LayoutError as exc:
+        raise ModelFileError(f"{exc.path or executable} is damaged ({exc}): download it again") from None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {exc.filename or executable}: {exc.strerror}") from None
+    return None if payload is None else Bundle(payload)
 
 
 def verify(bundle: Bundle, force: bool, progress: Callable[[int, int], None] | None = None) -> bool:

@@ -1,6 +1,7 @@
 """The command line: parse flags, build Settings, hand over to a front end.
 
-Nothing here talks to the model; `run_repl`, `run_oneshot` do the work.
+Nothing here talks to the model: `run_repl`, `run_completion`, `run_ask`
+and `serve` do the work, each given only its own options.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from chat.bundle import Bundle, find_bundle
 from chat.engine.llama import ModelSource
 from chat.engine.types import SamplingParams
 from chat.errors import EXIT_INTERRUPTED, EXIT_USAGE, LlamabinError, UsageError
+from chat.loading import EngineLoad
+from chat.oneshot import OneShotOptions, run_ask, run_completion
 from chat.server.listen import listen, listen_beside_chat
-from chat.server.settings import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT
-from chat.session import EngineLoad
+from chat.server.settings import DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT
 from chat.settings import Mode, Settings, default_threads
 from chat.startup import check_bundle, describe_bundle, verify_bundle
-from packager.layout import BAKED_FLAGS, sidecar_path
+from payload.find import sidecar_path
+from payload.flags import BAKED_FLAGS
 from templates import BUILTIN_NAMES
 
 MANUAL = """Chat with a local language model, or run it from scripts.
@@ -65,6 +68,8 @@ Exit codes: 0 success, 1 runtime error (bad model file, out of memory),
 
 
 SERVER_SLOTS = 4
+# The flags' defaults are the engine's own: declared once, in SamplingParams.
+SAMPLING = SamplingParams()
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -112,16 +117,30 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     help="Tokens to generate at most (-1 = until the answer ends).",
 )
 @click.option(
-    "--temp", type=float, default=0.8, show_default=True, help="Temperature; 0 picks the likeliest token (greedy)."
+    "--temp",
+    type=float,
+    default=SAMPLING.temperature,
+    show_default=True,
+    help="Temperature; 0 picks the likeliest token (greedy).",
 )
-@click.option("--top-k", type=int, default=40, show_default=True, help="Top-k sampling (0 = off).")
-@click.option("--top-p", type=float, default=0.95, show_default=True, help="Top-p (nucleus) sampling (1.0 = off).")
-@click.option("--min-p", type=float, default=0.05, show_default=True, help="Min-p sampling (0.0 = off).")
+@click.option("--top-k", type=int, default=SAMPLING.top_k, show_default=True, help="Top-k sampling (0 = off).")
 @click.option(
-    "--repeat-penalty", type=float, default=1.0, show_default=True, help="Penalty for repeated tokens (1.0 = off)."
+    "--top-p", type=float, default=SAMPLING.top_p, show_default=True, help="Top-p (nucleus) sampling (1.0 = off)."
+)
+@click.option("--min-p", type=float, default=SAMPLING.min_p, show_default=True, help="Min-p sampling (0.0 = off).")
+@click.option(
+    "--repeat-penalty",
+    type=float,
+    default=SAMPLING.repeat_penalty,
+    show_default=True,
+    help="Penalty for repeated tokens (1.0 = off).",
 )
 @click.option(
-    "--repeat-last-n", type=int, default=64, show_default=True, help="How many recent tokens the penalty looks at."
+    "--repeat-last-n",
+    type=int,
+    default=SAMPLING.repeat_last_n,
+    show_default=True,
+    help="How many recent tokens the penalty looks at.",
 )
 @click.option("-s", "--seed", type=int, default=-1, show_default=True, help="Random seed (-1 = random).")
 @click.option("-t", "--threads", type=int, callback=_positive, help="CPU threads [default: all cores].")
@@ -162,9 +181,9 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
 @click.option("-j", "--json", "json_output", is_flag=True, help="Constrain output to a JSON value.")
 @click.option("--log-disable", is_flag=True, help="Print no diagnostics on stderr (errors still print).")
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's logs and full tracebacks.")
-@click.option("--host", default="127.0.0.1", help="Address the server listens on (0.0.0.0: every interface).")
+@click.option("--host", default=DEFAULT_HOST, help="Address the server listens on (0.0.0.0: every interface).")
 @click.option(
-    "--port", type=click.IntRange(0, 65535), default=8080, help="Port the server listens on (0: any free one)."
+    "--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, help="Port the server listens on (0: any free one)."
 )
 @click.option("--nobrowser", is_flag=True, help="Do not open the web chat in a browser.")
 @click.option("--api-key", metavar="KEY", help="Require 'Authorization: Bearer KEY' on API calls.")
@@ -212,37 +231,44 @@ def command(ctx: click.Context, **opts: Any) -> int:
     if opts["doctor"]:
         from chat.doctor import run_doctor
 
-        return run_doctor(settings, bundle)
+        return run_doctor(settings.engine_config(), settings.template_choice(), bundle)
     if bundle is not None and settings.model == bundle.source:
         check_bundle(bundle, settings.log_disable)
     return dispatch(settings)
 
 
 def dispatch(settings: Settings) -> int:
-    """Run the front end the mode asks for. The port is bound first, so a
-    taken one is reported at once; then the model loads in a thread while
-    the front end is imported here (not at the top, so `--help` and bad
-    flags answer at once)."""
+    """Run the front end the mode asks for, giving it only what it needs.
+    The port is bound first, so a taken one is reported at once; then the
+    model loads in a thread while the front end is imported here (not at
+    the top, so `--help` and bad flags answer at once)."""
     if settings.mode in (Mode.CLI, Mode.ASK):
+        assert settings.prompt is not None
+        options = OneShotOptions(settings.prompt, settings.conversation_options(), settings.verbose_prompt)
         with EngineLoad(settings) as load:
-            from chat.oneshot import run_oneshot
-
-            return run_oneshot(settings, load.engine())
+            if settings.mode is Mode.CLI:  # a raw completion: no template is resolved
+                return run_completion(load.engine(), options)
+            return run_ask(load.session(), options)
+    server = settings.server_settings()
     if settings.mode is Mode.SERVER:
-        with listen(settings.server_settings()) as sock, EngineLoad(settings) as load:
+        with listen(server) as sock, EngineLoad(settings) as load:
             from chat.server.run import serve
 
-            return serve(settings, load.engine(), sock)
-    beside = listen_beside_chat(settings.server_settings()) if settings.mode is Mode.DEFAULT else None
+            return serve(load.session(), server, sock, announce=not settings.log_disable)
+    beside = listen_beside_chat(server) if settings.mode is Mode.DEFAULT else None
     with EngineLoad(settings) as load:
         from chat.repl import run_repl
 
+        session = load.session()
+        chat = settings.conversation_options()
         if beside is None:
-            return run_repl(settings, load.engine())
+            return run_repl(session, chat, settings.history_file, settings.verbose)
         from chat.server.run import beside_the_chat
 
-        with beside:
-            return run_repl(settings, load.engine(), background=beside_the_chat(settings, beside))
+        # The server runs on the chat's engine while the chat runs, and
+        # stops when it ends; neither front end knows of the other.
+        with beside, beside_the_chat(session, server, beside):
+            return run_repl(session, chat, settings.history_file, settings.verbose)
 
 
 def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settings:

@@ -11,13 +11,15 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from chat.engine.engine import Engine, Generation
+from chat.engine.engine import Engine
+from chat.engine.generation import Generation
 from chat.engine.types import FinishReason, GenerationRequest, SamplingParams, Usage
 from chat.errors import ContextLengthExceededError, GenerationError, LlamabinError
 from chat.prompts import chat_prompt
+from chat.session import Session
 from templates import ChatTemplate
 
 ROLES = ("system", "user", "assistant")
@@ -70,6 +72,22 @@ class Reply:
             # Nothing was said (cancelled at once, or an error): the turn
             # did not happen, and roles must keep alternating.
             self._conv.messages.pop()
+
+
+@dataclass(frozen=True)
+class ConversationOptions:
+    """How the chat and `--ask` talk: the system prompt, and the sampling
+    and length every answer uses unless a command changes them."""
+
+    system_prompt: str | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int | None = None  # None: until the answer ends or the context is full
+
+    def start(self, session: Session) -> Conversation:
+        """A new, empty conversation over the session's engine and template."""
+        return Conversation(
+            session.engine, session.template, self.system_prompt, sampling=self.sampling, max_tokens=self.max_tokens
+        )
 
 
 class Conversation:

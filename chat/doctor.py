@@ -16,17 +16,18 @@ from chat import __version__
 from chat.bundle import Bundle, verify
 from chat.engine import Engine, backends
 from chat.engine.bindings import llama_cpp as C
-from chat.engine.llama import LlamaLog
+from chat.engine.engine import EngineConfig
+from chat.engine.llama import LlamaLog, ModelSource
 from chat.engine.memory import available_memory, kv_cache_bytes
 from chat.errors import EXIT_OK
-from chat.session import resolve_template
-from chat.settings import Settings
+from chat.machine import cpu_model
+from chat.session import TemplateChoice
 
 T = TypeVar("T")
 MiB = 2**20
 
 
-def run_doctor(settings: Settings, bundle: Bundle | None) -> int:
+def run_doctor(config: EngineConfig, template_choice: TemplateChoice, bundle: Bundle | None) -> int:
     phases: list[tuple[str, float]] = []
 
     def timed(name: str, step: Callable[[], T]) -> T:
@@ -37,18 +38,18 @@ def run_doctor(settings: Settings, bundle: Bundle | None) -> int:
 
     print(f"llamabin {__version__} (llama-cpp-python {_version('llama-cpp-python')})")
     print(f"runtime:   {_runtime()}")
-    LlamaLog.install(settings.verbose)  # before the kernels load: they log where they came from
+    LlamaLog.install(config.verbose)  # before the kernels load: they log where they came from
     kernels = timed("load CPU kernels", backends.load)
-    print(f"cpu:       {_cpu_model()}; llama.cpp sees: {_cpu_features()}")
+    print(f"cpu:       {cpu_model()}; llama.cpp sees: {_cpu_features()}")
     print(f"kernels:   {kernels.describe()}")
     if kernels.variants:
         print(f"self-test: {kernels.selftest}")
     print(f"gpu:       {_gpu()}")
-    weights = _weights(settings, bundle, timed)
+    weights = _weights(config.model, bundle, timed)
     print(f"weights:   {weights}")
-    with timed("load model and context", lambda: Engine(settings.engine_config())) as engine:
-        template = resolve_template(engine, settings)
-        need = engine.model.size_bytes() + kv_cache_bytes(engine.model.metadata, engine.n_ctx)
+    with timed("load model and context", lambda: Engine(config)) as engine:
+        template = template_choice.resolve(engine)
+        need = engine.info.size_bytes + kv_cache_bytes(engine.info.metadata, engine.n_ctx)
         free = available_memory()
         print(
             f"memory:    {need / MiB:.0f} MiB needed (model and a {engine.n_ctx}-token cache),"
@@ -60,8 +61,7 @@ def run_doctor(settings: Settings, bundle: Bundle | None) -> int:
     return EXIT_OK
 
 
-def _weights(settings: Settings, bundle: Bundle | None, timed: Callable[[str, Callable[[], bool]], bool]) -> str:
-    source = settings.model
+def _weights(source: ModelSource, bundle: Bundle | None, timed: Callable[[str, Callable[[], bool]], bool]) -> str:
     if bundle is None or source != bundle.source:
         return f"{source.path} (a plain GGUF file)"
     checked = timed("verify weights", lambda: verify(bundle, force=False))
@@ -93,14 +93,6 @@ def _version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "bundled"  # a packaged file carries no distribution metadata
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown")
-    except OSError:
-        return "unknown"
 
 
 def _cpu_features() -> str:

@@ -1,27 +1,27 @@
 """Domain errors and process exit codes, shared by every front end.
 
 Each error carries the one line a user sees and the exit code the command
-line uses for it; the server maps the same classes to HTTP statuses.
+line uses for it; the server maps the same classes to HTTP statuses. The
+base classes and the exit codes are the packer's too (payload.errors).
 """
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+from payload.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, LlamabinError, UsageError
 
-
-class LlamabinError(Exception):
-    """An error whose message is fit to show a user as it is."""
-
-    exit_code = EXIT_RUNTIME
-
-
-class UsageError(LlamabinError):
-    """The command line asked for something impossible (exit 2)."""
-
-    exit_code = EXIT_USAGE
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_RUNTIME",
+    "EXIT_USAGE",
+    "ContextAllocationError",
+    "ContextLengthExceededError",
+    "GenerationError",
+    "LlamabinError",
+    "ModelFileError",
+    "ModelMissingError",
+    "UsageError",
+]
 
 
 class ModelFileError(LlamabinError):

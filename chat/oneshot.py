@@ -5,29 +5,31 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from chat.conversation import Conversation
+from chat.conversation import ConversationOptions
 from chat.engine import Engine, GenerationRequest
 from chat.errors import EXIT_INTERRUPTED, EXIT_OK, GenerationError, UsageError
-from chat.session import resolve_template
-from chat.settings import Mode, Settings
+from chat.session import Session
 from templates import TemplateError
 
 
-def run_oneshot(settings: Settings, engine: Engine) -> int:
-    assert settings.prompt is not None
-    if settings.mode is Mode.ASK:
-        return _ask(engine, settings)
-    return _complete(engine, settings)
+@dataclass(frozen=True)
+class OneShotOptions:
+    prompt: str  # already read from -p, -f or stdin
+    conversation: ConversationOptions  # its sampling and length; --ask also its system prompt
+    verbose_prompt: bool = False  # echo the prompt as the model sees it on stderr
 
 
-def _complete(engine: Engine, settings: Settings) -> int:
-    if settings.verbose_prompt:
-        sys.stderr.write(settings.prompt or "")
+def run_completion(engine: Engine, options: OneShotOptions) -> int:
+    """`--cli`: the prompt as it is, no template; the completion on stdout."""
+    if options.verbose_prompt:
+        sys.stderr.write(options.prompt)
         sys.stderr.flush()
-    gen = engine.submit(
-        GenerationRequest(prompt=settings.prompt or "", sampling=settings.sampling, max_tokens=settings.n_predict)
+    request = GenerationRequest(
+        prompt=options.prompt, sampling=options.conversation.sampling, max_tokens=options.conversation.max_tokens
     )
+    gen = engine.submit(request)
     try:
         _write(c.text for c in gen)
     except KeyboardInterrupt:
@@ -39,22 +41,17 @@ def _complete(engine: Engine, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _ask(engine: Engine, settings: Settings) -> int:
-    conv = Conversation(
-        engine,
-        resolve_template(engine, settings),
-        system_prompt=settings.system_prompt,
-        sampling=settings.sampling,
-        max_tokens=settings.n_predict,
-    )
+def run_ask(session: Session, options: OneShotOptions) -> int:
+    """`--ask`: one question through the chat template; the answer on stdout."""
+    conv = options.conversation.start(session)
     try:
-        reply = conv.ask(settings.prompt or "")
+        reply = conv.ask(options.prompt)
     # Some template faults show only once it renders the question (its own
     # raise_exception(), a size limit): the template is as unusable as one
     # that fails to load, and is reported the same way.
     except TemplateError as exc:
         raise UsageError(str(exc)) from None
-    if settings.verbose_prompt:
+    if options.verbose_prompt:
         sys.stderr.write(conv.last_prompt)
         sys.stderr.flush()
     try:

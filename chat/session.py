@@ -1,93 +1,36 @@
-"""Start-up shared by every front end: the engine and the chat template."""
+"""What every front end starts from: the loaded engine and the chat
+template resolved for it, once."""
 
 from __future__ import annotations
 
-import sys
-import threading
+from dataclasses import dataclass
 
-from chat.engine import Engine, backends
-from chat.engine.llama import LlamaLog
+from chat.engine import Engine
 from chat.errors import UsageError
-from chat.settings import Settings
 from templates import ChatTemplate, TemplateError, from_source, resolve
 
 
-def open_engine(settings: Settings) -> Engine:
-    if not settings.log_disable and settings.verbose:
-        print(f"loading {settings.model.path}", file=sys.stderr)
-    LlamaLog.install(settings.verbose)  # first: loading the kernels logs where they came from
-    kernels = backends.load()  # the Engine would load them too; here its notes can be shown
-    if not settings.log_disable:
-        for note in kernels.notes:
-            print(f"llamabin: {note}", file=sys.stderr)
-    return Engine(settings.engine_config())
+@dataclass(frozen=True)
+class TemplateChoice:
+    """The template asked for: a built-in name or a file (`--template`), the
+    one built into a packaged file, or (both None) the model's own."""
 
+    name: str | None = None
+    baked: dict[str, str] | None = None
 
-class EngineLoad:
-    """The engine, loading in a thread from the moment this is made.
-
-    The front ends' own imports take a while (the server stack about 0.3 s,
-    the terminal chat's about 0.15 s), and llama.cpp loads the model without
-    holding the GIL, so the two overlap on any machine with a second core.
-    Leaving the `with` block closes the engine, whoever used it.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._engine: Engine | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._load, name="llamabin-load", daemon=True)
-        self._thread.start()
-
-    def _load(self) -> None:
+    def resolve(self, engine: Engine) -> ChatTemplate:
         try:
-            self._engine = open_engine(self._settings)
-        except BaseException as exc:  # handed to the thread that waits
-            self._error = exc
-
-    def engine(self) -> Engine:
-        """The loaded engine, or the load's own error."""
-        if self._wait():
-            self.close()
-            raise KeyboardInterrupt
-        if self._error is not None:
-            raise self._error
-        assert self._engine is not None
-        return self._engine
-
-    def _wait(self) -> bool:
-        """Wait for the load to end; True if Ctrl-C came meanwhile. llama.cpp
-        cannot stop a load half-way, and exiting under it can crash the
-        process, so Ctrl-C takes effect once the load is over (as it did
-        when the load ran on the main thread)."""
-        interrupted = False
-        while self._thread.is_alive():
-            try:
-                self._thread.join()
-            except KeyboardInterrupt:
-                interrupted = True
-        return interrupted
-
-    def close(self) -> None:
-        interrupted = self._wait()
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.close()
-        if interrupted:
-            raise KeyboardInterrupt
-
-    def __enter__(self) -> EngineLoad:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+            if self.name is None and self.baked:
+                return from_source(self.baked["name"], self.baked["source"], engine.bos_text, engine.eos_text)
+            return resolve(self.name, engine.info.metadata, engine.bos_text, engine.eos_text)
+        except TemplateError as exc:
+            raise UsageError(str(exc)) from None
 
 
-def resolve_template(engine: Engine, settings: Settings) -> ChatTemplate:
-    baked = settings.baked_template
-    try:
-        if settings.template is None and baked:
-            return from_source(baked["name"], baked["source"], engine.bos_text, engine.eos_text)
-        return resolve(settings.template, engine.model.metadata, engine.bos_text, engine.eos_text)
-    except TemplateError as exc:
-        raise UsageError(str(exc)) from None
+@dataclass(frozen=True)
+class Session:
+    """The engine and its template: what the chat, `--ask` and the server
+    share. Whoever made it closes the engine."""
+
+    engine: Engine
+    template: ChatTemplate

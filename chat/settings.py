@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import enum
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from chat.engine.engine import EngineConfig
+from chat.conversation import ConversationOptions
+from chat.engine.engine import EngineConfig, default_threads
 from chat.engine.llama import ModelSource
 from chat.engine.types import SamplingParams
 from chat.server.settings import (
@@ -18,10 +18,7 @@ from chat.server.settings import (
     DEFAULT_REQUEST_TIMEOUT,
     ServerSettings,
 )
-
-
-def default_threads() -> int:
-    return os.cpu_count() or 1
+from chat.session import TemplateChoice
 
 
 class Mode(str, enum.Enum):
@@ -72,6 +69,12 @@ class Settings:
             n_gpu_layers=self.n_gpu_layers,
             verbose=self.verbose,
         )
+
+    def template_choice(self) -> TemplateChoice:
+        return TemplateChoice(self.template, self.baked_template)
+
+    def conversation_options(self) -> ConversationOptions:
+        return ConversationOptions(self.system_prompt, self.sampling, self.n_predict)
 
     def server_settings(self) -> ServerSettings:
         """The server's settings; the sampling flags become the defaults for

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ def engine(smollm2: Path) -> Iterator[Engine]:
 
 
 def conversation(engine: Engine, max_tokens: int = 24) -> Conversation:
-    template = resolve(None, engine.model.metadata, engine.bos_text, engine.eos_text)
+    template = resolve(None, engine.info.metadata, engine.bos_text, engine.eos_text)
     return Conversation(engine, template, sampling=GREEDY, max_tokens=max_tokens)
 
 
@@ -188,3 +189,36 @@ def test_a_split_cache_gives_each_slot_its_share(smollm2: Path) -> None:
         assert eng.n_ctx - 2 <= used <= eng.n_ctx, "the long request did not stop at its own share"
         assert short.final is not None and short.final.usage is not None
         assert short.final.finish_reason is FinishReason.LENGTH and short.final.usage.completion_tokens == 8
+
+
+def test_info_and_stats_describe_the_engine(engine: Engine, smollm2: Path) -> None:
+    info = engine.info
+    assert info.model_name == smollm2.name and info.model_path == smollm2
+    assert info.n_ctx == engine.n_ctx == 2048 and info.n_parallel == 2
+    assert info.n_vocab > 40_000 and info.n_embd == 576 and info.size_bytes > 10_000_000
+    assert info.metadata["general.architecture"] == "llama"
+    with pytest.raises(TypeError):
+        info.metadata["general.architecture"] = "other"  # type: ignore[index]
+    before = engine.stats()
+    gen = engine.submit(GenerationRequest("Hello", GREEDY, max_tokens=3))
+    gen.text()
+    after = engine.stats()
+    assert gen.final is not None and gen.final.usage is not None
+    assert after.generations == before.generations + 1
+    assert after.completion_tokens - before.completion_tokens == gen.final.usage.completion_tokens
+    assert after.queue_depth == 0
+
+
+def test_the_default_thread_count_is_every_core() -> None:
+    assert EngineConfig(ModelSource(Path("model.gguf"))).n_threads == (os.cpu_count() or 1)
+
+
+def test_closing_ends_the_generations_still_waiting(smollm2: Path) -> None:
+    small = Engine(EngineConfig(ModelSource(smollm2), n_ctx=256))
+    running = small.submit(GenerationRequest("Once upon a time", GREEDY, max_tokens=200))
+    waiting = small.submit(GenerationRequest("The capital of France is", GREEDY, max_tokens=4))
+    next(iter(running))  # under way in the one slot; the other waits for it
+    assert small.stats().queue_depth == 1
+    small.close()
+    assert list(waiting)[-1].finish_reason is FinishReason.CANCELLED
+    assert list(running)[-1].finish_reason is FinishReason.CANCELLED

@@ -4,13 +4,13 @@ what the chat prints and what the conversation holds."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import re
 import stat
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,17 +21,18 @@ from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
+from chat.cli import dispatch
 from chat.conversation import Conversation, Message
 from chat.engine import Engine, EngineConfig, SamplingParams
 from chat.engine.llama import ModelSource
 from chat.paths import history_file
-from chat.repl import Repl, run_repl
+from chat.repl import Repl
 from chat.repl.commands import builtin_commands
 from chat.repl.input import PromptReader, RegistryCompleter, StdinReader, open_history
 from chat.repl.registry import Registry
-from chat.session import EngineLoad
+from chat.repl.state import ReplState
 from chat.settings import Mode, Settings
-from templates import ChatTemplate, resolve
+from templates import resolve
 from tests.helpers import run_chat
 
 ENTER = "\r"
@@ -54,7 +55,7 @@ def engine(smollm2: Path) -> Iterator[Engine]:
 
 
 def _conversation(engine: Engine, max_tokens: int = 24) -> Conversation:
-    template = resolve(None, engine.model.metadata, engine.bos_text, engine.eos_text)
+    template = resolve(None, engine.info.metadata, engine.bos_text, engine.eos_text)
     return Conversation(engine, template, sampling=SamplingParams(temperature=0), max_tokens=max_tokens)
 
 
@@ -63,7 +64,7 @@ def conv(engine: Engine) -> Conversation:
     return _conversation(engine)
 
 
-def type_into(conversation: Conversation, keys: str, registry: Registry | None = None) -> str:
+def type_into(conversation: Conversation, keys: str, registry: Registry[ReplState] | None = None) -> str:
     """Run the chat on `keys` until they run out; return what it printed."""
     registry = registry or builtin_commands()
     out = io.StringIO()
@@ -310,7 +311,7 @@ def test_history_is_kept_in_the_history_file(conv: Conversation) -> None:
 def test_plain_lines_when_not_a_terminal(conv: Conversation) -> None:
     out = io.StringIO()
     reader = StdinReader(io.StringIO("/context\n//help me\n/exit\nnever read\n"))
-    assert Repl(conv, reader, out).run() == 0
+    assert Repl(conv, reader, out, builtin_commands()).run() == 0
     assert "context: 0 / 2048 tokens" in out.getvalue()
     assert conv.messages[0] == Message("user", "/help me")
     assert all("never read" not in m.content for m in conv.messages)
@@ -337,22 +338,36 @@ def test_piped_chat_through_the_command_line(smollm2: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_run_repl_runs_the_background_hook_beside_the_chat(
+def test_the_default_mode_serves_beside_the_chat_while_it_runs(
     smollm2: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The wiring, in-process: the server starts on the chat's engine once
+    the model is loaded, answers while the chat runs, and is gone after."""
     seen: list[str] = []
+    shown: list[str] = []  # what the terminal showed, read in two parts
 
-    @contextlib.contextmanager
-    def background(engine: Engine, template: ChatTemplate) -> Iterator[None]:
-        seen.append(f"started with context {engine.n_ctx} and stop {template.stop}")
-        yield
-        seen.append("stopped")
+    class Input(io.StringIO):
+        """The user's lines; the second is read only after a call to the server."""
 
-    monkeypatch.setattr(sys, "stdin", io.StringIO("/context\n/exit\n"))
-    settings = Settings(mode=Mode.CHAT, model=ModelSource(smollm2), n_ctx=1024, threads=1)
-    with EngineLoad(settings) as load:
-        assert run_repl(settings, load.engine(), background=background) == 0
-    assert seen == ["started with context 1024 and stop ('<|im_end|>',)", "stopped"]
-    shown = capsys.readouterr().out
-    assert "SmolLM2-135M-Instruct.Q4_1.gguf, context 1024 tokens; type /help for commands" in shown
-    assert "context: 0 / 1024 tokens" in shown
+        def readline(self, size: int | None = -1) -> str:
+            line = super().readline()
+            if line == "/context\n":
+                shown.append(capsys.readouterr().out)
+                url = re.search(r"web chat and OpenAI API: (\S+)", shown[0])
+                assert url, "the server was not announced before the chat read its first line"
+                seen.append(url.group(1))
+                with urllib.request.urlopen(url.group(1) + "/v1/models", timeout=30) as response:
+                    seen.append(json.load(response)["data"][0]["id"])
+            return line
+
+    monkeypatch.setattr(sys, "stdin", Input("/context\n/exit\n"))
+    settings = Settings(
+        mode=Mode.DEFAULT, model=ModelSource(smollm2), n_ctx=1024, threads=1, port=0, open_browser=False
+    )
+    assert dispatch(settings) == 0
+    assert seen[1] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    shown.append(capsys.readouterr().out)
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf, context 1024 tokens; type /help for commands" in shown[0]
+    assert "context: 0 / 1024 tokens" in shown[1]
+    with pytest.raises(OSError):  # the chat ended, and so did its server
+        urllib.request.urlopen(seen[0] + "/health", timeout=5)

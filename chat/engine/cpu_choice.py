@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chat import paths
+from chat import hwcap, machine, paths
 from chat.engine import selftest
 
 RECORD = "cpu-kernels.json"
@@ -146,19 +146,17 @@ def _cpu_identity() -> str:
         "CPU part",
         "CPU variant",
     )
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            lines: list[str] = []
-            for line in f:
-                if not line.strip():
-                    break  # the first processor only
-                if line.split(":", 1)[0].strip() in wanted:
-                    lines.append(line.strip())
-            return "\n".join(lines)
-    except OSError:
+    # On ARM the kernel's HWCAP bits are what the variants are picked by
+    # (and, under QEMU, the only part that follows the emulated CPU).
+    arm = hwcap.identity()
+    lines = machine.first_processor()
+    if arm:
+        lines = (lines or []) + [f"Features: {arm}"]
+    if lines is None:
         import platform
 
         return f"{platform.machine()} {platform.processor()}"
+    return "\n".join(line for line in lines if line.split(":", 1)[0].strip() in wanted)
 
 
 def _record_path() -> Path:

@@ -4,6 +4,9 @@ Front ends submit a `GenerationRequest` and iterate the returned
 `Generation` for `Chunk`s; any of them may cancel it. A worker thread runs
 llama.cpp so that a front end's thread (a REPL waiting for a key, an HTTP
 handler) never blocks inside a decode, and Ctrl-C reaches Python at once.
+What is loaded is described by `engine.info` (an `EngineInfo`), how it is
+doing by `engine.stats()`; the model, the context and the scheduler stay
+the engine's own.
 
 The context holds `n_parallel` sequences (slots), served together by
 continuous batching (see scheduler.py). Each slot remembers the tokens its
@@ -14,21 +17,28 @@ new tokens.
 
 from __future__ import annotations
 
-import queue
+import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
+from chat.engine.generation import Generation
 from chat.engine.llama import Context, EmbeddingContext, LlamaLog, Model, ModelSource, Sampler
 from chat.engine.memory import check_context_fits
 from chat.engine.scheduler import Scheduler
-from chat.engine.types import Chunk, GenerationRequest, PromptPart, Usage
+from chat.engine.types import EngineInfo, EngineStats, GenerationRequest, PromptPart
 from chat.errors import ContextLengthExceededError, UsageError
 
 DEFAULT_CTX = 4096
 # The embedding context outputs every token's state (logits included), so
 # its memory grows with n_vocab x this size: inputs are kept short.
 EMBED_CTX = 512
+
+
+def default_threads() -> int:
+    """Threads for decoding when none are asked for: every core."""
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -39,132 +49,56 @@ class EngineConfig:
     n_batch: int = 512
     n_parallel: int = 1
     kv_unified: bool = True  # one KV pool for all slots; False: n_ctx / n_parallel each
-    n_threads: int = 2
+    n_threads: int = field(default_factory=default_threads)
     n_gpu_layers: int = 0
     verbose: bool = False
-
-
-class Generation:
-    """A submitted request: iterate it for chunks, or cancel it."""
-
-    def __init__(self, request: GenerationRequest, prompt_tokens: list[int], sampler: Sampler) -> None:
-        self.request = request
-        self.prompt_tokens = prompt_tokens
-        self.sampler = sampler  # the scheduler closes it when the generation ends
-        self._chunks: queue.Queue[Chunk] = queue.Queue()
-        self._cancelled = threading.Event()
-        self._notify: Callable[[], None] | None = None
-        self._notify_final_only = False
-        self.final: Chunk | None = None
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def emit(self, chunk: Chunk) -> None:
-        self._chunks.put(chunk)
-        notify = self._notify
-        if notify is not None and (chunk.finish_reason is not None or not self._notify_final_only):
-            notify()
-
-    def on_emit(self, notify: Callable[[], None], final_only: bool = False) -> None:
-        """Have `notify` called, from the engine's thread, after each chunk
-        from now on (only after the last one if `final_only`), and once now
-        for any already waiting: for a consumer that `poll`s instead of
-        blocking a thread per generation, such as an event loop."""
-        self._notify_final_only = final_only
-        self._notify = notify
-        notify()
-
-    def poll(self) -> Chunk | None:
-        """The next chunk if one is ready, else None at once."""
-        try:
-            chunk = self._chunks.get_nowait()
-        except queue.Empty:
-            return None
-        if chunk.finish_reason is not None:
-            self.final = chunk
-        return chunk
-
-    def __iter__(self) -> Iterator[Chunk]:
-        while self.final is None:
-            chunk = self._chunks.get()
-            if chunk.finish_reason is not None:
-                self.final = chunk
-            yield chunk
-
-    def text(self) -> str:
-        """Wait for the end and return the whole completion."""
-        return "".join(c.text for c in self)
-
-
-@dataclass
-class EngineStats:
-    """Running totals, written only by the worker thread and read by anyone
-    (the server's /metrics). A reader may see one generation's numbers
-    partly added; each number by itself is always a real total."""
-
-    generations: int = 0  # finished, cancelled or failed
-    prompt_tokens: int = 0  # evaluated, not counting those reused from the cache
-    completion_tokens: int = 0
-    prompt_seconds: float = 0.0
-    generation_seconds: float = 0.0
-    last_tokens_per_second: float = 0.0  # the latest generation's decoding speed
-    busy: bool = False  # a generation is running now
-
-    def add(self, usage: Usage) -> None:
-        self.prompt_tokens += usage.evaluated_prompt_tokens
-        self.completion_tokens += usage.completion_tokens
-        self.prompt_seconds += usage.prompt_seconds
-        self.generation_seconds += usage.generation_seconds
-        if usage.completion_tokens:
-            self.last_tokens_per_second = usage.generation_tokens_per_second
 
 
 class Engine:
     """Owns the model, the context and the worker thread."""
 
     def __init__(self, config: EngineConfig) -> None:
-        self.config = config
-        self.log = LlamaLog.install(config.verbose)
-        self.model = Model(config.model, config.n_gpu_layers, self.log)
+        self._config = config
+        self._log = LlamaLog.install(config.verbose)
+        self._model = Model(config.model, config.n_gpu_layers, self._log)
         try:
-            n_ctx = resolve_n_ctx(config.n_ctx, self.model.n_ctx_train, config.ctx_force)
-            check_context_fits(self.model.metadata, n_ctx)
-            self.ctx = Context(
-                self.model,
+            n_ctx = resolve_n_ctx(config.n_ctx, self._model.n_ctx_train, config.ctx_force)
+            check_context_fits(self._model.metadata, n_ctx)
+            self._ctx = Context(
+                self._model,
                 n_ctx,
                 config.n_batch,
                 config.n_parallel,
                 config.n_threads,
-                self.log,
+                self._log,
                 unified=config.kv_unified or config.n_parallel == 1,
             )
         except BaseException:
-            self.model.close()
+            self._model.close()
             raise
-        self.n_ctx = self.ctx.n_ctx_seq  # what one request may use
-        self.stats = EngineStats()
+        self.n_ctx = self._ctx.n_ctx_seq  # what one request may use
+        self._info = _describe(config, self._model, self.n_ctx)
         self._embedder: EmbeddingContext | None = None
         self._embed_lock = threading.Lock()
         self._special_texts: frozenset[str] | None = None
-        self._queue: queue.Queue[Generation | None] = queue.Queue()
-        self._scheduler = Scheduler(self.model, self.ctx, config.n_parallel, self.stats, self._queue)
+        self._scheduler = Scheduler(self._model, self._ctx, config.n_parallel)
         self._worker = threading.Thread(target=self._scheduler.run, name="llamabin-engine", daemon=True)
         self._worker.start()
 
     # -- the interface every front end uses ---------------------------------
+
+    @property
+    def info(self) -> EngineInfo:
+        """What is loaded, and with what context."""
+        return self._info
 
     def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Tokens of `text` as a prompt: special tokens parsed, BOS added by the
         model's rule unless the text already starts with it (as rendered chat
         templates often do)."""
         if add_bos is None:
-            add_bos = self.model.add_bos and not text.startswith(self.bos_text)
-        return self.model.tokenize(text, add_bos=add_bos)
+            add_bos = self._model.add_bos and not text.startswith(self.bos_text)
+        return self._model.tokenize(text, add_bos=add_bos)
 
     def tokenize_parts(self, parts: Sequence[PromptPart], add_bos: bool | None = None) -> list[int]:
         """Tokens of a prompt in parts: control tokens are parsed in the
@@ -172,40 +106,39 @@ class Engine:
         those characters, not a new turn."""
         text = "".join(p.text for p in parts)
         if add_bos is None:
-            add_bos = self.model.add_bos and not text.startswith(self.bos_text)
+            add_bos = self._model.add_bos and not text.startswith(self.bos_text)
         tokens: list[int] = []
         for i, part in enumerate(parts):
             if part.text:
-                tokens += self.model.tokenize(part.text, add_bos=add_bos and i == 0, parse_special=part.special)
+                tokens += self._model.tokenize(part.text, add_bos=add_bos and i == 0, parse_special=part.special)
         return tokens
 
     def special_texts(self) -> frozenset[str]:
         """The texts that tokenize to a control token (<|im_start|>,
         <start_of_turn>, ...), found once per engine."""
         if self._special_texts is None:
-            self._special_texts = self.model.special_texts()
+            self._special_texts = self._model.special_texts()
         return self._special_texts
 
     def detokenize(self, tokens: list[int]) -> str:
         self.check_tokens(tokens)
-        return self.model.detokenize(tokens)
+        return self._model.detokenize(tokens)
 
     def pieces(self, tokens: list[int]) -> list[str]:
         """Each token's own text."""
         self.check_tokens(tokens)
-        return [self.model.detokenize([t]) for t in tokens]
+        return [self._model.detokenize([t]) for t in tokens]
 
     def check_tokens(self, tokens: list[int]) -> None:
         """Refuse ids outside the vocabulary: llama.cpp aborts the process
         on them rather than returning an error."""
-        bad = next((t for t in tokens if not 0 <= t < self.model.n_vocab), None)
+        bad = next((t for t in tokens if not 0 <= t < self._model.n_vocab), None)
         if bad is not None:
-            raise UsageError(f"token id {bad} is not in the vocabulary (0 to {self.model.n_vocab - 1})")
+            raise UsageError(f"token id {bad} is not in the vocabulary (0 to {self._model.n_vocab - 1})")
 
-    @property
-    def queue_depth(self) -> int:
-        """Requests waiting for a slot (not counting those running)."""
-        return self._queue.qsize() + self._scheduler.waiting
+    def stats(self) -> EngineStats:
+        """The running totals and the queue's depth, as they are now."""
+        return self._scheduler.stats()
 
     def embed(self, inputs: list[str] | list[list[int]]) -> list[list[float]]:
         """One unit-length vector per input: the mean of its token states.
@@ -217,8 +150,7 @@ class Engine:
         with self._embed_lock:
             if self._embedder is None:
                 n_ctx = min(EMBED_CTX, self.n_ctx)
-                cfg = self.config
-                self._embedder = EmbeddingContext(self.model, n_ctx, cfg.n_threads, self.log)
+                self._embedder = EmbeddingContext(self._model, n_ctx, self._config.n_threads, self._log)
             embedder = self._embedder
             for toks in token_lists:
                 if len(toks) > embedder.n_ctx:
@@ -234,11 +166,11 @@ class Engine:
 
     @property
     def bos_text(self) -> str:
-        return self.model.token_text(self.model.bos) if self.model.bos >= 0 else ""
+        return self._model.token_text(self._model.bos) if self._model.bos >= 0 else ""
 
     @property
     def eos_text(self) -> str:
-        return self.model.token_text(self.model.eos) if self.model.eos >= 0 else ""
+        return self._model.token_text(self._model.eos) if self._model.eos >= 0 else ""
 
     def submit(self, request: GenerationRequest) -> Generation:
         """Queue a request. Raises at once for a prompt that cannot run."""
@@ -258,18 +190,19 @@ class Engine:
             raise UsageError("the number of tokens to predict must be positive")
         # Built here, so a bad grammar fails now rather than mid-stream, and
         # handed to the scheduler, so no grammar is compiled twice.
-        gen = Generation(request, tokens, Sampler(self.model, request.sampling))
-        self._queue.put(gen)
+        sampler = Sampler(self._model, request.sampling)
+        gen = Generation(request, tokens)
+        self._scheduler.submit(gen, sampler)
         return gen
 
     def close(self) -> None:
         if self._worker.is_alive():
-            self._queue.put(None)
+            self._scheduler.stop()
             self._worker.join()
         if self._embedder is not None:
             self._embedder.close()
-        self.ctx.close()
-        self.model.close()
+        self._ctx.close()
+        self._model.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -294,6 +227,22 @@ def resolve_n_ctx(requested: int | None, n_ctx_train: int, force: bool) -> int:
             " was trained for (pass --ctx-force to use it anyway)"
         )
     return requested
+
+
+def _describe(config: EngineConfig, model: Model, n_ctx: int) -> EngineInfo:
+    return EngineInfo(
+        model_name=model.source.name,
+        model_path=model.source.path,
+        description=model.description(),
+        size_bytes=model.size_bytes(),
+        n_vocab=model.n_vocab,
+        n_embd=model.n_embd,
+        n_ctx_train=model.n_ctx_train,
+        n_ctx=n_ctx,
+        n_parallel=config.n_parallel,
+        n_threads=config.n_threads,
+        metadata=MappingProxyType(dict(model.metadata)),
+    )
 
 
 def _unit(vec: list[float]) -> list[float]:

@@ -16,15 +16,12 @@ import collections
 import queue
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from chat.engine.generation import Generation
 from chat.engine.llama import BatchEntry, Context, Model, Sampler
 from chat.engine.stream import TextStream
-from chat.engine.types import Chunk, FinishReason, Usage
+from chat.engine.types import Chunk, EngineStats, FinishReason, Usage
 from chat.errors import GenerationError
-
-if TYPE_CHECKING:
-    from chat.engine.engine import EngineStats, Generation
 
 
 @dataclass
@@ -52,28 +49,76 @@ class _Run:
     next_token: int | None = None  # sampled, to be evaluated at the next step
 
 
-class Scheduler:
-    """The engine's worker: owns the slots and runs the step loop."""
+@dataclass
+class _Totals:
+    """The running totals, written only by the worker thread."""
 
-    def __init__(
-        self, model: Model, ctx: Context, n_parallel: int, stats: EngineStats, inbox: queue.Queue[Generation | None]
-    ) -> None:
+    generations: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generation_seconds: float = 0.0
+    last_tokens_per_second: float = 0.0
+    busy: bool = False
+
+    def add(self, usage: Usage) -> None:
+        self.prompt_tokens += usage.evaluated_prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+        self.prompt_seconds += usage.prompt_seconds
+        self.generation_seconds += usage.generation_seconds
+        if usage.completion_tokens:
+            self.last_tokens_per_second = usage.generation_tokens_per_second
+
+
+class Scheduler:
+    """The engine's worker: owns the inbox, the slots and the totals, and
+    runs the step loop (`run`, on the engine's worker thread)."""
+
+    def __init__(self, model: Model, ctx: Context, n_parallel: int) -> None:
         self.model = model
         self.ctx = ctx
-        self.stats = stats
         self.slots = [Slot(seq) for seq in range(n_parallel)]
-        self._inbox = inbox
-        self._waiting: collections.deque[Generation] = collections.deque()
+        self._totals = _Totals()
+        # A request and the sampler built for it; None tells the loop to end.
+        self._inbox: queue.Queue[tuple[Generation, Sampler] | None] = queue.Queue()
+        self._waiting: collections.deque[tuple[Generation, Sampler]] = collections.deque()
         self._runs: list[_Run] = []
         self._admitted = 0
 
+    # -- from any thread --------------------------------------------------------
+
+    def submit(self, gen: Generation, sampler: Sampler) -> None:
+        """Queue a generation; the scheduler closes `sampler` when it ends."""
+        self._inbox.put((gen, sampler))
+
+    def stop(self) -> None:
+        """Have `run` cancel what runs and return."""
+        self._inbox.put(None)
+
     @property
-    def waiting(self) -> int:
-        """Requests admitted to the worker but not yet given a slot."""
-        return len(self._waiting)
+    def depth(self) -> int:
+        """Requests waiting for a slot (not counting those running): those
+        still in the inbox and those the worker took but has no slot for."""
+        return self._inbox.qsize() + len(self._waiting)
+
+    def stats(self) -> EngineStats:
+        """A copy of the totals as they are now, with the queue's depth."""
+        t = self._totals
+        return EngineStats(
+            generations=t.generations,
+            prompt_tokens=t.prompt_tokens,
+            completion_tokens=t.completion_tokens,
+            prompt_seconds=t.prompt_seconds,
+            generation_seconds=t.generation_seconds,
+            last_tokens_per_second=t.last_tokens_per_second,
+            busy=t.busy,
+            queue_depth=self.depth,
+        )
+
+    # -- the worker thread ------------------------------------------------------
 
     def run(self) -> None:
-        """Serve until the engine closes (a None in the inbox)."""
+        """Serve until `stop`."""
         while self._admit():
             if not self._runs:
                 continue
@@ -84,6 +129,11 @@ class Scheduler:
                     self._fail(r, repr(exc))
         for r in list(self._runs):
             self._finish(r, FinishReason.CANCELLED)
+        self._waiting.extend(self._drain_inbox())
+        while self._waiting:  # never started: ended too, so no consumer waits for ever
+            gen, sampler = self._waiting.popleft()
+            gen.cancel()
+            self._start(gen, sampler)
 
     # -- admission ----------------------------------------------------------
 
@@ -100,14 +150,24 @@ class Scheduler:
                 return False
             self._waiting.append(item)
         while self._waiting and len(self._runs) < len(self.slots):
-            self._start(self._waiting.popleft())
+            self._start(*self._waiting.popleft())
         return True
 
-    def _start(self, gen: Generation) -> None:
+    def _drain_inbox(self) -> list[tuple[Generation, Sampler]]:
+        left: list[tuple[Generation, Sampler]] = []
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return left
+            if item is not None:
+                left.append(item)
+
+    def _start(self, gen: Generation, sampler: Sampler) -> None:
         if gen.cancelled:
-            gen.sampler.close()
+            sampler.close()
             gen.emit(Chunk("", finish_reason=FinishReason.CANCELLED))
-            self.stats.generations += 1
+            self._totals.generations += 1
             return
         prompt = gen.prompt_tokens
         slot = self._pick_slot(prompt)
@@ -115,7 +175,6 @@ class Scheduler:
         self.ctx.forget(slot.seq, keep)
         slot.cached = prompt[:keep]
         req = gen.request
-        sampler = gen.sampler
         limit = req.max_tokens if req.max_tokens is not None else self.ctx.n_ctx_seq
         self._runs.append(
             _Run(
@@ -130,7 +189,7 @@ class Scheduler:
                 time.perf_counter(),
             )
         )
-        self.stats.busy = True
+        self._totals.busy = True
 
     def _pick_slot(self, prompt: list[int]) -> Slot:
         """The free slot sharing the longest prefix; with none shared, the
@@ -232,7 +291,7 @@ class Scheduler:
         prefilled = r.prefilled_at or now
         usage = Usage(len(r.gen.prompt_tokens), r.reused, r.n_out, prefilled - r.started, now - prefilled)
         self._leave(r)
-        self.stats.add(usage)
+        self._totals.add(usage)
         r.gen.emit(Chunk("", finish_reason=reason, usage=usage))
 
     def _fail(self, r: _Run, error: str) -> None:
@@ -245,8 +304,8 @@ class Scheduler:
     def _leave(self, r: _Run) -> None:
         r.sampler.close()
         self._runs.remove(r)
-        self.stats.generations += 1
-        self.stats.busy = bool(self._runs)
+        self._totals.generations += 1
+        self._totals.busy = bool(self._runs)
 
     def _stop_token_ids(self, stops: tuple[str, ...]) -> set[int]:
         """Stop strings that are single control tokens (like <|im_end|>) never

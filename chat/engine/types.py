@@ -7,7 +7,9 @@ types; the engine never sees click options, prompt_toolkit or OpenAI shapes.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -89,3 +91,38 @@ class Chunk:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a front end may know about the loaded engine, fixed once it is
+    built: the model's name and shape, and the context it was given."""
+
+    model_name: str  # as clients see it: the file's name
+    model_path: Path
+    description: str  # llama.cpp's one-line summary: architecture, size, quantization
+    size_bytes: int  # the weights
+    n_vocab: int
+    n_embd: int  # the width of an embedding
+    n_ctx_train: int
+    n_ctx: int  # what one request may use
+    n_parallel: int  # slots decoded together
+    n_threads: int
+    metadata: Mapping[str, str] = field(hash=False)  # the GGUF's key-value pairs, read-only
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Running totals at one moment (a copy: the engine's own go on).
+
+    A generation finishing meanwhile may be partly counted; each number by
+    itself is always a real total."""
+
+    generations: int = 0  # finished, cancelled or failed
+    prompt_tokens: int = 0  # evaluated, not counting those reused from the cache
+    completion_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generation_seconds: float = 0.0
+    last_tokens_per_second: float = 0.0  # the latest generation's decoding speed
+    busy: bool = False  # a generation is running now
+    queue_depth: int = 0  # requests waiting for a slot (not counting those running)

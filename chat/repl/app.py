@@ -6,48 +6,32 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TextIO
 
-from chat.conversation import Conversation, Reply
-from chat.engine import Engine, FinishReason
+from chat.conversation import Conversation, ConversationOptions, Reply
+from chat.engine import FinishReason
 from chat.errors import EXIT_OK, LlamabinError
 from chat.paths import NoHomeError, history_file
 from chat.repl.commands import builtin_commands
 from chat.repl.input import CONTINUATION, PROMPT, LineReader, make_reader
 from chat.repl.registry import CommandError, Registry
 from chat.repl.state import Console, ReplState
-from chat.session import resolve_template
-from chat.settings import Settings
-from templates import ChatTemplate, TemplateError
-
-# Something that runs beside the chat on the same engine and template (the
-# default mode's server): entered once the model is loaded, before the banner,
-# and exited when the chat ends.
-Background = Callable[[Engine, ChatTemplate], AbstractContextManager[object]]
+from chat.session import Session
+from templates import TemplateError
 
 BLOCK_FENCE = '"""'
 
 
-def run_repl(settings: Settings, engine: Engine, background: Background | None = None) -> int:
+def run_repl(session: Session, options: ConversationOptions, history: Path | None = None, verbose: bool = False) -> int:
     """Run the terminal chat until /exit, Ctrl-D or end of input; return the
     exit code."""
-    template = resolve_template(engine, settings)
-    conversation = Conversation(
-        engine,
-        template,
-        system_prompt=settings.system_prompt,
-        sampling=settings.sampling,
-        max_tokens=settings.n_predict,
-    )
-    with background(engine, template) if background else nullcontext():
-        registry = builtin_commands()
-        reader = make_reader(registry, settings.history_file or _history_path())
-        repl = Repl(conversation, reader, sys.stdout, registry, verbose=settings.verbose)
-        repl.banner(engine.model.source.name)
-        return repl.run()
+    conversation = options.start(session)
+    registry = builtin_commands()
+    reader = make_reader(registry, history or _history_path())
+    repl = Repl(conversation, reader, sys.stdout, registry, verbose=verbose)
+    repl.banner(session.engine.info.model_name)
+    return repl.run()
 
 
 def _history_path() -> Path | None:
@@ -63,12 +47,13 @@ class Repl:
         conversation: Conversation,
         reader: LineReader,
         out: TextIO,
-        registry: Registry | None = None,
+        registry: Registry[ReplState],
         verbose: bool = False,
     ) -> None:
         self.reader = reader
+        self.registry = registry
         self.console = Console(out)
-        self.state = ReplState(conversation, registry or builtin_commands(), self.console, keys_help=reader.keys_help)
+        self.state = ReplState(conversation, self.console, keys_help=reader.keys_help)
         self.verbose = verbose
 
     @property
@@ -125,7 +110,7 @@ class Repl:
             elif stripped.startswith("//"):
                 self._answer(text.lstrip()[1:])
             elif stripped.startswith("/"):
-                self.state.registry.run(self.state, stripped)
+                self.registry.run(self.state, stripped)
             else:
                 self._answer(text)
         except CommandError as exc:

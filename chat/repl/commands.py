@@ -1,5 +1,6 @@
 """The chat's slash commands. Each is a plain function of (state, argument);
-`builtin_commands` registers them all, once."""
+`builtin_commands` registers them all, once. `/help` is made for the
+registry it lists (`help_command`), so the state need not carry one."""
 
 from __future__ import annotations
 
@@ -17,52 +18,59 @@ from chat.repl.registry import (
 from chat.repl.state import ReplState
 
 
-def builtin_commands() -> Registry:
+def builtin_commands() -> Registry[ReplState]:
     """A fresh registry of every built-in command, in /help order."""
-    return Registry(
-        [
-            Command(
-                "help", _help, "list the commands, or describe one", usage="[COMMAND]", complete=complete_command_name
-            ),
-            Command("exit", _exit, "leave the chat (Ctrl-D too)", aliases=("quit",)),
-            Command("clear", _clear, "forget the conversation (the system prompt stays)"),
-            Command("undo", _undo, "remove the last question and its answer"),
-            Command("system", _system, "show the system prompt, set it, or remove it with -", usage="[TEXT]"),
-            Command("context", _context, "how many tokens of the context the conversation fills"),
-            Command("stats", _stats, "speed and token counts of the last answer"),
-            Command("template", _template, "the chat template and stop strings in use"),
-            Command(
-                "dump",
-                _dump,
-                "print the conversation as the model sees it, or write it to FILE",
-                usage="[FILE]",
-                complete=complete_path,
-            ),
-            Command("save", _save, "save the conversation to FILE (JSON)", usage="FILE", complete=complete_path),
-            Command(
-                "load", _load, "replace the conversation with one saved by /save", usage="FILE", complete=complete_path
-            ),
-        ]
+    registry: Registry[ReplState] = Registry()
+    for command in [
+        help_command(registry),
+        Command("exit", _exit, "leave the chat (Ctrl-D too)", aliases=("quit",)),
+        Command("clear", _clear, "forget the conversation (the system prompt stays)"),
+        Command("undo", _undo, "remove the last question and its answer"),
+        Command("system", _system, "show the system prompt, set it, or remove it with -", usage="[TEXT]"),
+        Command("context", _context, "how many tokens of the context the conversation fills"),
+        Command("stats", _stats, "speed and token counts of the last answer"),
+        Command("template", _template, "the chat template and stop strings in use"),
+        Command(
+            "dump",
+            _dump,
+            "print the conversation as the model sees it, or write it to FILE",
+            usage="[FILE]",
+            complete=complete_path,
+        ),
+        Command("save", _save, "save the conversation to FILE (JSON)", usage="FILE", complete=complete_path),
+        Command(
+            "load", _load, "replace the conversation with one saved by /save", usage="FILE", complete=complete_path
+        ),
+    ]:
+        registry.add(command)
+    return registry
+
+
+def help_command(registry: Registry[ReplState]) -> Command[ReplState]:
+    """`/help` for `registry`: it lists whatever the registry holds when it
+    runs, so it may be made before the commands it lists are added."""
+
+    def _help(state: ReplState, arg: str) -> None:
+        if arg:
+            command = registry.get(arg)
+            if command is None:
+                raise CommandError(f"no command /{arg.lstrip('/')}: type /help for the list")
+            state.say(f"{command.synopsis}  {command.help}{_aliases(command)}")
+            return
+        width = max(len(c.synopsis) for c in registry)
+        state.say("commands:")
+        for command in registry:
+            state.say(f"  {command.synopsis:<{width}}  {command.help}{_aliases(command)}")
+        state.say("a line starting with // sends the rest as a message (it starts with /)")
+        if state.keys_help:
+            state.say(state.keys_help)
+
+    return Command(
+        "help", _help, "list the commands, or describe one", usage="[COMMAND]", complete=complete_command_name
     )
 
 
-def _help(state: ReplState, arg: str) -> None:
-    if arg:
-        command = state.registry.get(arg)
-        if command is None:
-            raise CommandError(f"no command /{arg.lstrip('/')}: type /help for the list")
-        state.say(f"{command.synopsis}  {command.help}{_aliases(command)}")
-        return
-    width = max(len(c.synopsis) for c in state.registry)
-    state.say("commands:")
-    for command in state.registry:
-        state.say(f"  {command.synopsis:<{width}}  {command.help}{_aliases(command)}")
-    state.say("a line starting with // sends the rest as a message (it starts with /)")
-    if state.keys_help:
-        state.say(state.keys_help)
-
-
-def _aliases(command: Command) -> str:
+def _aliases(command: Command[ReplState]) -> str:
     if not command.aliases:
         return ""
     return " (also " + ", ".join("/" + a for a in command.aliases) + ")"

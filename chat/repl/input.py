@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -50,7 +50,7 @@ class PromptReader:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: Registry[Any],
         history: History,
         input: Input | None = None,
         output: Output | None = None,
@@ -91,7 +91,7 @@ class StdinReader:
 
 
 class RegistryCompleter(Completer):
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry[Any]) -> None:
         self._registry = registry
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
@@ -133,7 +133,7 @@ def open_history(path: Path | None) -> History:
     return FileHistory(str(path))
 
 
-def make_reader(registry: Registry, history_path: Path | None) -> LineReader:
+def make_reader(registry: Registry[Any], history_path: Path | None) -> LineReader:
     """The line editor when the user is at a terminal; plain lines otherwise."""
     if sys.stdin.isatty() and sys.stdout.isatty():
         return PromptReader(registry, open_history(history_path))

@@ -3,6 +3,9 @@
 Each command is declared once, with its names, a one-line help, a usage
 string and an optional argument completer; `/help`, tab completion and
 dispatch all read the same registry, so a new command needs no other edit.
+
+The registry is generic over the state its handlers take (`S`): it only
+dispatches to them, so it knows nothing of the chat that uses it.
 """
 
 from __future__ import annotations
@@ -11,14 +14,13 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
-if TYPE_CHECKING:
-    from chat.repl.state import ReplState
+S = TypeVar("S")  # the state every handler of a registry takes
 
-Handler = Callable[["ReplState", str], None]
+Handler = Callable[[S, str], None]
 # Given the argument typed so far, the whole arguments it could become.
-ArgCompleter = Callable[[str, "Registry"], Iterable[str]]
+ArgCompleter = Callable[[str, "Registry[S]"], Iterable[str]]
 
 
 class CommandError(Exception):
@@ -26,13 +28,13 @@ class CommandError(Exception):
 
 
 @dataclass(frozen=True)
-class Command:
+class Command(Generic[S]):
     name: str
-    handler: Handler
+    handler: Handler[S]
     help: str  # one line, shown by /help and beside completions
     usage: str = ""  # the argument: "" none, "[X]" optional, "X" required
     aliases: tuple[str, ...] = ()
-    complete: ArgCompleter | None = None
+    complete: ArgCompleter[S] | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -55,31 +57,31 @@ class Candidate(NamedTuple):
     meta: str  # a short description shown beside it
 
 
-class Registry:
-    def __init__(self, commands: Iterable[Command] = ()) -> None:
-        self._commands: list[Command] = []
-        self._by_name: dict[str, Command] = {}
+class Registry(Generic[S]):
+    def __init__(self, commands: Iterable[Command[S]] = ()) -> None:
+        self._commands: list[Command[S]] = []
+        self._by_name: dict[str, Command[S]] = {}
         for command in commands:
             self.add(command)
 
-    def add(self, command: Command) -> None:
+    def add(self, command: Command[S]) -> None:
         taken = [n for n in command.names if n in self._by_name]
         if taken:
             raise ValueError(f"command name /{taken[0]} is registered twice")
         self._commands.append(command)
         self._by_name.update(dict.fromkeys(command.names, command))
 
-    def get(self, name: str) -> Command | None:
+    def get(self, name: str) -> Command[S] | None:
         return self._by_name.get(name.lstrip("/").lower())
 
-    def __iter__(self) -> Iterator[Command]:
+    def __iter__(self) -> Iterator[Command[S]]:
         return iter(self._commands)
 
     def names(self) -> list[str]:
         """Every name and alias, without the slash."""
         return sorted(self._by_name)
 
-    def run(self, state: ReplState, line: str) -> None:
+    def run(self, state: S, line: str) -> None:
         """Run a `/name arg` line; a misuse raises CommandError."""
         name, *rest = line.strip()[1:].split(maxsplit=1) or [""]
         command = self.get(name)
@@ -105,7 +107,7 @@ class Registry:
         return [Candidate(c, len(arg), "") for c in command.complete(arg, self)]
 
 
-def complete_path(partial: str, _registry: Registry) -> list[str]:
+def complete_path(partial: str, _registry: Registry[Any]) -> list[str]:
     """Files and folders whose path starts with `partial` (`~` allowed);
     hidden ones only once a dot is typed."""
     head, stem = os.path.split(partial)
@@ -124,6 +126,6 @@ def complete_path(partial: str, _registry: Registry) -> list[str]:
     return found
 
 
-def complete_command_name(partial: str, registry: Registry) -> list[str]:
+def complete_command_name(partial: str, registry: Registry[Any]) -> list[str]:
     typed = partial.lstrip("/").lower()
     return [n for n in registry.names() if n.startswith(typed)]

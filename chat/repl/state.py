@@ -1,5 +1,6 @@
-"""What the chat loop and its commands share: the conversation, the
-command registry, and the terminal they write to."""
+"""What the chat loop and its commands share: the conversation and the
+terminal they write to. (The command registry is not part of it: `/help`
+is bound to its own registry.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import TextIO
 
 from chat.conversation import Conversation
 from chat.engine.types import Usage
-from chat.repl.registry import Registry
 
 
 class Console:
@@ -43,7 +43,6 @@ class Console:
 @dataclass
 class ReplState:
     conversation: Conversation
-    registry: Registry
     console: Console
     keys_help: str = ""  # the line editor's keys, for /help; none when piped
     last_usage: Usage | None = None  # of the last answer, for /stats

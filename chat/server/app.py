@@ -65,4 +65,4 @@ def create_app(engine: Engine, template: ChatTemplate, settings: ServerSettings)
 
 def model_id(engine: Engine) -> str:
     """The model's name as clients see it."""
-    return engine.model.source.name
+    return engine.info.model_name

@@ -7,8 +7,9 @@ here. A client's mistake is a 4xx; a 5xx means a fault of the server's own.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -72,6 +73,22 @@ def to_api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, LlamabinError):
         return ApiError(500, str(exc), type=SERVER_ERROR)
     return ApiError(500, f"internal error: {exc!r}", type=SERVER_ERROR)
+
+
+async def errors_in_stream(events: AsyncGenerator[str, None], done: str | None = None) -> AsyncIterator[str]:
+    """`events`, then `done` (if any) once they end. An exception raised
+    while they are produced ends the stream with it as an error event
+    instead, and no `done`: the status line has gone, so the error travels
+    in the stream."""
+    async with contextlib.aclosing(events):
+        try:
+            async for event in events:
+                yield event
+        except Exception as exc:
+            yield to_api_error(exc).sse()
+            return
+    if done is not None:
+        yield done
 
 
 def install(app: FastAPI) -> None:

@@ -7,7 +7,7 @@ from chat.server.state import ServerState
 
 
 def prometheus_text(st: ServerState) -> str:
-    stats = st.engine.stats
+    stats = st.engine.stats()
     lines: list[str] = []
 
     def metric(name: str, kind: str, help: str, value: float) -> None:
@@ -19,7 +19,7 @@ def prometheus_text(st: ServerState) -> str:
     metric("prompt_seconds_total", "counter", "Time spent evaluating prompts.", stats.prompt_seconds)
     metric("generation_seconds_total", "counter", "Time spent generating tokens.", stats.generation_seconds)
     metric("tokens_per_second", "gauge", "Generation speed of the latest generation.", stats.last_tokens_per_second)
-    metric("queue_depth", "gauge", "Generations waiting for the engine.", st.engine.queue_depth)
+    metric("queue_depth", "gauge", "Generations waiting for the engine.", stats.queue_depth)
     metric("busy", "gauge", "1 while a generation runs.", int(stats.busy))
     metric("server_generations_active", "gauge", "The server's generations queued or running.", st.generations.active)
     lines += [

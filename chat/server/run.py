@@ -13,7 +13,6 @@ import time
 import webbrowser
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
@@ -25,27 +24,22 @@ from chat.server.connections import ConnectionLimits, guarded_protocol
 from chat.server.generations import Generations
 from chat.server.listen import bind
 from chat.server.settings import ServerSettings, base_url
-from chat.session import resolve_template
-from chat.settings import Settings
+from chat.session import Session
 from templates import ChatTemplate
-
-if TYPE_CHECKING:
-    from chat.repl import Background
 
 STARTUP_TIMEOUT = 30.0  # seconds for the server thread to start listening
 
 
-def serve(settings: Settings, engine: Engine, sock: socket.socket) -> int:
+def serve(session: Session, settings: ServerSettings, sock: socket.socket, announce: bool = True) -> int:
     """`--server`: serve until Ctrl-C, which reaches the caller as
     KeyboardInterrupt once open requests have been cancelled."""
-    server_settings = settings.server_settings()
-    app = create_app(engine, resolve_template(engine, settings), server_settings)
+    app = create_app(session.engine, session.template, settings)
     generations: Generations = app.state.llamabin.generations
-    server = _Server(_config(app, server_settings, quiet=False), generations)
-    url = base_url(server_settings.host, sock.getsockname()[1])
-    if not settings.log_disable:
+    server = _Server(_config(app, settings, quiet=False), generations)
+    url = base_url(settings.host, sock.getsockname()[1])
+    if announce:
         print(f"listening on {url}", file=sys.stderr, flush=True)
-    open_browser(url, server_settings.open_browser)
+    open_browser(url, settings.open_browser)
     try:
         server.run(sockets=[sock])
     finally:
@@ -93,19 +87,14 @@ def start_in_background(
     return BackgroundServer(server, thread, base_url(settings.host, sock.getsockname()[1]))
 
 
-def beside_the_chat(settings: Settings, sock: socket.socket) -> Background:
-    """The default mode's server, as the chat's background hook: started
-    once the model is loaded, stopped when the chat ends."""
-    server_settings = settings.server_settings()
-
-    @contextmanager
-    def run(engine: Engine, template: ChatTemplate) -> Iterator[BackgroundServer]:
-        with start_in_background(engine, template, server_settings, sock) as server:
-            print(f"web chat and OpenAI API: {server.url}", flush=True)
-            open_browser(server.url, server_settings.open_browser)
-            yield server
-
-    return run
+@contextmanager
+def beside_the_chat(session: Session, settings: ServerSettings, sock: socket.socket) -> Iterator[BackgroundServer]:
+    """The default mode's server, on the chat's engine and template: it
+    serves while the `with` block runs the chat, and stops with it."""
+    with start_in_background(session.engine, session.template, settings, sock) as server:
+        print(f"web chat and OpenAI API: {server.url}", flush=True)
+        open_browser(server.url, settings.open_browser)
+        yield server
 
 
 # -- pieces --------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from functools import partial
 
 from fastapi import APIRouter, Request
@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse, Response
 from chat import __version__
 from chat.engine import Engine, Generation
 from chat.server import adapters
-from chat.server.errors import to_api_error
+from chat.server.errors import errors_in_stream
 from chat.server.generations import GenerationStream
 from chat.server.metrics import prometheus_text
 from chat.server.state import ServerState, State
@@ -34,23 +34,20 @@ router = APIRouter(tags=["llama.cpp"])
 async def completion(body: NativeCompletionRequest, request: Request, st: State) -> NativeCompletion | Response:
     gen = await st.generations.start(lambda: adapters.native_request(body, st.settings, st.engine.n_ctx))
     if body.stream:
-        return GenerationStream(_events(st, gen), gen, st.generations)
+        return GenerationStream(errors_in_stream(_events(st, gen)), gen, st.generations)
     text, final = await st.generations.collect(gen, request)
     return adapters.native_completion(st.model_id, text, final)
 
 
-async def _events(st: ServerState, gen: Generation) -> AsyncIterator[str]:
+async def _events(st: ServerState, gen: Generation) -> AsyncGenerator[str, None]:
     """llama.cpp's stream: pieces with stop false, then the summary with
     stop true; no [DONE] line."""
-    try:
-        async for chunk in st.generations.chunks(gen):
-            if chunk.text:
-                yield f"data: {json.dumps({'content': chunk.text, 'stop': False}, ensure_ascii=False)}\n\n"
-            if chunk.finish_reason is not None:
-                summary = adapters.native_completion(st.model_id, "", chunk)
-                yield f"data: {summary.model_dump_json()}\n\n"
-    except Exception as exc:  # the status line has gone: the error travels in the stream
-        yield to_api_error(exc).sse()
+    async for chunk in st.generations.chunks(gen):
+        if chunk.text:
+            yield f"data: {json.dumps({'content': chunk.text, 'stop': False}, ensure_ascii=False)}\n\n"
+        if chunk.finish_reason is not None:
+            summary = adapters.native_completion(st.model_id, "", chunk)
+            yield f"data: {summary.model_dump_json()}\n\n"
 
 
 PIECES_PER_STEP = 4096
@@ -92,18 +89,19 @@ async def detokenize(body: DetokenizeRequest, st: State) -> DetokenizeResponse:
 
 @router.get("/health", response_model=Health)
 async def health(st: State) -> Health:
-    return Health(queue_depth=st.engine.queue_depth, busy=st.engine.stats.busy)
+    stats = st.engine.stats()
+    return Health(queue_depth=stats.queue_depth, busy=stats.busy)
 
 
 @router.get("/props", response_model=Props)
 async def props(st: State) -> Props:
-    engine = st.engine
+    info = st.engine.info
     return Props(
         model=st.model_id,
-        model_path=str(engine.model.source.path),
-        n_ctx=engine.n_ctx,
-        n_vocab=engine.model.n_vocab,
-        total_slots=engine.config.n_parallel,
+        model_path=str(info.model_path),
+        n_ctx=info.n_ctx,
+        n_vocab=info.n_vocab,
+        total_slots=info.n_parallel,
         chat_template=st.template.source,
         chat_template_name=st.template.name,
         build=f"llamabin {__version__}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from functools import partial
 from typing import Any
 
@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from chat.engine import Generation
 from chat.server import adapters
-from chat.server.errors import ApiError, to_api_error
+from chat.server.errors import ApiError, errors_in_stream
 from chat.server.generations import GenerationStream
 from chat.server.state import ServerState, State
 from chat.server.types import (
@@ -49,26 +49,24 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, st: St
     ids = adapters.Ids("chatcmpl")
     if body.stream:
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return GenerationStream(_chat_events(st, gen, ids, with_usage), gen, st.generations)
+        events = errors_in_stream(_chat_events(st, gen, ids, with_usage), done=DONE)
+        return GenerationStream(events, gen, st.generations)
     text, final = await st.generations.collect(gen, request)
     return adapters.chat_completion(ids, st.model_id, text, final)
 
 
-async def _chat_events(st: ServerState, gen: Generation, ids: adapters.Ids, with_usage: bool) -> AsyncIterator[str]:
+async def _chat_events(
+    st: ServerState, gen: Generation, ids: adapters.Ids, with_usage: bool
+) -> AsyncGenerator[str, None]:
     model = st.model_id
     yield sse(adapters.chat_chunk(ids, model, Delta(role="assistant", content="")))
-    try:
-        async for chunk in st.generations.chunks(gen):
-            if chunk.text:
-                yield sse(adapters.chat_chunk(ids, model, Delta(content=chunk.text)))
-            if chunk.finish_reason is not None:
-                yield sse(adapters.chat_chunk(ids, model, Delta(), adapters.finish_reason(chunk)))
-                if with_usage:
-                    yield sse(adapters.chat_usage_chunk(ids, model, chunk))
-    except Exception as exc:  # the status line has gone: the error travels in the stream
-        yield to_api_error(exc).sse()
-        return
-    yield DONE
+    async for chunk in st.generations.chunks(gen):
+        if chunk.text:
+            yield sse(adapters.chat_chunk(ids, model, Delta(content=chunk.text)))
+        if chunk.finish_reason is not None:
+            yield sse(adapters.chat_chunk(ids, model, Delta(), adapters.finish_reason(chunk)))
+            if with_usage:
+                yield sse(adapters.chat_usage_chunk(ids, model, chunk))
 
 
 @router.post("/completions", response_model=Completion, responses=SSE)
@@ -84,7 +82,8 @@ async def completions(body: CompletionRequest, request: Request, st: State) -> C
     ids = adapters.Ids("cmpl")
     if body.stream:
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return GenerationStream(_completion_events(st, gen, ids, echo, with_usage), gen, st.generations)
+        events = errors_in_stream(_completion_events(st, gen, ids, echo, with_usage), done=DONE)
+        return GenerationStream(events, gen, st.generations)
     text, final = await st.generations.collect(gen, request)
     return adapters.completion(ids, st.model_id, echo + text, adapters.finish_reason(final), final.usage)
 
@@ -96,23 +95,18 @@ def _echo(st: ServerState, body: CompletionRequest) -> str:
 
 async def _completion_events(
     st: ServerState, gen: Generation, ids: adapters.Ids, echo: str, with_usage: bool
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     model = st.model_id
-    try:
-        if echo:
-            yield sse(adapters.completion(ids, model, echo, None, None))
-        async for chunk in st.generations.chunks(gen):
-            if chunk.text:
-                yield sse(adapters.completion(ids, model, chunk.text, None, None))
-            if chunk.finish_reason is not None:
-                yield sse(adapters.completion(ids, model, "", adapters.finish_reason(chunk), None))
-                if with_usage:
-                    done = adapters.completion(ids, model, "", None, chunk.usage)
-                    yield sse(done.model_copy(update={"choices": []}))
-    except Exception as exc:  # the status line has gone: the error travels in the stream
-        yield to_api_error(exc).sse()
-        return
-    yield DONE
+    if echo:
+        yield sse(adapters.completion(ids, model, echo, None, None))
+    async for chunk in st.generations.chunks(gen):
+        if chunk.text:
+            yield sse(adapters.completion(ids, model, chunk.text, None, None))
+        if chunk.finish_reason is not None:
+            yield sse(adapters.completion(ids, model, "", adapters.finish_reason(chunk), None))
+            if with_usage:
+                done = adapters.completion(ids, model, "", None, chunk.usage)
+                yield sse(done.model_copy(update={"choices": []}))
 
 
 @router.get("/models", response_model=ModelList)
@@ -141,7 +135,7 @@ MAX_EMBEDDING_VALUES = 1 << 20
 async def embeddings(body: EmbeddingRequest, request: Request, st: State) -> EmbeddingList:
     engine = st.engine
     inputs = _embedding_inputs(body.input)
-    width = engine.model.n_embd
+    width = engine.info.n_embd
     if body.dimensions is not None and body.dimensions != width:
         raise ApiError(400, f"This model's embeddings have {width} dimensions", param="dimensions")
     if len(inputs) * width > MAX_EMBEDDING_VALUES:

@@ -1,0 +1,78 @@
+"""What the benchmark scripts share: the checkout's paths, the waits, the
+machine's description, compare.py's one-line errors and progress, and
+llama.cpp's reference tools (`scripts/build-llama-cpp.sh native`)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from chat.machine import cpu_model
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD_SCRIPT = ROOT / "scripts" / "build-llama-cpp.sh"
+TOOLS = ("llama-server", "llama-completion", "llama-bench")
+
+WAIT_S = 120.0  # any single wait: a server's start, a request, a one-shot
+BUILD_WAIT_S = 3 * 3600.0  # a cold llama.cpp build takes ~25 min on two cores
+SEED = 42
+MB = 1_000_000  # the issue's limits are in MB; sizes are printed in them too
+
+
+class Unavailable(Exception):
+    """A program that could not be run or measured; its table rows say why."""
+
+
+def fail(message: str) -> NoReturn:
+    """compare.py's errors: one line on stderr and exit 1, input errors need
+    no traceback."""
+    raise SystemExit(f"compare.py: {message}")
+
+
+def log(message: str) -> None:
+    """compare.py's progress, on stderr (the report goes to stdout)."""
+    print(f"[compare] {message}", file=sys.stderr, flush=True)
+
+
+def machine(load: bool = False) -> str:
+    """The "Machine:" line of a report: the CPU and its cores, then the
+    Python version, or with `load` the kernel and the 1-minute load average
+    (compare.py takes it at its start, before it loads the machine itself)."""
+    cpu = cpu_model(default=platform.machine())
+    if not load:
+        return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    # A 1-minute load average well above 0 means something else is running:
+    # the numbers are then worth less, whatever the alternation evens out.
+    load_avg = os.getloadavg()[0]
+    return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, load average {load_avg:.2f} at the start"
+
+
+def llama_bin_dir(given: Path | None) -> Path:
+    if given is None:
+        given = build_llama_cpp()
+    for candidate in (given / "bin", given):
+        if all((candidate / t).is_file() for t in TOOLS):
+            return candidate.resolve()
+    fail(f"{given}: no {', '.join(TOOLS)} in it or in its bin/")
+
+
+def build_llama_cpp() -> Path:
+    """The build script prints its folder (at once when the build is done);
+    its own progress goes to our stderr."""
+    if not BUILD_SCRIPT.is_file():
+        fail(f"{BUILD_SCRIPT} is missing")
+    log("getting llama.cpp's tools (scripts/build-llama-cpp.sh native; ~25 min the first time)")
+    try:
+        result = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), "native"], stdout=subprocess.PIPE, text=True, timeout=BUILD_WAIT_S, cwd=ROOT
+        )
+    except subprocess.TimeoutExpired:
+        fail(f"scripts/build-llama-cpp.sh native took more than {BUILD_WAIT_S:.0f} s")
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        fail(f"scripts/build-llama-cpp.sh native failed (exit {result.returncode}); see its output above")
+    return Path(lines[-1])
