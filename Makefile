@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo setup system test lint clean
+.PHONY: demo setup system test lint wheels clean
 
 demo: setup
 	scripts/demo.sh $(PY)
@@ -18,9 +18,15 @@ system:
 # it the portable libraries. PyInstaller is then replaced by the same version with its bootloader
 # patched (patches/): the runtime is unpacked once into the user cache, and
 # a full TMPDIR gets a clear error and no leftovers.
-$(VENV)/.installed: pyproject.toml constraints.txt $(wildcard patches/pyinstaller-*.patch) scripts/build-pyinstaller.sh
+# A clone runs the runtime from its sources, so it installs the extras'
+# requirements (scripts/dev-requirements.py) and llamabin itself with
+# --no-deps, without the llamabin-runtime wheel that `pip install llamabin`
+# brings; editable_mode=compat puts the whole tree (chat/ too) on sys.path.
+$(VENV)/.installed: pyproject.toml constraints.txt $(wildcard patches/pyinstaller-*.patch) scripts/build-pyinstaller.sh scripts/dev-requirements.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip install -q -c constraints.txt -e '.[build,test,bench]'
+	$(PY) scripts/dev-requirements.py runtime build test bench > $(VENV)/requirements-dev.txt
+	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip install -q -c constraints.txt -r $(VENV)/requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e . -C editable_mode=compat
 	$(PY) -m pip install -q --no-deps --force-reinstall "$$(scripts/build-pyinstaller.sh $(PY))"
 	touch $@
 
@@ -41,6 +47,15 @@ $(VENV)/.models: $(VENV)/.installed scripts/fetch-models.sh
 test: setup
 	$(PY) -m pytest
 
+# The wheels `pip install llamabin` takes: llamabin (the packer) and the
+# runtime for this machine (llamabin-runtime, a platform wheel holding the
+# runtime frozen from this tree, cached in build/runtime/). Install with
+#   pip install --find-links wheelhouse llamabin
+wheels: setup
+	rm -f wheelhouse/llamabin-*.whl wheelhouse/llamabin_runtime-*.whl
+	$(PY) -m pip wheel -q --no-deps -w wheelhouse .
+	$(PY) scripts/build-runtime-wheel.py -w wheelhouse
+
 # Types, lint and formatting; CI runs it before the tests.
 lint: $(VENV)/.installed
 	$(PY) -m mypy
@@ -48,4 +63,4 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff format --check .
 
 clean:
-	rm -rf build dist
+	rm -rf build dist wheelhouse

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
-import platform
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,17 +18,13 @@ from packager import progress
 from packager.elf import ElfError, insert_payload
 from packager.errors import BuildError
 from packager.gguf_info import GGUFInfo, read_gguf_info
-from packager.layout import (
-    ManifestError,
-    check_manifest,
-    decode_manifest,
-    encode_manifest,
-    sidecar_path,
-    split_baked_args,
-)
 from packager.runtime import check_lib_dir, has_cpu_variants, installed_lib_dir, runtime_executable
 from packager.sidecar import write_sidecar
+from packager.targets import Runtime, extract, find_runtime, host_target, is_windows
 from packager.versions import build_versions
+from payload.find import sidecar_path
+from payload.flags import split_baked_args
+from payload.manifest import ManifestError, check_manifest, decode_manifest, encode_manifest
 
 
 @dataclass(frozen=True)
@@ -45,6 +40,9 @@ class BuildOptions:
     sidecar: bool | None = None  # None: only where the platform needs it
     verbose: bool = False
     llama_lib: Path | None = None  # llama.cpp libraries to ship; None: the installed wheel's
+    target: str | None = None  # e.g. linux-aarch64 (packager.targets.KNOWN); None: this machine's
+    find_links: tuple[Path, ...] = ()  # wheelhouses to take runtime wheels from
+    no_index: bool = False  # never ask pip's index for a runtime
 
 
 @dataclass(frozen=True)
@@ -55,17 +53,18 @@ class BuildResult:
 
 
 def target_tag() -> str:
-    """OS and architecture, as in SmolLM2-135M-Instruct.Q4_1-linux-x86_64."""
-    system = {"darwin": "macos", "win32": "windows"}.get(sys.platform, sys.platform.rstrip("0123456789"))
-    machine = platform.machine().lower()
-    machine = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64" if system == "linux" else "arm64"}.get(
-        machine, machine
-    )
-    return f"{system}-{machine}"
+    """OS and architecture of this machine, as in SmolLM2-135M-Instruct.Q4_1-linux-x86_64."""
+    return host_target()
+
+
+def build_target(opts: BuildOptions) -> str:
+    """The target this build writes a file for."""
+    return opts.target or host_target()
 
 
 def output_path(opts: BuildOptions) -> Path:
-    name = f"{opts.name or opts.model.stem}-{target_tag()}" + (".exe" if os.name == "nt" else "")
+    target = build_target(opts)
+    name = f"{opts.name or opts.model.stem}-{target}" + (".exe" if is_windows(target) else "")
     if opts.output is None:
         return Path("dist") / name
     return opts.output / name if opts.output.is_dir() else opts.output
@@ -73,31 +72,27 @@ def output_path(opts: BuildOptions) -> Path:
 
 def build(opts: BuildOptions, say: Callable[[str], None]) -> BuildResult:
     out = output_path(opts)
+    target = build_target(opts)
     _check_writable(out.parent)
     say(f"reading {opts.model}")
     info = read_gguf_info(opts.model)
     args = _baked_args(opts)
     template = _baked_template(opts.template)
+    found = find_target_runtime(opts)  # before minutes of hashing: a missing runtime is found at once
     digest = _sha256(opts.model, info.size)
     manifest = _manifest(opts, info, digest, args, template, out)
-    say("preparing the runtime (built once, then cached)")
-    lib_dir = check_lib_dir(opts.llama_lib or installed_lib_dir())
-    if lib_dir is None or not has_cpu_variants(lib_dir):
-        say(
-            "note: llama.cpp comes from the installed llama-cpp-python, compiled for this machine's CPU;"
-            " on an older CPU the file may stop with 'Illegal instruction'."
-            " For one file that runs on any x86-64 CPU, pass --llama-lib with the folder"
-            " `scripts/build-llama-cpp.sh portable` prints"
-        )
-    runtime = runtime_executable(lib_dir, opts.verbose)
-    use_sidecar = opts.sidecar if opts.sidecar is not None else _needs_sidecar(info.size)
+    runtime = select_runtime(opts, say)
+    use_sidecar = opts.sidecar if opts.sidecar is not None else _needs_sidecar(target, info.size)
     with _staged(out) as tmp_exe, _staged(sidecar_path(out)) as tmp_side:
         if use_sidecar:
             _write_with_sidecar(runtime, tmp_exe, tmp_side, opts.model, manifest, info.size)
         else:
             _write_inside(runtime, tmp_exe, opts.model, manifest, info.size)
     result = BuildResult(out, sidecar_path(out) if use_sidecar else None, manifest)
-    say("checking the result")
+    if target != host_target():
+        say(f"note: not started here: a {target} file runs only on {target} (this machine is {host_target()})")
+        return result
+    say(f"checking the result (runtime from {found.origin})")
     try:
         _smoke_test(out)
     except BaseException:
@@ -108,12 +103,54 @@ def build(opts: BuildOptions, say: Callable[[str], None]) -> BuildResult:
     return result
 
 
-def _needs_sidecar(size: int) -> bool:
+def find_target_runtime(opts: BuildOptions) -> Runtime:
+    """Where the runtime for the build's target comes from (packager.targets;
+    --llama-lib means the one frozen here from the source tree)."""
+    return _find_runtime(build_target(opts), opts.find_links, opts.no_index, opts.llama_lib is not None)
+
+
+@functools.cache
+def _find_runtime(target: str, find_links: tuple[Path, ...], no_index: bool, source_only: bool) -> Runtime:
+    return find_runtime(target, find_links, no_index, source_only)
+
+
+_EXTRACTED: list[tempfile.TemporaryDirectory[str]] = []  # removed at exit
+
+
+def select_runtime(opts: BuildOptions, say: Callable[[str], None]) -> Path:
+    """The runtime executable a file gets (`build`, and `upgrade` too)."""
+    found = find_target_runtime(opts)
+    if not found.from_source:
+        say(f"runtime for {found.target}: {found.origin}")
+        tmp = tempfile.TemporaryDirectory(prefix="llamabin-runtime-")
+        _EXTRACTED.append(tmp)
+        return extract(found, Path(tmp.name))
+    say("preparing the runtime (built once, then cached)")
+    lib_dir = check_lib_dir(opts.llama_lib or installed_lib_dir())
+    if lib_dir is None or not has_cpu_variants(lib_dir):
+        say(
+            "note: llama.cpp comes from the installed llama-cpp-python, compiled for this machine's CPU;"
+            " on an older CPU the file may stop with 'Illegal instruction'."
+            " For one file that runs on any x86-64 CPU, pass --llama-lib with the folder"
+            " `scripts/build-llama-cpp.sh portable` prints"
+        )
+    return runtime_executable(lib_dir, opts.verbose)
+
+
+def runtime_versions(opts: BuildOptions) -> dict[str, str]:
+    """What the manifest records of the runtime select_runtime gives."""
+    found = find_target_runtime(opts)
+    if found.meta is not None:
+        return {str(k): str(v) for k, v in dict(found.meta.get("versions") or {}).items()}
+    return build_versions(opts.llama_lib)
+
+
+def _needs_sidecar(target: str, size: int) -> bool:
     """Only the Linux (ELF) insertion is written. Elsewhere, where
     executables also stop at about 4 GiB, the weights go beside the file
     (docs/payload-layout.md); `size` will matter once PE and Mach-O insertion
     exist for models under that cap."""
-    return not sys.platform.startswith("linux")
+    return not target.startswith("linux-")
 
 
 def _baked_args(opts: BuildOptions) -> list[str]:
@@ -185,7 +222,7 @@ def _manifest(
     manifest: dict[str, Any] = {
         "format": 1,
         "name": out.name.removesuffix(".exe"),
-        "target": target_tag(),
+        "target": build_target(opts),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "gguf": {
             "file": info.path.name,
@@ -199,7 +236,7 @@ def _manifest(
         "defaults": {"args": args},
         "template": _template_label(info, opts.template),
         "license": {"name": info.license, "text": _license_text(opts.license_file)},
-        "versions": build_versions(opts.llama_lib),
+        "versions": runtime_versions(opts),
     }
     if template is not None:
         manifest["chat_template"] = template
@@ -219,7 +256,18 @@ def _license_text(path: Path | None) -> str | None:
         raise BuildError(f"cannot read license file {path}: {exc}") from None
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # one hash for a build of several targets
+
+
 def _sha256(path: Path, size: int) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _hash_file(path, size)
+    return _DIGESTS[key]
+
+
+def _hash_file(path: Path, size: int) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f, progress.bar(size, "hashing weights") as update:
         while block := f.read(1 << 20):

@@ -1,7 +1,8 @@
-"""`llamabin build` and `llamabin inspect`: parse, then hand over."""
+"""`llamabin build`, `inspect`, `upgrade` and `set`: parse, then hand over."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -11,14 +12,21 @@ import click
 
 from packager.build import BuildOptions, build, iter_manifest_lines, refused_message
 from packager.errors import BuildError
-from packager.layout import LayoutError, ManifestError, check_manifest, read_payload, sidecar_path, split_baked_args
+from packager.rewrite import NewDefaults, load_payload, set_defaults, upgrade
+from packager.targets import available, host_target, known_targets, packer_version, parse_targets
+from payload.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LlamabinError, UsageError
+from payload.flags import split_baked_args
 
 EPILOG = """\b
 Examples:
   llamabin build SmolLM2-135M-Instruct.Q4_1.gguf
   llamabin build gemma.gguf --name gemma-3-270m --ctx-size 8192 --template gemma
   llamabin build model.gguf --system-prompt "you are a pirate" -- --temp 0.7 -n 256
+  llamabin build model.gguf --target linux-x86_64,linux-aarch64 --find-links wheelhouse
+  llamabin targets
   llamabin inspect dist/SmolLM2-135M-Instruct.Q4_1-linux-x86_64
+  llamabin upgrade dist/SmolLM2-135M-Instruct.Q4_1-linux-x86_64
+  llamabin set dist/SmolLM2-135M-Instruct.Q4_1-linux-x86_64 --system-prompt "be brief" -- --temp 0.2
 """
 
 
@@ -57,6 +65,24 @@ def group() -> None:
     "`scripts/build-llama-cpp.sh portable` prints [env LLAMABIN_LLAMA_LIB; "
     "default: the installed llama-cpp-python's, compiled for this CPU].",
 )
+@click.option(
+    "--target",
+    "target_spec",
+    metavar="T[,T...]",
+    callback=lambda _ctx, _param, value: _targets_option(value),
+    help="Targets to build for, e.g. linux-aarch64 (`llamabin targets` lists them) [default: this machine's].",
+)
+@click.option(
+    "--find-links",
+    "find_links",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    metavar="DIR",
+    help="A folder of llamabin-runtime wheels to take runtimes from (repeatable).",
+)
+@click.option(
+    "--no-index", is_flag=True, help="Never ask pip's index for a runtime: only installed, --find-links, source."
+)
 @click.option("--verbose", is_flag=True, help="Show PyInstaller's output.")
 def build_cmd(
     model: Path,
@@ -69,9 +95,12 @@ def build_cmd(
     license_file: Path | None,
     sidecar: bool | None,
     llama_lib: Path | None,
+    target_spec: list[str],
+    find_links: tuple[Path, ...],
+    no_index: bool,
     verbose: bool,
 ) -> None:
-    """Build one executable for this OS and architecture from MODEL.
+    """Build one executable from MODEL for this OS and architecture, or for each --target.
 
     Arguments after `--` become the file's default runtime flags (like
     llamafile's .args); flags given when running the file override them.
@@ -81,6 +110,8 @@ def build_cmd(
     refused = split_baked_args(list(runtime_args)).refused
     if refused:  # a usage error (exit 2), found before minutes of hashing
         raise click.UsageError(refused_message(refused))
+    if len(target_spec) > 1 and output is not None and not output.endswith(("/", os.sep)) and not Path(output).is_dir():
+        raise click.UsageError("with several targets, -o must be a directory (end it with /)")
     if output is not None and output.endswith(("/", os.sep)):
         try:
             Path(output).mkdir(parents=True, exist_ok=True)
@@ -98,14 +129,50 @@ def build_cmd(
         sidecar,
         verbose,
         llama_lib,
+        find_links=tuple(p.resolve() for p in find_links),
+        no_index=no_index,
     )
-    result = build(opts, lambda msg: click.echo(msg, err=True))
-    click.echo(str(result.executable))
-    if result.sidecar is not None:
-        click.echo(f"the weights are in {result.sidecar}: ship both files together", err=True)
+    for target in target_spec:
+        result = build(dataclasses.replace(opts, target=target), lambda msg: click.echo(msg, err=True))
+        click.echo(str(result.executable))
+        if result.sidecar is not None:
+            click.echo(f"the weights are in {result.sidecar}: ship both files together", err=True)
+
+
+def _targets_option(value: str | None) -> list[str]:
+    try:
+        return parse_targets(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 build_cmd.name = "build"
+
+
+@group.command("targets")
+@click.option(
+    "--find-links",
+    "find_links",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    metavar="DIR",
+    help="Also look in this folder of llamabin-runtime wheels (repeatable).",
+)
+def targets_cmd(find_links: tuple[Path, ...]) -> None:
+    """List the targets `build --target` knows, and where each one's runtime comes from."""
+    version = packer_version()
+    found = available(tuple(p.resolve() for p in find_links))
+    for target in known_targets():
+        here = " (this machine)" if target == host_target() else ""
+        runtimes = found.get(target, [])
+        usable = [r for r in runtimes if r.version == version]
+        if usable:
+            where = usable[0].origin + (f" (also: {'; '.join(r.origin for r in usable[1:])})" if usable[1:] else "")
+        elif runtimes:
+            where = f"none of version {version} ({runtimes[0].origin} is {runtimes[0].version})"
+        else:
+            where = f"none here; `build` asks pip for llamabin-runtime=={version}"
+        click.echo(f"{target + here:<30} {where}")
 
 
 @group.command("inspect")
@@ -113,7 +180,7 @@ build_cmd.name = "build"
 @click.option("--license", "show_license", is_flag=True, help="Print the license text stored inside.")
 def inspect_cmd(file: Path, show_license: bool) -> None:
     """Show what a built file holds: model, defaults, template, license, versions."""
-    payload = _payload(file)
+    payload = load_payload(file)
     manifest = payload.manifest
     if show_license:
         click.echo((manifest.get("license") or {}).get("text") or "no license text is stored in this file")
@@ -124,40 +191,78 @@ def inspect_cmd(file: Path, show_license: bool) -> None:
         click.echo(line)
 
 
-def _payload(file: Path):  # type: ignore[no-untyped-def]
-    sidecar = sidecar_path(file)
-    try:
-        for candidate in (file, sidecar):
-            if candidate.is_file() and (payload := read_payload(candidate)) is not None:
-                check_manifest(payload.manifest)
-                return payload
-    except ManifestError as exc:
-        raise BuildError(f"the manifest of {file} is damaged: {exc}") from None
-    except LayoutError as exc:
-        raise BuildError(f"{file} is damaged: {exc}") from None
-    except OSError as exc:
-        raise BuildError(f"cannot read {file}: {exc.strerror}") from None
-    if not file.exists():
-        raise BuildError(f"no such file: {file}")
-    raise BuildError(f"{file} is not a llamabin executable (no model inside)")
+@group.command("upgrade")
+@click.argument("old_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Write the new file here [default: replace OLD_FILE]."
+)
+@click.option(
+    "--llama-lib",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="LLAMABIN_LLAMA_LIB",
+    help="Folder of llama.cpp libraries to ship, as for build [env LLAMABIN_LLAMA_LIB].",
+)
+@click.option("--verbose", is_flag=True, help="Show PyInstaller's output.")
+def upgrade_cmd(old_file: Path, output: Path | None, llama_lib: Path | None, verbose: bool) -> None:
+    """Move OLD_FILE's weights and manifest onto the current runtime.
+
+    No GGUF is needed: the weights are copied byte for byte (their sha256
+    stays valid) and the manifest keeps the model, defaults, template and
+    license, with the new runtime's versions. OLD_FILE is replaced
+    atomically unless -o names another file; a sidecar stays as it is.
+    """
+    target = load_payload(old_file, UsageError).manifest.get("target")
+    opts = BuildOptions(old_file, llama_lib=llama_lib, verbose=verbose, target=target)
+    result = upgrade(old_file, output, opts, lambda msg: click.echo(msg, err=True))
+    click.echo(str(result.path))
+
+
+@group.command("set", context_settings={"ignore_unknown_options": True})
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("runtime_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- RUNTIME_ARGS...]")
+@click.option("--system-prompt", help="New default system prompt.")
+@click.option("--template", metavar="NAME|FILE", help="New chat template (a file is stored inside).")
+@click.option("--ctx-size", "-c", type=click.IntRange(min=0), help="New default context size.")
+def set_cmd(
+    file: Path, runtime_args: tuple[str, ...], system_prompt: str | None, template: str | None, ctx_size: int | None
+) -> None:
+    """Change FILE's built-in defaults, in place.
+
+    Each flag given replaces that flag's built-in value (every spelling of
+    it); the others are kept. The same flags as for build are allowed after
+    `--`. The weights are never rewritten: the new manifest goes into the
+    file's spare space, or, where it does not fit, the file is copied with
+    the weights at the same place.
+    """
+    refused = split_baked_args(list(runtime_args)).refused
+    if refused:
+        raise click.UsageError(refused_message(refused))
+    new = NewDefaults(system_prompt, template, ctx_size, runtime_args)
+    result = set_defaults(file, new, lambda msg: click.echo(msg, err=True))
+    click.echo(f"{file}: defaults {' '.join(result.payload.manifest['defaults']['args']) or '(none)'}", err=True)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The one mapping from how a command ended to what the user sees and
+    the exit code: click's usage errors and ours (UsageError) are 2, other
+    LlamabinErrors (BuildError) 1, an interrupt 130."""
+    if isinstance(exc, click.exceptions.Exit):
+        return exc.exit_code
+    if isinstance(exc, click.UsageError):
+        click.echo(f"llamabin: error: {exc.format_message()} (see --help)", err=True)
+        return EXIT_USAGE
+    if isinstance(exc, LlamabinError):
+        click.echo(f"llamabin: error: {exc}", err=True)
+        return exc.exit_code
+    return EXIT_INTERRUPTED  # click.Abort, KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         group.main(list(sys.argv[1:] if argv is None else argv), prog_name="llamabin", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.UsageError as exc:
-        click.echo(f"llamabin: error: {exc.format_message()} (see --help)", err=True)
-        return 2
-    except BuildError as exc:
-        click.echo(f"llamabin: error: {exc}", err=True)
-        return 1
-    except click.Abort:
-        return 130
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    except (click.exceptions.Exit, click.UsageError, LlamabinError, click.Abort, KeyboardInterrupt) as exc:
+        return exit_code(exc)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

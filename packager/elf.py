@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from packager.layout import FOOTER_SIZE, Footer, align_up, decode_manifest, read_payload
+from payload.find import read_payload
+from payload.footer import FOOTER_SIZE, MANIFEST_RESERVE, Footer, align_up
+from payload.manifest import decode_manifest
 
 ARCHIVE_SECTION = "pydata"
 """The section PyInstaller's EXE() adds with ``objcopy --add-section`` on Linux."""
@@ -167,10 +169,12 @@ def plan_footer(insert_at: int, exe_size: int, blob_size: int, manifest: bytes) 
 
     The shift is a multiple of ALIGNMENT so every moved section keeps its
     alignment (sh_addralign and the section header table's 8 bytes divide it).
+    At least MANIFEST_RESERVE spare bytes follow the manifest, for `llamabin
+    set` to write a new one in place.
     """
     blob_offset = align_up(insert_at)
     manifest_offset = blob_offset + blob_size
-    shift = align_up(manifest_offset + len(manifest) - insert_at)
+    shift = align_up(manifest_offset + len(manifest) + MANIFEST_RESERVE - insert_at)
     footer = Footer(
         blob_offset=blob_offset,
         blob_size=blob_size,
@@ -187,8 +191,13 @@ def insert_payload(
     blob: Path,
     manifest: bytes,
     progress: Progress | None = None,
+    blob_range: tuple[int, int] | None = None,
 ) -> Footer:
     """Write ``out``: ``exe_in`` with ``blob`` and ``manifest`` inserted before its PyInstaller archive.
+
+    ``blob_range`` (offset, size) takes the blob from that part of the file
+    ``blob`` instead of the whole file: `llamabin upgrade` copies an old
+    file's weights this way, byte for byte.
 
     Streams the copy in chunks and keeps holes of a sparse blob as holes.
     ``progress`` is called with the number of blob bytes handled since the
@@ -207,7 +216,8 @@ def insert_payload(
         raise ElfError(f"{exe_in} already carries a payload")
     insert_at = elf.section(ARCHIVE_SECTION).offset
     _check_movable(elf, insert_at)
-    footer, shift = plan_footer(insert_at, elf.size, blob.stat().st_size, manifest)
+    blob_start, blob_size = blob_range or (0, blob.stat().st_size)
+    footer, shift = plan_footer(insert_at, elf.size, blob_size, manifest)
     if elf.elf_class == 1 and footer.file_size >= 2**31:
         # PyInstaller's bootloader is built without _FILE_OFFSET_BITS=64, so on
         # 32-bit Linux its fopen/fseeko cannot handle a file of 2 GiB or more.
@@ -227,7 +237,7 @@ def insert_payload(
         fd = dst.fileno()
         _copy_range(src.fileno(), fd, 0, 0, insert_at)
         _pwrite_all(fd, b"\0" * (footer.blob_offset - insert_at), insert_at)
-        _copy_sparse(blob_file.fileno(), fd, footer.blob_offset, footer.blob_size, progress)
+        _copy_sparse(blob_file.fileno(), fd, footer.blob_offset, footer.blob_size, progress, blob_start)
         manifest_end = footer.manifest_offset + len(manifest)
         _pwrite_all(
             fd,
@@ -278,8 +288,10 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         offset += written
 
 
-def _copy_sparse(src: int, dst: int, dst_offset: int, size: int, progress: Progress | None) -> None:
-    """Copy ``size`` bytes of ``src`` to ``dst`` at ``dst_offset``, seeking over holes.
+def _copy_sparse(
+    src: int, dst: int, dst_offset: int, size: int, progress: Progress | None, src_offset: int = 0
+) -> None:
+    """Copy ``size`` bytes of ``src`` from ``src_offset`` to ``dst`` at ``dst_offset``, seeking over holes.
 
     Holes are found with SEEK_DATA/SEEK_HOLE; where the filesystem does not
     support them the whole file counts as data.  Skipped holes read back as
@@ -288,8 +300,8 @@ def _copy_sparse(src: int, dst: int, dst_offset: int, size: int, progress: Progr
     position = 0
     while position < size:
         try:
-            data_start = os.lseek(src, position, os.SEEK_DATA)
-            data_end = os.lseek(src, data_start, os.SEEK_HOLE)
+            data_start = os.lseek(src, src_offset + position, os.SEEK_DATA) - src_offset
+            data_end = os.lseek(src, src_offset + data_start, os.SEEK_HOLE) - src_offset
         except OSError as exc:
             if exc.errno == errno.ENXIO:  # only a hole remains
                 data_start = data_end = size
@@ -303,7 +315,7 @@ def _copy_sparse(src: int, dst: int, dst_offset: int, size: int, progress: Progr
         _copy_range(
             src,
             dst,
-            data_start,
+            src_offset + data_start,
             dst_offset + data_start,
             data_end - data_start,
             progress,

@@ -22,7 +22,7 @@ from packager.versions import build_versions, ggml_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "build.spec"
-SOURCES = ("chat", "templates", "packager/layout.py", "build.spec")
+SOURCES = ("chat", "payload", "templates", "build.spec")
 RUNTIME_NAME = "llamabin-runtime"
 LIBLLAMA = {"win32": "llama.dll", "darwin": "libllama.dylib"}.get(sys.platform, "libllama.so")
 

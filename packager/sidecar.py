@@ -1,7 +1,9 @@
 """A sidecar `NAME.gguf` for platforms that cap executables at 4 GiB.
 
 The sidecar uses the same footer as an executable with the weights inside
-([blob][manifest][footer]), so the runtime reads either the same way. The
+([blob][manifest][spare][footer]), so the runtime reads either the same way.
+The spare (MANIFEST_RESERVE zero bytes) is where `llamabin set` writes a
+new manifest in place. The
 blob sits at offset 0, which is aligned, and the file is still a valid GGUF
 for other tools: they stop reading at the GGUF's own end.
 """
@@ -12,7 +14,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from packager.layout import FOOTER_SIZE, Footer, decode_manifest
+from payload.footer import FOOTER_SIZE, MANIFEST_RESERVE, Footer
+from payload.manifest import decode_manifest
 
 CHUNK = 1 << 20
 
@@ -30,9 +33,10 @@ def write_sidecar(blob: Path, out: Path, manifest: bytes, progress: Callable[[in
             blob_size=size,
             manifest_offset=size,
             manifest_size=len(manifest),
-            file_size=size + len(manifest) + FOOTER_SIZE,
+            file_size=size + len(manifest) + MANIFEST_RESERVE + FOOTER_SIZE,
         ).with_manifest(manifest)
         dst.write(manifest)
+        dst.write(bytes(MANIFEST_RESERVE))
         dst.write(footer.pack())
     shutil.copymode(blob, out)
     return footer

@@ -11,6 +11,10 @@ print(os.path.join(pkg, "SmolLM2-135M-Instruct.Q4_1.gguf"), lic)
 PY
 )
 libs="$(scripts/build-llama-cpp.sh portable)/lib"
-exe=$("$py" -m packager build "$gguf" --llama-lib "$libs" ${license:+--license "$license"})
+# Without a system message SmolLM2's own template says it is "SmolLM, trained
+# by Hugging Face", and the 135M model then tends to answer in bits of
+# French; a plain one keeps its answers plain.
+system="You are a helpful assistant."
+exe=$("$py" -m packager build "$gguf" --llama-lib "$libs" --system-prompt "$system" ${license:+--license "$license"})
 echo "built $exe ($(du -h "$exe" | cut -f1)); starting it" >&2
 exec "$exe"

@@ -15,16 +15,9 @@ from pathlib import Path
 import pytest
 
 from packager.elf import ElfError, insert_payload, read_elf
-from packager.layout import (
-    ALIGNMENT,
-    FOOTER_SIZE,
-    MAGIC,
-    VERSION,
-    Footer,
-    LayoutError,
-    encode_manifest,
-    read_payload,
-)
+from payload.find import read_payload
+from payload.footer import ALIGNMENT, FOOTER_SIZE, MAGIC, VERSION, Footer, LayoutError
+from payload.manifest import encode_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -301,7 +294,7 @@ SHOW_PAYLOAD = textwrap.dedent(
     import json
     import sys
 
-    from packager.layout import read_payload
+    from payload.find import read_payload
 
     payload = read_payload(sys.executable)
     if payload is None:

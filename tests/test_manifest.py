@@ -22,7 +22,9 @@ import pytest
 from chat import cli
 from chat.bundle import find_bundle
 from chat.settings import Settings
-from packager.layout import ALIGNMENT, BAKED_FLAGS, FOOTER_SIZE, Footer, encode_manifest, split_baked_args
+from payload.flags import BAKED_FLAGS, split_baked_args
+from payload.footer import ALIGNMENT, FOOTER_SIZE, Footer
+from payload.manifest import encode_manifest
 from tests.helpers import llamabin
 
 BLOB = b"GGUF" + bytes(4000)  # never loaded: the front end is patched out

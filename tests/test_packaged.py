@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from packager.layout import encode_manifest, read_payload
 from packager.sidecar import write_sidecar
+from payload.find import read_payload
+from payload.manifest import encode_manifest
 from tests.conftest import BAKED
 from tests.helpers import ROOT, llamabin, run_chat, run_file
 

@@ -5,7 +5,7 @@
 #
 #   scripts/ci/build-leg.sh PYTHON OUTDIR
 #
-# PYTHON is an interpreter with llamabin installed ('.[build]'); extra CMake
+# PYTHON is an interpreter with llamabin installed (scripts/ci/install.sh); extra CMake
 # arguments for a GPU variant come from CMAKE_ARGS, and LEG_SUFFIX (say
 # "-cuda") is appended to the file's name.
 set -euo pipefail
