@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
-from chat import __version__
+from chat import __version__, hwcap
 from chat.bundle import Bundle, verify
 from chat.engine import Engine, backends
 from chat.engine.bindings import llama_cpp as C
@@ -40,7 +40,10 @@ def run_doctor(config: EngineConfig, template_choice: TemplateChoice, bundle: Bu
     print(f"runtime:   {_runtime()}")
     LlamaLog.install(config.verbose)  # before the kernels load: they log where they came from
     kernels = timed("load CPU kernels", backends.load)
-    print(f"cpu:       {cpu_model()}; llama.cpp sees: {_cpu_features()}")
+    # On ARM the variants are picked by the kernel's HWCAP bits (under QEMU
+    # the emulated CPU's, while /proc/cpuinfo is the host's): show them.
+    arm = f"; HWCAP: {hwcap.kernel_features()}" if hwcap.is_arm_linux() else ""
+    print(f"cpu:       {cpu_model()}; llama.cpp sees: {_cpu_features()}{arm}")
     print(f"kernels:   {kernels.describe()}")
     if kernels.variants:
         print(f"self-test: {kernels.selftest}")

@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("templates", 0),
     ("chat.errors", 0),
     ("chat.paths", 0),
+    ("chat.hwcap", 0),
     ("chat.machine", 0),
     ("chat.engine", 1),
     ("chat.prompts", 2),
