@@ -165,7 +165,7 @@ def _fast_header(path: Path) -> _Header | None:
                 infos.append((offset, elements * type_size // block))
             alignment = int(fields["general.alignment"].value) if "general.alignment" in fields else 32
             start = -(-pos // alignment) * alignment
-    except (struct.error, ValueError, KeyError, OverflowError, MemoryError) as exc:
+    except (struct.error, ValueError, KeyError, OverflowError, MemoryError, RecursionError) as exc:
         raise BuildError(f"{path} is not a valid GGUF (truncated or corrupted): {exc}") from None
     return _Header(fields, [_Tensor(start + offset, n_bytes) for offset, n_bytes in infos])
 

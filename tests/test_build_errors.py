@@ -4,6 +4,7 @@ half-written output."""
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +51,40 @@ def test_truncated_gguf(smollm2: Path, tmp_path: Path) -> None:
     result = llamabin("build", str(cut), "-o", str(tmp_path / "out"))
     assert result.returncode == 1
     assert "truncated" in one_error_line(result.stderr)
+    assert_nothing_written(tmp_path / "out")
+
+
+def _gguf_header(n_tensors: int, n_kv: int) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # One value: an array of arrays nested 100,000 deep.
+        _gguf_header(0, 1)
+        + struct.pack("<Q", 1)
+        + b"k"
+        + struct.pack("<I", 9)
+        + struct.pack("<IQ", 9, 1) * 100_000
+        + struct.pack("<IQ", 4, 0),
+        # A header that claims 2^63 values and a string of 2^60 bytes.
+        _gguf_header(0, 2**63) + struct.pack("<Q", 2**60) + b"k",
+        # An array of 2^62 strings in a file of a few bytes.
+        _gguf_header(0, 1) + struct.pack("<Q", 1) + b"k" + struct.pack("<IIQ", 9, 8, 2**62) + b"\0" * 16,
+        # A tensor of an unknown type.
+        _gguf_header(1, 0) + struct.pack("<Q", 1) + b"t" + struct.pack("<IQIQ", 1, 8, 9999, 0),
+    ],
+    ids=["deep-arrays", "huge-counts", "huge-array", "unknown-tensor-type"],
+)
+def test_a_hostile_gguf_header_is_refused_at_once(tmp_path: Path, body: bytes) -> None:
+    bogus = tmp_path / "model.gguf"
+    bogus.write_bytes(body)
+    started = time.monotonic()
+    result = llamabin("build", str(bogus), "-o", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "is not a valid GGUF" in one_error_line(result.stderr)
+    assert time.monotonic() - started < 60  # no walk over 2^62 entries
     assert_nothing_written(tmp_path / "out")
 
 
