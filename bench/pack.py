@@ -35,16 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def synthetic_gguf(path: Path, size: int) -> None:
     """A GGUF the packer accepts: llama metadata and one I8 tensor of `size` random bytes."""
     import numpy as np
@@ -126,10 +116,14 @@ def make_venv(wheelhouse: Path, tmp: Path) -> Path:
 
 
 def table(rows: list[tuple[str, dict[str, object]]], runs: int) -> str:
+    # Here, not at the top: the timed half of this script runs inside the
+    # packer's venv, where neither bench/ nor chat/ exists.
+    from bench.common import machine
+
     lines = [
         f"### Packing from the wheels ({date.today().isoformat()})",
         "",
-        f"Machine: {_cpu()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}. `bench/pack.py`:"
+        f"Machine: {machine()}. `bench/pack.py`:"
         " llamabin installed from `wheelhouse/` into a fresh venv, run outside the source tree;"
         f" wall = best / median of {runs} runs of `llamabin build MODEL -o DIR/` (start to exit);"
         " then the same steps timed one by one in the packer's functions. Warm page cache.",
@@ -189,11 +183,9 @@ def main() -> int:
             if result.returncode != 0:
                 sys.exit(f"bench/pack.py: {name}: {result.stderr[-2000:]}")
             rows.append((name, json.loads(result.stdout.strip().splitlines()[-1])))
-    text = table(rows, args.runs)
-    print(text)
-    if args.out is not None:
-        with args.out.open("a") as f:
-            f.write("\n" + text)
+    from bench.report import publish
+
+    publish(table(rows, args.runs), args.out)
     return 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,23 +32,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import machine  # noqa: E402
+from bench.report import publish  # noqa: E402
 from packager.build import BuildOptions, select_runtime  # noqa: E402
 from packager.elf import insert_payload  # noqa: E402
 from payload.find import read_payload  # noqa: E402
 from payload.manifest import encode_manifest  # noqa: E402
 
 MiB = 1 << 20
-
-
-def cpu() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def llamabin(*args: str) -> float:
@@ -131,8 +121,7 @@ def report(rows: list[tuple[str, int, int, dict[str, float]]], runs: int) -> str
     lines = [
         f"### `llamabin upgrade` and `set`: the weights are not rewritten ({date.today().isoformat()}, {runs} runs)",
         "",
-        f"Machine: {cpu()}, {os.cpu_count()} cores, Python {platform.python_version()},"
-        f" Linux {platform.release()}, load average {os.getloadavg()[0]:.2f}; files in page cache."
+        f"Machine: {machine(load=True)}; files in page cache."
         " `bench/rewrite.py`: median wall time of the command, which starts the result once (`--help`)."
         " After every command the weights' offset and the sha256 of their bytes were the same as before.",
         "",
@@ -165,11 +154,7 @@ def main() -> int:
             payload = read_payload(path)
             assert payload is not None
             rows.append((name, payload.blob_size, payload.blob_offset, measure(path, args.runs, args.llama_lib)))
-    text = report(rows, args.runs)
-    print(text)
-    if args.out:
-        with args.out.open("a", encoding="utf-8") as f:
-            f.write("\n" + text)
+    publish(report(rows, args.runs), args.out)
     return 0
 
 
