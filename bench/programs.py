@@ -14,41 +14,16 @@ from bench.processes import ServerSpec
 def server_specs(cfg: Config) -> dict[str, ServerSpec]:
     common = ["--host", "127.0.0.1"]
 
+    def server_flags(port: int, slots: int) -> list[str]:
+        # llamabin's own flags, the same for the packaged file and the source tree.
+        listen = ["--server", "--nobrowser", *common, "--port", str(port)]
+        return listen + ["-t", str(cfg.threads), "-c", str(cfg.ctx), "-np", str(slots)]
+
     def llamabin(port: int, slots: int) -> list[str]:
-        return [
-            str(cfg.exe),
-            "--server",
-            "--nobrowser",
-            *common,
-            "--port",
-            str(port),
-            "-t",
-            str(cfg.threads),
-            "-c",
-            str(cfg.ctx),
-            "-np",
-            str(slots),
-        ]
+        return [str(cfg.exe), *server_flags(port, slots)]
 
     def unpackaged(port: int, slots: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "chat",
-            "-m",
-            str(cfg.gguf),
-            "--server",
-            "--nobrowser",
-            *common,
-            "--port",
-            str(port),
-            "-t",
-            str(cfg.threads),
-            "-c",
-            str(cfg.ctx),
-            "-np",
-            str(slots),
-        ]
+        return [sys.executable, "-m", "chat", "-m", str(cfg.gguf), *server_flags(port, slots)]
 
     def llama_server(port: int, slots: int) -> list[str]:
         return [

@@ -46,6 +46,7 @@ from packager.elf import (  # the writer's helpers: the same copy, the same head
     read_elf,
 )
 from packager.errors import BuildError
+from packager.sidecar import sidecar_tail
 from packager.targets import host_target
 from payload.errors import LlamabinError, UsageError
 from payload.find import Payload, find_payload, read_payload, sidecar_path
@@ -311,18 +312,12 @@ def _copy_exe(payload: Payload, out: Path, raw: bytes) -> None:
 def _copy_sidecar(payload: Payload, out: Path, raw: bytes) -> None:
     """A sidecar with the same weights (at offset 0) and the manifest ``raw``."""
     size = payload.blob_size
-    footer = Footer(
-        blob_offset=0,
-        blob_size=size,
-        manifest_offset=size,
-        manifest_size=len(raw),
-        file_size=size + len(raw) + MANIFEST_RESERVE + FOOTER_SIZE,
-    ).with_manifest(raw)
+    _footer, tail = sidecar_tail(size, raw)
     with open(payload.path, "rb") as src, open(out, "wb") as dst:
         fd = dst.fileno()
         with progress.bar(size, "copying weights") as update:
             _copy_range(src.fileno(), fd, payload.blob_offset, 0, size, update)
-        _pwrite_all(fd, raw + bytes(MANIFEST_RESERVE) + footer.pack(), size)
+        _pwrite_all(fd, tail, size)
 
 
 # --- common ----------------------------------------------------------------------------

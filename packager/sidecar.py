@@ -28,15 +28,19 @@ def write_sidecar(blob: Path, out: Path, manifest: bytes, progress: Callable[[in
             dst.write(chunk)
             if progress:
                 progress(len(chunk))
-        footer = Footer(
-            blob_offset=0,
-            blob_size=size,
-            manifest_offset=size,
-            manifest_size=len(manifest),
-            file_size=size + len(manifest) + MANIFEST_RESERVE + FOOTER_SIZE,
-        ).with_manifest(manifest)
-        dst.write(manifest)
-        dst.write(bytes(MANIFEST_RESERVE))
-        dst.write(footer.pack())
+        footer, tail = sidecar_tail(size, manifest)
+        dst.write(tail)
     shutil.copymode(blob, out)
     return footer
+
+
+def sidecar_tail(blob_size: int, manifest: bytes) -> tuple[Footer, bytes]:
+    """What follows a sidecar's weights: the manifest, the spare, the footer."""
+    footer = Footer(
+        blob_offset=0,
+        blob_size=blob_size,
+        manifest_offset=blob_size,
+        manifest_size=len(manifest),
+        file_size=blob_size + len(manifest) + MANIFEST_RESERVE + FOOTER_SIZE,
+    ).with_manifest(manifest)
+    return footer, manifest + bytes(MANIFEST_RESERVE) + footer.pack()
