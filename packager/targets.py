@@ -246,10 +246,16 @@ def find_runtime(
             f" but this is llamabin {version}: use the runtime of the same version"
             f" (pip install {DIST}=={version}, or a wheelhouse with it)"
         )
+    # pip matches a manylinux_2_N tag exactly, so no one-platform `pip
+    # download` line fits every runtime wheel: point at what does.
+    fetch = (
+        f"without --no-index, `build` asks pip download {DIST}=={version} for it"
+        if no_index
+        else f"pip download {DIST}=={version} found none either; `make wheels` on a {target} machine makes it"
+    )
     raise BuildError(
-        f"no runtime for {target}: looked in {', '.join(looked)};"
-        f" get one with `pip download {DIST}=={version} --platform {download_platforms(target)[-1]}"
-        f" --only-binary :all: --no-deps -d wheelhouse` and pass --find-links wheelhouse"
+        f"no runtime for {target}: looked in {', '.join(looked)}; {fetch},"
+        f" or pass --find-links DIR with its wheel ({DIST.replace('-', '_')}-{version}-py3-none-*.whl)"
     )
 
 
