@@ -37,13 +37,3 @@ def cpu_model(default: str = "unknown") -> str:
         if line.startswith("model name"):
             return line.partition(":")[2].strip()
     return default
-
-
-def cpu_flags() -> frozenset[str]:
-    """The first processor's instruction set flags ("flags" on x86,
-    "Features" on ARM); empty where they are unknown."""
-    for line in first_processor() or []:
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
