@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(wildcard patches/pyinstalle
 # CPU-variant picker. A llama-cpp-python built for this machine's CPU (a
 # wheel from pip's cache, say) would run kernels no file ships.
 $(VENV)/.llama-lib: $(VENV)/.installed scripts/build-llama-cpp.sh scripts/use-llama-lib.py $(wildcard patches/llama-cpp-*.patch)
-	$(PY) scripts/use-llama-lib.py "$$(scripts/build-llama-cpp.sh portable)/lib"
+	lib=$$(scripts/build-llama-cpp.sh portable) && $(PY) scripts/use-llama-lib.py "$$lib/lib"
 	touch $@
 
 $(VENV)/.models: $(VENV)/.installed scripts/fetch-models.sh

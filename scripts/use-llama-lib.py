@@ -30,6 +30,13 @@ def main(argv: list[str]) -> int:
         print("usage: use-llama-lib.py LIB_DIR (a folder from scripts/build-llama-cpp.sh)", file=sys.stderr)
         return 2
     source = Path(argv[0])
+    # An empty path from a failed build would otherwise copy /lib itself.
+    wanted = {"win32": "llama.dll", "darwin": "libllama.dylib"}.get(sys.platform, "libllama.so")
+    if not (source / wanted).is_file():
+        print(
+            f"use-llama-lib: {source} holds no {wanted}: give the lib folder build-llama-cpp.sh prints", file=sys.stderr
+        )
+        return 2
     lib = package_dir() / "lib"
     fresh, old = lib.with_name("lib.new"), lib.with_name("lib.old")
     for leftover in (fresh, old):
