@@ -40,6 +40,12 @@ def llama_cpp_version(lib_dir: Path | None) -> str:
         lib.ggml_commit.restype = ctypes.c_char_p
         return f"ggml {lib.ggml_version().decode()} ({lib.ggml_commit().decode()})"
     except (OSError, AttributeError):
+        pass
+    # Another architecture's libraries (a cross build) do not load here;
+    # scripts/build-llama-cpp.sh notes the same text beside them.
+    try:
+        return (lib_dir.parent / "ggml-version").read_text(encoding="utf-8").strip() or "unknown"
+    except OSError:
         return "unknown"
 
 

@@ -11,6 +11,11 @@
 #             benchmarks measure against.
 #   native-lib  shared libllama and libggml compiled for this CPU alone:
 #             what bench/variants.py compares the portable kernels with.
+#   portable-aarch64  the portable libraries for linux-aarch64, cross-compiled
+#             here (Debian's g++-aarch64-linux-gnu, scripts/cmake/), one
+#             library per ARM level, and llama.cpp's own llama-completion
+#             linked against them: the reference the aarch64 tests compare
+#             the file with, under qemu-user.
 #
 # On a CPU with AMX, native builds use llama.cpp's AMX kernels, which the
 # AMX patch makes safe; should one ever fault anyway, build the reference
@@ -21,15 +26,27 @@
 # extra CMake arguments (a GPU backend, say) from CMAKE_ARGS. PYTHON (default python3) fetches the sdist. Runs on
 # Linux, macOS and Windows (Git Bash), as the release matrix needs.
 set -euo pipefail
-flavor=${1:?usage: build-llama-cpp.sh portable|native|native-lib}
+flavor=${1:?usage: build-llama-cpp.sh portable|native|native-lib|portable-aarch64}
 here=$(cd "$(dirname "$0")/.." && pwd)
 version=$(sed -n 's/^llama[-_]cpp[-_]python==//p' "$here/constraints.txt")
 [ -n "$version" ] || { echo "build-llama-cpp: no llama-cpp-python pin in constraints.txt" >&2; exit 1; }
 cache=${LLAMABIN_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llamabin-build}
 extra=${CMAKE_ARGS:-}
+cross=
+compiler=
+if [ "$flavor" = portable-aarch64 ]; then
+    cross=aarch64-linux-gnu
+    command -v "$cross-g++" >/dev/null || {
+        echo "build-llama-cpp: portable-aarch64 needs the cross compiler $cross-g++ (Debian: g++-aarch64-linux-gnu)" >&2
+        exit 1
+    }
+    # The compiler decides which ARM levels can be built (below), so its
+    # version is part of the key.
+    compiler="$cross-gcc $("$cross-gcc" -dumpfullversion)"
+fi
 patches=("$here"/patches/llama-cpp-*.patch)
 [ -e "${patches[0]}" ] || patches=()
-key="$flavor-$( { printf %s "$extra"; cat ${patches[@]+"${patches[@]}"}; } | cksum | cut -d' ' -f1)"
+key="$flavor-$( { printf %s "$extra$compiler"; cat ${patches[@]+"${patches[@]}"}; } | cksum | cut -d' ' -f1)"
 out="$cache/llama.cpp-$version-$key"
 if [ -f "$out/.done" ]; then
     echo "$out"
@@ -48,8 +65,15 @@ native)
 native-lib)
     args=(-DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON -DLLAMA_BUILD_COMMON=OFF)
     targets=(all) ;;
+portable-aarch64)
+    # libggml depends on every CPU variant module, so building llama and
+    # llama-completion builds them all, and none of the other tools.
+    args=(-DCMAKE_TOOLCHAIN_FILE="$here/scripts/cmake/$cross.cmake" -DBUILD_SHARED_LIBS=ON
+          -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON
+          -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF)
+    targets=(llama llama-completion) ;;
 *)
-    echo "build-llama-cpp: unknown flavour '$flavor' (portable, native or native-lib)" >&2
+    echo "build-llama-cpp: unknown flavour '$flavor' (portable, native, native-lib or portable-aarch64)" >&2
     exit 2 ;;
 esac
 
@@ -69,12 +93,20 @@ src="$work/llama_cpp_python-$version/vendor/llama.cpp"
 for p in ${patches[@]+"${patches[@]}"}; do
     patch -s -p1 -d "$src" <"$p" >&2
 done
+# The two armv9.2 levels need SME, which GCC knows from version 14 on
+# (Debian 12's cross compiler is GCC 12): without it those two are left
+# out, and an SME machine runs the best level below them (armv8.6_2).
+if [ -n "$cross" ] && ! echo 'int main(void){return 0;}' \
+        | "$cross-gcc" -march=armv9.2-a+sme -x c -c -o /dev/null - 2>/dev/null; then
+    echo "build-llama-cpp: $cross-gcc $("$cross-gcc" -dumpfullversion) has no SME: the armv9.2 levels are left out" >&2
+    sed -i '/ggml_add_cpu_backend_variant(armv9\.2_/d' "$src/ggml/src/CMakeLists.txt"
+fi
 
 # shellcheck disable=SC2206  # CMAKE_ARGS is a list of words by convention
 cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
-    -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON "${args[@]}" $extra >&2
+    -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON "${args[@]}" $extra 2>&1 | tee "$work/cmake.log" >&2
 cmake --build "$work/build" -j "$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)" --target "${targets[@]}" >&2
 
 mkdir -p "$work/out/lib" "$work/out/bin"
@@ -95,8 +127,11 @@ MINGW* | MSYS* | CYGWIN*)
 *)
     find "$work/build/bin" -maxdepth 1 \( -name 'lib*.so*' -o -name 'lib*.dylib' \) -type f | while read -r f; do
         name=$(linked_name "$f")
+        # The tools' own libraries (portable-aarch64 builds llama-completion
+        # shared) go beside them: lib/ is what a file ships.
+        case ${name:-$(basename "$f")} in libllama-common* | libllama-*-impl*) dest=bin ;; *) dest=lib ;; esac
         case $name in libllama.so*) name=libllama.so ;; libllama.*dylib) name=libllama.dylib ;; esac
-        cp "$f" "$work/out/lib/${name:-$(basename "$f")}"
+        cp "$f" "$work/out/$dest/${name:-$(basename "$f")}"
     done ;;
 esac
 for t in llama-server llama-cli llama-completion llama-bench; do
@@ -107,6 +142,10 @@ cp "$src/LICENSE" "$work/out/LICENSE.llama.cpp"
 # CPU-variant library against them.
 mkdir -p "$work/out/include"
 cp "$src"/ggml/include/*.h "$src/ggml/src/ggml-backend-impl.h" "$work/out/include/"
+# The version as ggml_version() and ggml_commit() give it, for builds whose
+# libraries this machine cannot load (another architecture's).
+echo "ggml $(sed -n 's/^-- ggml version: *//p' "$work/cmake.log") ($(sed -n 's/^-- ggml commit: *//p' "$work/cmake.log"))" \
+    >"$work/out/ggml-version"
 echo "$version $flavor $extra" >"$work/out/.done"
 rm -rf "$out"
 mv "$work/out" "$out"
