@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # System packages the tests drive: a real terminal (tmux), a browser for
 # the web page (chromium), curl for the API examples, debootstrap for the
-# empty-rootfs test, qemu-user for the older-CPU test, and a C++ toolchain
-# with CMake and Ninja for llama.cpp's portable libraries. Installs only
+# empty-rootfs test, qemu-user for the older-CPU test, a C++ toolchain
+# with CMake and Ninja for llama.cpp's portable libraries, and the aarch64
+# leg's cross compiler, mmdebstrap and qemu-user-static. Installs only
 # what is missing, so a machine that has them needs no network or root.
 set -euo pipefail
 need=()
@@ -16,6 +17,11 @@ command -v ninja >/dev/null || need+=(ninja-build)
 command -v g++ >/dev/null || need+=(g++)
 command -v objdump >/dev/null || need+=(binutils)
 [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)  # PyInstaller's bootloader
+# linux-aarch64 (tests/test_aarch64.py): the cross compiler, a Debian arm64
+# tree to freeze in, and qemu-user-static, whose binfmt entry works in a chroot.
+command -v aarch64-linux-gnu-g++ >/dev/null || need+=(g++-aarch64-linux-gnu)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+[ -f /usr/lib/binfmt.d/qemu-aarch64.conf ] || need+=(qemu-user-static)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "setup: please install: ${need[*]}" >&2
