@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo setup system test lint wheels clean
+.PHONY: demo setup system test lint wheels wheels-aarch64 clean
 
 demo: setup
 	scripts/demo.sh $(PY)
@@ -52,9 +52,16 @@ test: setup
 # runtime frozen from this tree, cached in build/runtime/). Install with
 #   pip install --find-links wheelhouse llamabin
 wheels: setup
-	rm -f wheelhouse/llamabin-*.whl wheelhouse/llamabin_runtime-*.whl
+	rm -f wheelhouse/llamabin-*.whl
 	$(PY) -m pip wheel -q --no-deps -w wheelhouse .
-	$(PY) scripts/build-runtime-wheel.py -w wheelhouse
+	scripts/runtime-wheel.sh $(PY) "$$($(PY) -c 'from packager.targets import host_target; print(host_target())')" wheelhouse
+
+# The linux-aarch64 runtime wheel, made on this x86-64 machine: llama.cpp
+# cross-compiled, the runtime frozen by an aarch64 Python under qemu-user
+# (scripts/freeze-runtime-aarch64.sh; about N minutes the first time).
+# Then: llamabin build model.gguf --target linux-aarch64 --find-links wheelhouse
+wheels-aarch64: setup
+	scripts/runtime-wheel.sh $(PY) linux-aarch64 wheelhouse
 
 # Types, lint and formatting; CI runs it before the tests.
 lint: $(VENV)/.installed

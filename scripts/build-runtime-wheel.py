@@ -108,7 +108,14 @@ def main() -> int:
         parser.error(f"unknown target {target!r}: known targets are {', '.join(KNOWN)}")
     version = args.version or project_version()
     if args.exe is not None:
-        exe, versions = args.exe, {}
+        # With --llama-lib, the versions of the libraries frozen into --exe
+        # (another target's, say) are recorded as for this machine's runtime.
+        if args.llama_lib is not None:
+            from packager.versions import build_versions
+
+            exe, versions = args.exe, build_versions(args.llama_lib)
+        else:
+            exe, versions = args.exe, {}
     else:
         from packager.errors import BuildError
         from packager.runtime import check_lib_dir, installed_lib_dir, runtime_executable

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One leg of the release matrix (.github/workflows/build.yml), runnable by
-# hand: build llama.cpp's portable libraries, build the default model's file
-# with them, smoke-test it, and print the file's path.
+# hand: build this machine's runtime wheel (llama.cpp's portable libraries,
+# the runtime frozen with them: scripts/runtime-wheel.sh) into OUTDIR/wheels,
+# build the default model's file from that wheel, smoke-test it, and print
+# the file's path.
 #
 #   scripts/ci/build-leg.sh PYTHON OUTDIR
 #
@@ -15,10 +17,11 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$here"
 export PYTHON=$py  # for the scripts below, where python3 may be missing or another Python
 
-libs="$(scripts/build-llama-cpp.sh portable)/lib"
+target=$("$py" -c 'from packager.targets import host_target; print(host_target())')
+scripts/runtime-wheel.sh "$py" "$target" "$out/wheels" >&2
 read -r gguf license < <("$py" scripts/ci/default-model.py)
-mkdir -p "$out"
 name=$("$py" -c 'import sys, pathlib; print(pathlib.Path(sys.argv[1]).stem)' "$gguf")${LEG_SUFFIX:-}
-exe=$("$py" -m packager build "$gguf" --name "$name" -o "$out" --llama-lib "$libs" ${license:+--license "$license"})
+exe=$("$py" -m packager build "$gguf" --name "$name" -o "$out" --target "$target" \
+    --find-links "$out/wheels" --no-index ${license:+--license "$license"})
 scripts/ci/smoke-test.sh "$exe" >&2
 echo "$exe"
