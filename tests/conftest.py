@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,22 @@ def built(smollm2: Path, portable_lib: Path, tmp_path_factory: pytest.TempPathFa
     assert result.stdout.strip() == str(exe)
     assert os.access(exe, os.X_OK)
     return exe
+
+
+@pytest.fixture(scope="session")
+def aarch64_wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the linux-aarch64 runtime wheel, made on this machine
+    by scripts/runtime-wheel.sh: llama.cpp cross-compiled, the runtime frozen
+    under qemu-user (cached in ~/.cache/llamabin-build after the first time)."""
+    # Without root or binfmt_misc nothing aarch64 can run here: say so.
+    binfmt = subprocess.run([str(ROOT / "scripts" / "binfmt-aarch64.sh")], capture_output=True, text=True, timeout=60)
+    if binfmt.returncode == 3:
+        pytest.skip(binfmt.stderr.strip())
+    assert binfmt.returncode == 0, binfmt.stderr
+    out = tmp_path_factory.mktemp("wheels-aarch64")
+    script = ROOT / "scripts" / "runtime-wheel.sh"
+    result = subprocess.run(
+        [str(script), sys.executable, "linux-aarch64", str(out)], capture_output=True, text=True, timeout=5400
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out

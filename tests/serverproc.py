@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -21,11 +22,23 @@ LISTENING_RE = re.compile(r"listening on (http://\S+)")
 class ServerProcess:
     """A running server; `stderr` collects what it printed so far."""
 
-    def __init__(self, model: Path, *flags: str, home: Path | None = None, start_timeout: float = 90) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+    def __init__(
+        self,
+        model: Path | None,
+        *flags: str,
+        home: Path | None = None,
+        start_timeout: float = 90,
+        program: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`program` replaces `python -m chat` (a packaged file, say, with
+        `model` None for its own); `env` is added to the environment."""
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
         if home is not None:
             env["LLAMABIN_HOME"] = str(home)
-        argv = [sys.executable, "-m", "chat", "-m", str(model), "--server", "--nobrowser", "--port", "0", *flags]
+        argv = list(program) if program is not None else [sys.executable, "-m", "chat"]
+        argv += ["-m", str(model)] if model is not None else []
+        argv += ["--server", "--nobrowser", "--port", "0", *flags]
         self.proc = subprocess.Popen(
             argv,
             cwd=ROOT,
