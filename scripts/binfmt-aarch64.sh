@@ -16,7 +16,10 @@ set -euo pipefail
 misc=/proc/sys/fs/binfmt_misc
 prefix=/etc/qemu-binfmt/aarch64
 sysroot=/usr/aarch64-linux-gnu
-[ -e "$misc/qemu-aarch64" ] && [ -e "$prefix/lib/ld-linux-aarch64.so.1" ] && exit 0
+# An entry of another qemu (no F flag: it fails in a chroot), or a
+# disabled one, is registered again.
+usable() { grep -qx enabled "$misc/qemu-aarch64" && grep -q '^flags:.*F' "$misc/qemu-aarch64"; }
+[ -e "$misc/qemu-aarch64" ] && usable && [ -e "$prefix/lib/ld-linux-aarch64.so.1" ] && exit 0
 conf=/usr/lib/binfmt.d/qemu-aarch64.conf
 [ -f "$conf" ] || { echo "binfmt-aarch64: $conf is missing (Debian: qemu-user-static; make setup installs it)" >&2; exit 1; }
 [ -e "$sysroot/lib/ld-linux-aarch64.so.1" ] || {
@@ -32,6 +35,7 @@ fi
     echo "binfmt-aarch64: cannot mount binfmt_misc on $misc" >&2
     exit 3
 }
+[ ! -e "$misc/qemu-aarch64" ] || usable || echo -1 >"$misc/qemu-aarch64"
 [ -e "$misc/qemu-aarch64" ] || cat "$conf" >"$misc/register" 2>/dev/null || {
     echo "binfmt-aarch64: the kernel refused the qemu-aarch64 entry" >&2
     exit 3

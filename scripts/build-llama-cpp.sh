@@ -33,16 +33,23 @@ version=$(sed -n 's/^llama[-_]cpp[-_]python==//p' "$here/constraints.txt")
 cache=${LLAMABIN_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llamabin-build}
 extra=${CMAKE_ARGS:-}
 cross=
-compiler=
+arm_cc=  # the C compiler of a build for ARM Linux, cross or native
 if [ "$flavor" = portable-aarch64 ]; then
     cross=aarch64-linux-gnu
     command -v "$cross-g++" >/dev/null || {
         echo "build-llama-cpp: portable-aarch64 needs the cross compiler $cross-g++ (Debian: g++-aarch64-linux-gnu)" >&2
         exit 1
     }
+    arm_cc=$cross-gcc
+elif [ "$flavor" = portable ] && [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = aarch64 ]; then
+    arm_cc=${CC:-cc}
+fi
+compiler=
+if [ -n "$arm_cc" ]; then
     # The compiler decides which ARM levels can be built (below), so its
-    # version is part of the key.
-    compiler="$cross-gcc $("$cross-gcc" -dumpfullversion)"
+    # version is part of the key, and so is the cross toolchain file.
+    compiler="$arm_cc $("$arm_cc" -dumpfullversion 2>/dev/null || "$arm_cc" -dumpversion)"
+    [ -z "$cross" ] || compiler="$compiler $(cat "$here/scripts/cmake/$cross.cmake")"
 fi
 patches=("$here"/patches/llama-cpp-*.patch)
 [ -e "${patches[0]}" ] || patches=()
@@ -94,11 +101,11 @@ for p in ${patches[@]+"${patches[@]}"}; do
     patch -s -p1 -d "$src" <"$p" >&2
 done
 # The two armv9.2 levels need SME, which GCC knows from version 14 on
-# (Debian 12's cross compiler is GCC 12): without it those two are left
+# (Debian 12 has GCC 12, native or cross): without it those two are left
 # out, and an SME machine runs the best level below them (armv8.6_2).
-if [ -n "$cross" ] && ! echo 'int main(void){return 0;}' \
-        | "$cross-gcc" -march=armv9.2-a+sme -x c -c -o /dev/null - 2>/dev/null; then
-    echo "build-llama-cpp: $cross-gcc $("$cross-gcc" -dumpfullversion) has no SME: the armv9.2 levels are left out" >&2
+if [ -n "$arm_cc" ] && ! echo 'int main(void){return 0;}' \
+        | "$arm_cc" -march=armv9.2-a+sme -x c -c -o /dev/null - 2>/dev/null; then
+    echo "build-llama-cpp: $arm_cc knows no SME: the armv9.2 levels are left out" >&2
     sed -i '/ggml_add_cpu_backend_variant(armv9\.2_/d' "$src/ggml/src/CMakeLists.txt"
 fi
 

@@ -28,6 +28,7 @@ version=$(sed -n 's/^pyinstaller==//p' "$here/constraints.txt")
 patches=("$here"/patches/pyinstaller-*.patch)
 key=$(cat "${patches[@]}" | sha256sum | cut -c1-12)
 cache=${LLAMABIN_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llamabin-build}
+[ -z "$cross" ] || key="$key-$("$cross-gcc" -dumpfullversion)"
 out="$cache/pyinstaller-$version-$key${cross:+-bootloader-$cross}"
 if [ -f "$out/.done" ]; then
     if [ -n "$cross" ]; then echo "$out"; else ls "$out"/*.whl; fi

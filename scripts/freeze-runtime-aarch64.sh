@@ -15,13 +15,16 @@ py=${1:?usage: freeze-runtime-aarch64.sh PYTHON}
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${LLAMABIN_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llamabin-build}
 
+# Said before the ten minutes of compiling, not after them.
+[ "$(id -u)" = 0 ] || { echo "freeze-runtime-aarch64: needs root (a chroot, and the binfmt entry)" >&2; exit 3; }
 "$here/scripts/binfmt-aarch64.sh"
 lib="$("$here/scripts/build-llama-cpp.sh" portable-aarch64)/lib"
 root=$("$here/scripts/make-rootfs-arm64.sh" "$py")
 sources=(chat payload templates build.spec)
-key=$( { echo "$root"; (cd "$here" && find "${sources[@]}" -type f ! -path '*__pycache__*' | LC_ALL=C sort | xargs sha256sum);
+key=$( { cat "$0"; echo "$root"; (cd "$here" && find "${sources[@]}" -type f ! -path '*__pycache__*' | LC_ALL=C sort | xargs sha256sum);
          (cd "$lib" && LC_ALL=C ls | xargs sha256sum); } | sha256sum | cut -c1-16)
-out="$cache/runtime-linux-aarch64/$key"
+runtimes="$cache/runtime-linux-aarch64"
+out="$runtimes/$key"
 if [ -f "$out/llamabin-runtime" ]; then
     touch "$out"
     echo "$out/llamabin-runtime"
@@ -48,10 +51,11 @@ unshare --mount --propagation private sh -c '
         --distpath "$2/dist" --workpath "$2/work" "$2/src/build.spec"
 ' freeze "$root" "$w" >&2
 echo "freeze-runtime-aarch64: frozen under emulation in $(( $(date +%s) - start )) s" >&2
-mkdir -p "$out.partial"
-mv "$work/dist/llamabin-runtime" "$out.partial/"
-rm -rf "$out"
-mv "$out.partial" "$out"
+# Published by a rename; a run that finished the same key first keeps its copy.
+mkdir -p "$runtimes"
+staged=$(mktemp -d "$runtimes/.staging-XXXXXX")
+mv "$work/dist/llamabin-runtime" "$staged/"
+mv -T "$staged" "$out" 2>/dev/null || rm -rf "$staged"
 # Keep the 4 most recently used runtimes, as build/runtime/ does.
-ls -1dt "$cache/runtime-linux-aarch64"/*/ | tail -n +5 | xargs -r rm -rf
+ls -1dt "$runtimes"/*/ | tail -n +5 | while IFS= read -r old; do rm -rf "$old"; done
 echo "$out/llamabin-runtime"

@@ -41,13 +41,18 @@ if [ -f "$out/.done" ]; then
     exit 0
 fi
 
-# The sources apt already uses, else Debian's.
-mirror=${ROOTFS_MIRROR:-$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v -- '-security' | head -n1 || true)}
+# The sources apt already uses, else Debian's; the security suite too,
+# since the tree's libpython and libraries go into every file.
+uris=$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' || true)
+mirror=${ROOTFS_MIRROR:-$(echo "$uris" | grep -v -- '-security' | head -n1 || true)}
 mirror=${mirror:-http://deb.debian.org/debian}
+security=$(echo "$uris" | grep -- '-security' | head -n1 || true)
+security=${security:-${mirror%/debian}/debian-security}
 mkdir -p "$cache"
 work=$(mktemp -d "$cache/.work-XXXXXX")
 trap 'rm -rf "$work"' EXIT
-mmdebstrap --quiet --variant=extract --arch=arm64 --include="$packages" "$suite" "$work/root" "$mirror" >&2
+mmdebstrap --quiet --variant=extract --arch=arm64 --include="$packages" "$suite" "$work/root" \
+    "deb $mirror $suite main" "deb $security $suite-security main" >&2
 # The loader's cache, which no package script made: PyInstaller asks
 # `ldconfig -p` where libraries are. Run by qemu-user (binfmt), in a second.
 "$here/scripts/binfmt-aarch64.sh"
@@ -66,6 +71,7 @@ rm -rf "$site/llama_cpp/lib" "$site"/llama_cpp/__pycache__  # the aarch64 librar
 cp -r "$bootloader"/Linux-* "$site/PyInstaller/bootloader/"
 
 touch "$work/root/.done"
-rm -rf "$out"
-mv "$work/root" "$out"
+# Published by a rename; a run that finished the same key first (and may be
+# freezing in it now) keeps its tree.
+mv -T "$work/root" "$out" 2>/dev/null || [ -f "$out/.done" ] || { rm -rf "$out"; mv -T "$work/root" "$out"; }
 echo "$out"

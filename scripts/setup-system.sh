@@ -21,7 +21,7 @@ command -v objdump >/dev/null || need+=(binutils)
 # tree to freeze in, and qemu-user-static, whose binfmt entry works in a chroot.
 command -v aarch64-linux-gnu-g++ >/dev/null || need+=(g++-aarch64-linux-gnu)
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
-[ -f /usr/lib/binfmt.d/qemu-aarch64.conf ] || need+=(qemu-user-static)
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "setup: please install: ${need[*]}" >&2
