@@ -18,10 +18,15 @@ cd "$here"
 export PYTHON=$py  # for the scripts below, where python3 may be missing or another Python
 
 target=$("$py" -c 'from packager.targets import host_target; print(host_target())')
-scripts/runtime-wheel.sh "$py" "$target" "$out/wheels" >&2
+# A GPU leg's runtime is not the release's llamabin-runtime of that
+# platform (same name, other libraries): it is made outside OUTDIR, so the
+# leg uploads only its file.
+wheels="$out/wheels"
+[ -z "${LEG_SUFFIX:-}" ] || wheels=$(mktemp -d)
+scripts/runtime-wheel.sh "$py" "$target" "$wheels" >&2
 read -r gguf license < <("$py" scripts/ci/default-model.py)
 name=$("$py" -c 'import sys, pathlib; print(pathlib.Path(sys.argv[1]).stem)' "$gguf")${LEG_SUFFIX:-}
 exe=$("$py" -m packager build "$gguf" --name "$name" -o "$out" --target "$target" \
-    --find-links "$out/wheels" --no-index ${license:+--license "$license"})
+    --find-links "$wheels" --no-index ${license:+--license "$license"})
 scripts/ci/smoke-test.sh "$exe" >&2
 echo "$exe"
