@@ -33,7 +33,7 @@ class ServerProcess:
     ) -> None:
         """`program` replaces `python -m chat` (a packaged file, say, with
         `model` None for its own); `env` is added to the environment."""
-        env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         if home is not None:
             env["LLAMABIN_HOME"] = str(home)
         argv = list(program) if program is not None else [sys.executable, "-m", "chat"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, llamabin, run_file
+from tests.helpers import llamabin, run_file
 from tests.serverproc import ServerProcess
 from tests.test_server_curl import SEED_CARD_EXAMPLE
 
@@ -53,15 +53,6 @@ def aarch64_file(smollm2: Path, aarch64_wheelhouse: Path, tmp_path_factory: pyte
     exe = out / "SmolLM2-135M-Instruct.Q4_1-linux-aarch64"
     assert result.stdout.strip() == str(exe)
     return exe
-
-
-@pytest.fixture(scope="module")
-def reference() -> Path:
-    """llama.cpp's own aarch64 build: bin/llama-completion and lib/ with every variant."""
-    script = ROOT / "scripts" / "build-llama-cpp.sh"
-    result = subprocess.run([str(script), "portable-aarch64"], capture_output=True, text=True, timeout=3600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return Path(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +121,12 @@ def reference_dir(reference: Path, variant: str, into: Path) -> Path:
 
 @pytest.mark.parametrize("cpu", CPUS)
 def test_cli_prints_what_llama_completion_prints(
-    aarch64_file: Path, reference: Path, smollm2: Path, home: Path, tmp_path: Path, cpu: str
+    aarch64_file: Path, aarch64_llama: Path, smollm2: Path, home: Path, tmp_path: Path, cpu: str
 ) -> None:
     flags = ("-p", PROMPT, "--temp", "0", "--seed", "1", "-n", TOKENS, "-t", "2", "-c", "2048")
     ours = run_file(aarch64_file, "--cli", *flags, "--log-disable", cwd=home, env=emulated(cpu, home), timeout=SLOW)
     assert ours.returncode == 0, ours.stderr
-    completion = reference_dir(reference, CPUS[cpu], tmp_path / "ref")
+    completion = reference_dir(aarch64_llama, CPUS[cpu], tmp_path / "ref")
     theirs = subprocess.run(
         # -v: its log then names the CPU-variant library it loaded.
         [str(completion), "-m", str(smollm2), *flags, "-no-cnv", "--no-display-prompt", "-v"],
