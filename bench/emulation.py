@@ -6,7 +6,7 @@ tests' time, not a claim about ARM hardware.
     .venv/bin/python bench/emulation.py --x86 FILE --aarch64 FILE [--runs 5] [--out bench/RESULTS.md]
 
 Both files hold the same model (`llamabin build --target
-linux-x86_64,linux-aarch64`). Each run is `--cli -p ... -n 16 --temp 0
+linux-x86_64,linux-aarch64`). Each run is `--cli -p ... -n 16 --temp 0 -t 2
 --log-disable` in a clean environment (`env -i`), warm: one untimed run of
 each first unpacks the runtime and settles the CPU kernels' self-test.
 --out FILE appends the section (machine, date, table) to FILE.
@@ -57,13 +57,13 @@ def measure(x86: Path, aarch64: Path, runs: int) -> dict[str, list[float]]:
     return times
 
 
-def report(times: dict[str, list[float]], runs: int) -> str:
+def report(times: dict[str, list[float]], runs: int, model: str) -> str:
     native = statistics.median(times[NATIVE])
     lines = [
         f"## Emulating aarch64 ({date.today().isoformat()})",
         "",
-        f"Machine: {machine()}. `bench/emulation.py`, {runs} alternating runs of `--cli -n 16` (warm),"
-        " the SmolLM2 file for each target; qemu-user's TCG, one QEMU_CPU per row.",
+        f"Machine: {machine()}. `bench/emulation.py`, {runs} alternating runs of `{' '.join(ARGS)}` (warm),"
+        f" the {model} file for each target; qemu-user's TCG, one QEMU_CPU per row.",
         "",
         "| CPU | median s | range s | vs native x86-64 |",
         "|---|---|---|---|",
@@ -86,7 +86,8 @@ def main() -> int:
             parser.error(f"{exe}: no such file")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    publish(report(measure(args.x86, args.aarch64, args.runs), args.runs), args.out)
+    model = args.x86.name.removesuffix("-linux-x86_64")
+    publish(report(measure(args.x86, args.aarch64, args.runs), args.runs, model), args.out)
     return 0
 
 
