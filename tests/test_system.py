@@ -343,19 +343,15 @@ def under_qemu(built: Path) -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("cpu, variant", OLD_CPUS)
-def test_runs_on_an_older_cpu(
-    built: Path, under_qemu: Path, native: str, cpu: str, variant: str, tmp_path: Path
-) -> None:
+def test_runs_on_an_older_cpu(built: Path, under_qemu: Path, cpu: str, variant: str, tmp_path: Path) -> None:
     result = run_file(
         under_qemu, *ARGS, "--verbose", cwd=tmp_path, env={"HOME": str(tmp_path), "QEMU_CPU": cpu}, timeout=900
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"libggml-cpu-{variant}.so" in result.stderr, "llama.cpp did not pick the CPU variant for that CPU"
-    # The same kernels on this CPU print exactly the same text...
+    # The same kernels run by this CPU print exactly the same text. (Not
+    # this CPU's own best kernels: variants round differently, and the text
+    # of an AVX-512 host parts ways with Haswell's after a few tokens.)
     same_kernels = run_file(built, *ARGS, cwd=tmp_path, env={"HOME": str(tmp_path), "LLAMABIN_CPU_VARIANT": variant})
     assert same_kernels.returncode == 0, same_kernels.stderr
-    assert result.stdout == same_kernels.stdout
-    # ...and so does this CPU's own best variant, for this prompt. (Kernels
-    # for different instruction sets round differently, so on some prompts
-    # a greedy continuation can part ways after a few tokens.)
-    assert result.stdout == native
+    assert result.stdout == same_kernels.stdout and result.stdout.strip()
