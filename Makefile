@@ -58,7 +58,7 @@ wheels: setup
 
 # The linux-aarch64 runtime wheel, made on this x86-64 machine: llama.cpp
 # cross-compiled, the runtime frozen by an aarch64 Python under qemu-user
-# (scripts/freeze-runtime-aarch64.sh; about 13 minutes the first time on 2
+# (scripts/freeze-runtime-aarch64.sh; about 7 minutes the first time on 2
 # cores, then cached).
 # Then: llamabin build model.gguf --target linux-aarch64 --find-links wheelhouse
 wheels-aarch64: setup
