@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,18 +32,26 @@ def server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     proc.stop()
 
 
-def test_the_seed_card_curl_example(server: ServerProcess) -> None:
+def run_seed_card_example(port: int, timeout: float = 300) -> dict[str, Any]:
+    """The example run by a shell, as a user pastes it (quoting, line
+    continuations), against `port`; checks the answer's shape and returns it."""
     assert shutil.which("curl"), "curl is missing: run `make setup`"
-    command = SEED_CARD_EXAMPLE.replace("localhost:8080", f"localhost:{server.port}")
-    # Run by a shell, as a user pastes it, with its quoting and line continuations.
-    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True, timeout=300)
+    command = SEED_CARD_EXAMPLE.replace("localhost:8080", f"localhost:{port}")
+    proc = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, proc.stderr
-    reply = json.loads(proc.stdout)
+    reply: dict[str, Any] = json.loads(proc.stdout)
     assert reply["object"] == "chat.completion"
     assert reply["choices"][0]["message"]["role"] == "assistant"
     assert reply["choices"][0]["message"]["content"].strip()
     assert reply["choices"][0]["finish_reason"] == "stop"
     assert reply["usage"]["completion_tokens"] > 0
+    return reply
+
+
+def test_the_seed_card_curl_example(server: ServerProcess) -> None:
+    run_seed_card_example(server.port)
 
 
 def test_the_example_is_deterministic_at_temperature_zero(server: ServerProcess) -> None:
