@@ -7,7 +7,6 @@ picked, on the same emulated CPU."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 
 from tests.helpers import llamabin, run_file
 from tests.serverproc import ServerProcess
-from tests.test_server_curl import SEED_CARD_EXAMPLE
+from tests.test_server_curl import run_seed_card_example
 
 # The CPUs of the boards people run this on, and the level of llama.cpp's
 # ARM kernels each should get: no dotprod on the A53 (Raspberry Pi 3, the
@@ -153,11 +152,4 @@ def server(aarch64_file: Path, home: Path) -> Iterator[ServerProcess]:
 
 
 def test_the_server_answers_the_seed_card_curl_example(server: ServerProcess) -> None:
-    command = SEED_CARD_EXAMPLE.replace("localhost:8080", f"localhost:{server.port}")
-    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, text=True, timeout=SLOW)
-    assert proc.returncode == 0, proc.stderr
-    reply = json.loads(proc.stdout)
-    assert reply["object"] == "chat.completion"
-    assert reply["choices"][0]["message"]["role"] == "assistant"
-    assert reply["choices"][0]["message"]["content"].strip()
-    assert reply["choices"][0]["finish_reason"] == "stop"
+    run_seed_card_example(server.port, timeout=SLOW)

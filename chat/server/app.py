@@ -13,7 +13,7 @@ from chat.server.generations import Generations
 from chat.server.guards import CheckBody, CountRequests, RequestCounts, RequireApiKey
 from chat.server.headers import SecurityHeaders
 from chat.server.hosts import CheckHost, HostPolicy
-from chat.server.routes import native, openai, web
+from chat.server.routes import native, ollama, openai, web
 from chat.server.settings import ServerSettings
 from chat.server.state import ServerState
 from templates import ChatTemplate
@@ -30,7 +30,7 @@ def create_app(engine: Engine, template: ChatTemplate, settings: ServerSettings)
         docs_url=None,
         redoc_url=None,
     )
-    routers = [openai.router, native.router, web.router]
+    routers = [openai.router, ollama.router, native.router, web.router]
     for router in routers:
         app.include_router(router)
     app.mount("/static", web.static_files(), name="static")

@@ -47,11 +47,14 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
-    def response(self) -> JSONResponse:
+    def headers(self) -> dict[str, str] | None:
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
         if self.retry_after is not None:
             headers["Retry-After"] = str(self.retry_after)
-        return JSONResponse(self.body(), status_code=self.status, headers=headers or None)
+        return headers or None
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers())
 
     def sse(self) -> str:
         """The error as a server-sent event, for failures after a stream began."""
@@ -94,8 +97,12 @@ async def errors_in_stream(events: AsyncGenerator[str, None], done: str | None =
 def install(app: FastAPI) -> None:
     """Route every exception a handler raises through `to_api_error`."""
 
-    async def handle(_request: Request, exc: Exception) -> Response:
-        return to_api_error(exc).response()
+    async def handle(request: Request, exc: Exception) -> Response:
+        error = to_api_error(exc)
+        # Ollama's clients read `{"error": "..."}` and nothing else.
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers())
+        return error.response()
 
     for cls in (ApiError, LlamabinError, TemplateError, RequestValidationError, HTTPException, Exception):
         app.add_exception_handler(cls, handle)

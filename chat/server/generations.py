@@ -181,12 +181,14 @@ async def _cancel_on_disconnect(request: Request, gen: Generation) -> None:
 
 
 class GenerationStream(StreamingResponse):
-    """A server-sent event stream that releases its generation however it
+    """A stream (server-sent events, or Ollama's NDJSON) that releases its generation however it
     ends, even when the client leaves before the first event (then the
     body's own generator never starts, and its cleanup never runs)."""
 
-    def __init__(self, body: AsyncIterator[str], gen: Generation, generations: Generations) -> None:
-        super().__init__(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    def __init__(
+        self, body: AsyncIterator[str], gen: Generation, generations: Generations, media_type: str = "text/event-stream"
+    ) -> None:
+        super().__init__(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
         self._gen = gen
         self._generations = generations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from functools import partial
 from typing import Any
 
 import anyio.to_thread
@@ -13,6 +12,7 @@ from pydantic import BaseModel
 
 from chat.engine import Generation
 from chat.server import adapters
+from chat.server.embeddings import check_count, embed
 from chat.server.errors import ApiError, errors_in_stream
 from chat.server.generations import GenerationStream
 from chat.server.state import ServerState, State
@@ -126,35 +126,14 @@ def _card(st: ServerState) -> ModelCard:
     return ModelCard(id=st.model_id, created=st.started)
 
 
-# A 10 KB request listing many short inputs would otherwise ask for tens of
-# megabytes of JSON: the answer's numbers are capped (about 20 MB as JSON).
-MAX_EMBEDDING_VALUES = 1 << 20
-
-
 @router.post("/embeddings", response_model=EmbeddingList)
 async def embeddings(body: EmbeddingRequest, request: Request, st: State) -> EmbeddingList:
-    engine = st.engine
     inputs = _embedding_inputs(body.input)
-    width = engine.info.n_embd
+    width = st.engine.info.n_embd
     if body.dimensions is not None and body.dimensions != width:
         raise ApiError(400, f"This model's embeddings have {width} dimensions", param="dimensions")
-    if len(inputs) * width > MAX_EMBEDDING_VALUES:
-        raise ApiError(
-            400,
-            f"At most {MAX_EMBEDDING_VALUES // width} inputs per request for this model's"
-            f" {width}-dimensional embeddings",
-            param="input",
-            code="too_many_inputs",
-        )
-    vectors: list[list[float]] = []
-    n_tokens = 0
-    async with st.generations.admitted():
-        for item in inputs:  # one at a time: a client that leaves stops the work
-            if await request.is_disconnected():
-                raise ApiError(400, "The client closed the connection")
-            tokens = item if isinstance(item, list) else await st.generations.in_thread(partial(engine.tokenize, item))
-            vectors += await st.generations.in_thread(partial(engine.embed, [tokens]))
-            n_tokens += len(tokens)
+    check_count(len(inputs), width)
+    vectors, n_tokens = await embed(st, request, inputs)
     data = [
         Embedding(index=i, embedding=adapters.encode_embedding(v, body.encoding_format)) for i, v in enumerate(vectors)
     ]

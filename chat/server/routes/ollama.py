@@ -1,0 +1,156 @@
+"""Ollama's API on the same server and model: chat, generate, embeddings,
+and the listings its clients read first (Open WebUI, Continue, Copilot's
+Ollama provider). Answers stream as NDJSON, one object a line, unless
+`"stream": false`; errors are Ollama's `{"error": "..."}` (errors.py).
+Bodies are parsed here, not by FastAPI, so that a malformed one gets that
+shape too."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+
+from chat.engine import Generation, GenerationRequest
+from chat.server import ollama_adapters as ad
+from chat.server.embeddings import check_count, embed
+from chat.server.errors import ApiError, to_api_error
+from chat.server.generations import GenerationStream
+from chat.server.ollama_types import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ShowRequest
+from chat.server.state import ServerState, State
+
+router = APIRouter(prefix="/api", tags=["Ollama"])
+# Ollama clients compare the server's version with a minimum of their own;
+# the shapes here are those the `ollama` Python client 0.6.3 reads (tests).
+OLLAMA_VERSION = "0.6.4"
+Body = TypeVar("Body", bound=BaseModel)
+
+
+async def _parse(request: Request, model: type[Body]) -> Body:
+    raw = await request.body()
+    if not raw.strip():
+        raise ApiError(400, "the request body is empty")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise ApiError(400, f"{where + ': ' if where else ''}{first.get('msg', 'invalid request')}") from None
+
+
+def _line(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=False) + "\n"
+
+
+@router.get("/version")
+async def version() -> dict[str, str]:
+    return {"version": OLLAMA_VERSION}
+
+
+@router.get("/tags")
+async def tags(st: State) -> dict[str, Any]:
+    return {"models": [ad.listing(st.model_id, st.engine.info, st.started)]}
+
+
+@router.get("/ps")
+async def ps(st: State) -> dict[str, Any]:
+    running = ad.listing(st.model_id, st.engine.info, st.started)
+    running.update(expires_at="9999-12-31T23:59:59Z", size_vram=0, context_length=st.engine.info.n_ctx)
+    return {"models": [running]}
+
+
+@router.post("/show")
+async def show(request: Request, st: State) -> dict[str, Any]:
+    body = await _parse(request, ShowRequest)
+    ad.check_model(body.model or body.name, st.model_id)
+    return ad.show(st.engine.info, st.template, st.started)
+
+
+@router.post("/chat")
+async def chat(request: Request, st: State) -> Response:
+    body = await _parse(request, ChatRequest)
+    ad.check_model(body.model, st.model_id)
+    specials = st.engine.special_texts()
+    n_ctx = st.engine.info.n_ctx
+    return await _answer(
+        st, request, body.stream, body.model, ad.chat_piece, "message",
+        lambda: ad.chat_request(body, st.template, st.settings, n_ctx, specials),
+    )  # fmt: skip
+
+
+@router.post("/generate")
+async def generate(request: Request, st: State) -> Response:
+    body = await _parse(request, GenerateRequest)
+    ad.check_model(body.model, st.model_id)
+    specials = st.engine.special_texts()
+    n_ctx = st.engine.info.n_ctx
+    return await _answer(
+        st, request, body.stream, body.model, ad.generate_piece, "response",
+        lambda: ad.generate_request(body, st.template, st.settings, n_ctx, specials),
+    )  # fmt: skip
+
+
+async def _answer(
+    st: ServerState,
+    request: Request,
+    stream: bool,
+    model: str,
+    piece: Callable[[str, str], dict[str, Any]],
+    field: str,
+    build: Callable[[], GenerationRequest],
+) -> Response:
+    started = time.monotonic()
+    gen = await st.generations.start(build)
+    if stream:
+        return GenerationStream(_pieces(st, gen, model, piece, started), gen, st.generations, "application/x-ndjson")
+    text, final = await st.generations.collect(gen, request)
+    answer = piece(model, text)
+    answer.update(done=True, **ad.stats(final, started))
+    return JSONResponse(answer)
+
+
+async def _pieces(
+    st: ServerState, gen: Generation, model: str, piece: Callable[[str, str], dict[str, Any]], started: float
+) -> AsyncGenerator[str, None]:
+    """The answer's pieces, then the last object with done and the counts;
+    a failure after the first line travels as a last line `{"error": ...}`."""
+    try:
+        async for chunk in st.generations.chunks(gen):
+            if chunk.text:
+                yield _line(piece(model, chunk.text))
+            if chunk.finish_reason is not None:
+                last = piece(model, "")
+                last.update(done=True, **ad.stats(chunk, started))
+                yield _line(last)
+    except Exception as exc:
+        yield _line({"error": to_api_error(exc).message})
+
+
+@router.post("/embed")
+async def embed_route(request: Request, st: State) -> dict[str, Any]:
+    body = await _parse(request, EmbedRequest)
+    ad.check_model(body.model, st.model_id)
+    started = time.monotonic()
+    inputs: list[str | list[int]] = [body.input] if isinstance(body.input, str) else list(body.input)
+    check_count(len(inputs), st.engine.info.n_embd)
+    vectors, n_tokens = await embed(st, request, inputs)
+    return {
+        "model": body.model,
+        "embeddings": vectors,
+        "total_duration": int((time.monotonic() - started) * 1e9),
+        "load_duration": 0,
+        "prompt_eval_count": n_tokens,
+    }
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, st: State) -> dict[str, Any]:
+    body = await _parse(request, EmbeddingsRequest)
+    ad.check_model(body.model, st.model_id)
+    (vector,), _ = await embed(st, request, [body.prompt])
+    return {"embedding": vector}
