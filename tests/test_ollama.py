@@ -129,3 +129,11 @@ def test_version_and_ps(server: ServerProcess, name: str) -> None:
     assert httpx.get(f"{server.url}/api/version").json()["version"]
     (running,) = httpx.get(f"{server.url}/api/ps").json()["models"]
     assert running["model"] == name and running["context_length"] > 0
+
+
+def test_penalty_options_reach_the_sampler(client: ollama.Client, name: str) -> None:
+    prompt = "Repeat after me, many times: red red red red red red red red"
+    plain = client.generate(name, prompt=prompt, raw=True, options=OPTIONS).response
+    assert plain.count("red") >= 3, plain
+    penalised = client.generate(name, prompt=prompt, raw=True, options={**OPTIONS, "frequency_penalty": 1.5})
+    assert penalised.response != plain

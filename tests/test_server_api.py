@@ -407,3 +407,19 @@ def test_ctrl_c_mid_stream_reports_in_the_stream_and_exits_130(smollm2: Path, tm
         assert "Traceback" not in server.stderr
     finally:
         server.stop()
+
+
+def test_the_penalties_change_a_repetitive_greedy_answer(client: openai.OpenAI) -> None:
+    """presence_penalty and frequency_penalty reach llama.cpp's penalties
+    sampler: on a prompt that invites repetition, greedy output changes."""
+    prompt = "Repeat after me, many times: red red red red red red red red"
+
+    def complete(**penalties: float) -> str:
+        reply = client.completions.create(model="any", prompt=prompt, max_tokens=24, temperature=0, seed=1, **penalties)
+        return reply.choices[0].text
+
+    plain = complete()
+    assert plain.count("red") >= 3, plain  # the model repeats itself without them
+    assert complete(frequency_penalty=0.0, presence_penalty=0.0) == plain
+    assert complete(frequency_penalty=1.5) != plain
+    assert complete(presence_penalty=1.5) != plain

@@ -375,7 +375,11 @@ def capture_stderr() -> Iterator[_Captured]:
 def _stages(model: Model, p: SamplingParams) -> list[Any]:
     # Same order as llama-cpp-python's Llama sampler, so greedy and seeded
     # output match a direct Llama() completion.
-    stages = [C.llama_sampler_init_penalties(model.n_vocab, p.repeat_last_n, p.repeat_penalty, 0.0, 0.0)]
+    stages = [
+        C.llama_sampler_init_penalties(
+            model.n_vocab, p.repeat_last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty
+        )
+    ]
     if p.grammar:
         stages.append(C.llama_sampler_init_grammar(model.vocab, p.grammar.encode("utf-8"), b"root"))
     if p.temperature <= 0:

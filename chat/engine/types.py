@@ -22,6 +22,10 @@ class SamplingParams:
     min_p: float = 0.05
     repeat_penalty: float = 1.0
     repeat_last_n: int = 64
+    # OpenAI's penalties, by llama.cpp's penalties sampler: over the same
+    # last repeat_last_n tokens, 0 turns each off.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     seed: int | None = None
     grammar: str | None = None
 

@@ -138,6 +138,8 @@ def _openai_sampling(req: SamplingFields, defaults: ServerSettings) -> SamplingP
         top_p=req.top_p,
         min_p=req.min_p,
         repeat_penalty=req.repeat_penalty,
+        frequency_penalty=req.frequency_penalty,
+        presence_penalty=req.presence_penalty,
         seed=req.seed,
     )
 

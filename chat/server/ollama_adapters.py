@@ -95,6 +95,8 @@ def _sampling(o: Options, base: SamplingParams, n_ctx: int) -> SamplingParams:
         "min_p": o.min_p,
         "repeat_penalty": o.repeat_penalty,
         "repeat_last_n": n_ctx if o.repeat_last_n == -1 else o.repeat_last_n,
+        "frequency_penalty": o.frequency_penalty,
+        "presence_penalty": o.presence_penalty,
         "seed": o.seed if o.seed is not None and o.seed >= 0 else None,
     }
     return replace(base, **{k: v for k, v in given.items() if v is not None})

@@ -39,6 +39,8 @@ class Options(BaseModel):
     min_p: float | None = Field(None, ge=0, le=1)
     repeat_penalty: float | None = Field(None, ge=0, le=10)
     repeat_last_n: int | None = Field(None, ge=-1, le=MAX_REPEAT_WINDOW)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = None
     num_predict: int | None = Field(None, ge=-2)
     num_ctx: int | None = Field(None, gt=0)

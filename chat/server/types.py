@@ -46,10 +46,12 @@ class SamplingFields(_Request):
     repeat_penalty: float | None = Field(None, ge=0, le=10, description="llama.cpp extension.")
     seed: int | None = None
     stop: Stop = Field(None, description="Up to 16 strings that end the answer.")
-    # Accepted for compatibility; the engine has no such penalties yet, and
-    # clients send 0, so they are ignored rather than refused.
-    presence_penalty: float | None = Field(None, ge=-2, le=2, description="Accepted and ignored.")
-    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="Accepted and ignored.")
+    presence_penalty: float | None = Field(
+        None, ge=-2, le=2, description="Over the last repeat_last_n tokens, as llama.cpp applies it; 0 turns it off."
+    )
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2, description="Over the last repeat_last_n tokens, as llama.cpp applies it; 0 turns it off."
+    )
     n: int | None = Field(None, ge=1, description="Only 1 is supported.")
     logprobs: Any = Field(None, description="Not supported: must be absent, null or false.")
     user: str | None = None
