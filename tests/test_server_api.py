@@ -423,3 +423,25 @@ def test_the_penalties_change_a_repetitive_greedy_answer(client: openai.OpenAI) 
     assert complete(frequency_penalty=0.0, presence_penalty=0.0) == plain
     assert complete(frequency_penalty=1.5) != plain
     assert complete(presence_penalty=1.5) != plain
+
+
+def test_logit_bias_forces_and_bans_tokens(server: ServerProcess, client: openai.OpenAI) -> None:
+    (blue,) = post(server, "/tokenize", {"content": " blue"}).json()["tokens"]
+    prompt = "The colour of the sky is"
+
+    def complete(**extra: Any) -> str:
+        reply = client.completions.create(model="any", prompt=prompt, max_tokens=4, temperature=0, seed=1, **extra)
+        return reply.choices[0].text
+
+    plain = complete()
+    assert complete(logit_bias={str(blue): 100}) == " blue" * 4  # +100: always that token
+    (first, *_) = post(server, "/tokenize", {"content": plain}).json()["tokens"]
+    banned = complete(logit_bias={str(first): -100})  # -100: never that token
+    assert post(server, "/tokenize", {"content": banned}).json()["tokens"][0] != first
+
+
+@pytest.mark.parametrize("bias", [{"blue": 5}, {"-3": 5}, {"99999999": 5}, {"5": 101}])
+def test_a_bad_logit_bias_is_a_400_naming_it(server: ServerProcess, bias: dict[str, float]) -> None:
+    reply = post(server, "/v1/completions", {"prompt": "hi", "max_tokens": 2, "logit_bias": bias})
+    assert reply.status_code == 400
+    assert "logit_bias" in json.dumps(reply.json()["error"])

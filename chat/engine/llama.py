@@ -375,11 +375,15 @@ def capture_stderr() -> Iterator[_Captured]:
 def _stages(model: Model, p: SamplingParams) -> list[Any]:
     # Same order as llama-cpp-python's Llama sampler, so greedy and seeded
     # output match a direct Llama() completion.
-    stages = [
+    stages = []
+    if p.logit_bias:  # first, as llama.cpp's own chain has it; llama.cpp copies the array
+        biases = (C.llama_logit_bias * len(p.logit_bias))(*(C.llama_logit_bias(t, b) for t, b in p.logit_bias))
+        stages.append(C.llama_sampler_init_logit_bias(model.n_vocab, len(p.logit_bias), biases))
+    stages.append(
         C.llama_sampler_init_penalties(
             model.n_vocab, p.repeat_last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty
         )
-    ]
+    )
     if p.grammar:
         stages.append(C.llama_sampler_init_grammar(model.vocab, p.grammar.encode("utf-8"), b"root"))
     if p.temperature <= 0:

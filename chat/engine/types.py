@@ -26,6 +26,8 @@ class SamplingParams:
     # last repeat_last_n tokens, 0 turns each off.
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    # (token id, bias) pairs added to those tokens' logits; -100 bans one.
+    logit_bias: tuple[tuple[int, float], ...] = ()
     seed: int | None = None
     grammar: str | None = None
 

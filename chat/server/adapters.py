@@ -48,6 +48,7 @@ def chat_request(
     template: ChatTemplate,
     defaults: ServerSettings,
     special_texts: frozenset[str] = frozenset(),
+    n_vocab: int | None = None,
 ) -> GenerationRequest:
     """Render the messages with the model's chat template; its end-of-turn
     strings join the client's stops. Message contents are plain text: one
@@ -60,20 +61,22 @@ def chat_request(
     grammar = _grammar(req.response_format)
     return GenerationRequest(
         prompt=prompt,
-        sampling=replace(_openai_sampling(req, defaults), grammar=grammar),
+        sampling=replace(_openai_sampling(req, defaults, n_vocab), grammar=grammar),
         max_tokens=req.max_completion_tokens or req.max_tokens or defaults.max_tokens,
         stop=template.stop + _stops(req.stop),
     )
 
 
-def completion_request(req: CompletionRequest, defaults: ServerSettings) -> GenerationRequest:
+def completion_request(
+    req: CompletionRequest, defaults: ServerSettings, n_vocab: int | None = None
+) -> GenerationRequest:
     """The prompt as it is, no template: a raw continuation."""
     _refuse_unsupported(req)
     if req.suffix:
         raise ApiError(400, "suffix is not supported by this server", param="suffix")
     return GenerationRequest(
         prompt=completion_prompt(req),
-        sampling=_openai_sampling(req, defaults),
+        sampling=_openai_sampling(req, defaults, n_vocab),
         max_tokens=req.max_tokens or defaults.max_tokens,
         stop=_stops(req.stop),
     )
@@ -130,9 +133,10 @@ def _text(message: ChatMessage) -> str:
     return "\n".join(part.text for part in message.content)
 
 
-def _openai_sampling(req: SamplingFields, defaults: ServerSettings) -> SamplingParams:
+def _openai_sampling(req: SamplingFields, defaults: ServerSettings, n_vocab: int | None = None) -> SamplingParams:
     return _sampling(
         defaults,
+        logit_bias=_logit_bias(req.logit_bias, n_vocab),
         temperature=req.temperature,
         top_k=req.top_k,
         top_p=req.top_p,
@@ -148,6 +152,20 @@ def _sampling(defaults: ServerSettings, **given: Any) -> SamplingParams:
     """The server's defaults (the command line's sampling flags), with
     whatever the request gave in their place."""
     return replace(defaults.sampling, **{k: v for k, v in given.items() if v is not None})
+
+
+def _logit_bias(given: dict[str, float] | None, n_vocab: int | None) -> tuple[tuple[int, float], ...] | None:
+    """OpenAI's {"token id": bias} as (id, bias) pairs, each id a token of this model."""
+    if not given:
+        return None
+    pairs = []
+    for key, bias in given.items():
+        token = int(key) if key.strip().isdigit() else -1
+        if token < 0 or (n_vocab is not None and token >= n_vocab):
+            limit = f" (0 to {n_vocab - 1})" if n_vocab is not None else ""
+            raise ApiError(400, f"logit_bias: '{key}' is not a token id of this model{limit}", param="logit_bias")
+        pairs.append((token, float(bias)))
+    return tuple(pairs)
 
 
 def _stops(stop: str | list[str] | None) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ MAX_TOKEN_IDS = 1 << 20
 # around; the repeat window also sizes a buffer, so it stays modest.
 MAX_TOP_K = 1 << 20
 MAX_REPEAT_WINDOW = 1 << 16
+MAX_LOGIT_BIAS = 1024  # OpenAI allows 300
 
 PositiveInt = Annotated[int, Field(gt=0)]
 TokenIds = Annotated[list[int], Field(max_length=MAX_TOKEN_IDS)]
@@ -52,6 +53,9 @@ class SamplingFields(_Request):
     frequency_penalty: float | None = Field(
         None, ge=-2, le=2, description="Over the last repeat_last_n tokens, as llama.cpp applies it; 0 turns it off."
     )
+    logit_bias: (
+        Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=MAX_LOGIT_BIAS)] | None
+    ) = Field(None, description="Token id (as a string) to a bias from -100 (never) to 100 (always).")
     n: int | None = Field(None, ge=1, description="Only 1 is supported.")
     logprobs: Any = Field(None, description="Not supported: must be absent, null or false.")
     user: str | None = None

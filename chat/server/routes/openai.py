@@ -44,7 +44,7 @@ def sse(event: BaseModel) -> str:
 @router.post("/chat/completions", response_model=ChatCompletion, responses=SSE)
 async def chat_completions(body: ChatCompletionRequest, request: Request, st: State) -> ChatCompletion | Response:
     gen = await st.generations.start(
-        lambda: adapters.chat_request(body, st.template, st.settings, st.engine.special_texts())
+        lambda: adapters.chat_request(body, st.template, st.settings, st.engine.special_texts(), st.engine.info.n_vocab)
     )
     ids = adapters.Ids("chatcmpl")
     if body.stream:
@@ -73,7 +73,7 @@ async def _chat_events(
 async def completions(body: CompletionRequest, request: Request, st: State) -> Completion | Response:
     # The prompt's length is checked as it is queued; only then is it
     # detokenized for the echo, off the event loop.
-    gen = await st.generations.start(lambda: adapters.completion_request(body, st.settings))
+    gen = await st.generations.start(lambda: adapters.completion_request(body, st.settings, st.engine.info.n_vocab))
     try:
         echo = await anyio.to_thread.run_sync(_echo, st, body) if body.echo else ""
     except BaseException:
