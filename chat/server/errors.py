@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -47,6 +47,10 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
+    def ollama_body(self) -> dict[str, str]:
+        """The same error in Ollama's shape."""
+        return {"error": self.message}
+
     def headers(self) -> dict[str, str] | None:
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
         if self.retry_after is not None:
@@ -78,17 +82,20 @@ def to_api_error(exc: BaseException) -> ApiError:
     return ApiError(500, f"internal error: {exc!r}", type=SERVER_ERROR)
 
 
-async def errors_in_stream(events: AsyncGenerator[str, None], done: str | None = None) -> AsyncIterator[str]:
+async def errors_in_stream(
+    events: AsyncGenerator[str, None], done: str | None = None, encode: Callable[[ApiError], str] = ApiError.sse
+) -> AsyncIterator[str]:
     """`events`, then `done` (if any) once they end. An exception raised
     while they are produced ends the stream with it as an error event
-    instead, and no `done`: the status line has gone, so the error travels
-    in the stream."""
+    (`encode`: a server-sent event, or Ollama's last NDJSON line) instead,
+    and no `done`: the status line has gone, so the error travels in the
+    stream."""
     async with contextlib.aclosing(events):
         try:
             async for event in events:
                 yield event
         except Exception as exc:
-            yield to_api_error(exc).sse()
+            yield encode(to_api_error(exc))
             return
     if done is not None:
         yield done
@@ -101,7 +108,7 @@ def install(app: FastAPI) -> None:
         error = to_api_error(exc)
         # Ollama's clients read `{"error": "..."}` and nothing else.
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers())
+            return JSONResponse(error.ollama_body(), status_code=error.status, headers=error.headers())
         return error.response()
 
     for cls in (ApiError, LlamabinError, TemplateError, RequestValidationError, HTTPException, Exception):

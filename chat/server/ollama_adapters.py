@@ -114,9 +114,10 @@ def _grammar(fmt: Format) -> str | None:
 # -- responses -------------------------------------------------------------------
 
 
-def now() -> str:
-    """Ollama's timestamps: RFC 3339, UTC."""
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+def now(at: float | None = None) -> str:
+    """Ollama's timestamps: RFC 3339, UTC; the current time, or `at` (a Unix time)."""
+    moment = datetime.now(timezone.utc) if at is None else datetime.fromtimestamp(at, timezone.utc)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def stats(final: Chunk, started: float) -> dict[str, Any]:
@@ -163,7 +164,7 @@ def listing(model: str, info: EngineInfo, started: int) -> dict[str, Any]:
     return {
         "name": model + LATEST,
         "model": model + LATEST,
-        "modified_at": datetime.fromtimestamp(started, timezone.utc).isoformat().replace("+00:00", "Z"),
+        "modified_at": now(started),
         "size": info.size_bytes,
         "digest": digest(info),
         "details": details(info),
@@ -183,5 +184,5 @@ def show(info: EngineInfo, template: ChatTemplate, started: int) -> dict[str, An
             f"{arch}.embedding_length": info.n_embd,
         },
         "capabilities": ["completion", "embedding"],
-        "modified_at": datetime.fromtimestamp(started, timezone.utc).isoformat().replace("+00:00", "Z"),
+        "modified_at": now(started),
     }

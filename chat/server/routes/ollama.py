@@ -13,34 +13,36 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from chat.engine import Generation, GenerationRequest
 from chat.server import ollama_adapters as ad
 from chat.server.embeddings import check_count, embed
-from chat.server.errors import ApiError, to_api_error
+from chat.server.errors import ApiError, errors_in_stream
 from chat.server.generations import GenerationStream
 from chat.server.ollama_types import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ShowRequest
+from chat.server.settings import ServerSettings
 from chat.server.state import ServerState, State
+from templates import ChatTemplate
 
 router = APIRouter(prefix="/api", tags=["Ollama"])
 # Ollama clients compare the server's version with a minimum of their own;
 # the shapes here are those the `ollama` Python client 0.6.3 reads (tests).
 OLLAMA_VERSION = "0.6.4"
 Body = TypeVar("Body", bound=BaseModel)
+Answered = TypeVar("Answered", ChatRequest, GenerateRequest)
 
 
 async def _parse(request: Request, model: type[Body]) -> Body:
     raw = await request.body()
     if not raw.strip():
-        raise ApiError(400, "the request body is empty")
+        raise ApiError(400, "The request body is empty: send a JSON object")
     try:
         return model.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ApiError(400, f"{where + ': ' if where else ''}{first.get('msg', 'invalid request')}") from None
+    except ValidationError as exc:  # worded as FastAPI's own are, by errors.py
+        raise RequestValidationError(exc.errors()) from None
 
 
 def _line(obj: dict[str, Any]) -> str:
@@ -73,43 +75,31 @@ async def show(request: Request, st: State) -> dict[str, Any]:
 
 @router.post("/chat")
 async def chat(request: Request, st: State) -> Response:
-    body = await _parse(request, ChatRequest)
-    ad.check_model(body.model, st.model_id)
-    specials = st.engine.special_texts()
-    n_ctx = st.engine.info.n_ctx
-    return await _answer(
-        st, request, body.stream, body.model, ad.chat_piece, "message",
-        lambda: ad.chat_request(body, st.template, st.settings, n_ctx, specials),
-    )  # fmt: skip
+    return await _answer(st, request, await _parse(request, ChatRequest), ad.chat_request, ad.chat_piece)
 
 
 @router.post("/generate")
 async def generate(request: Request, st: State) -> Response:
-    body = await _parse(request, GenerateRequest)
-    ad.check_model(body.model, st.model_id)
-    specials = st.engine.special_texts()
-    n_ctx = st.engine.info.n_ctx
-    return await _answer(
-        st, request, body.stream, body.model, ad.generate_piece, "response",
-        lambda: ad.generate_request(body, st.template, st.settings, n_ctx, specials),
-    )  # fmt: skip
+    return await _answer(st, request, await _parse(request, GenerateRequest), ad.generate_request, ad.generate_piece)
 
 
 async def _answer(
     st: ServerState,
     request: Request,
-    stream: bool,
-    model: str,
+    body: Answered,
+    adapt: Callable[[Answered, ChatTemplate, ServerSettings, int, frozenset[str]], GenerationRequest],
     piece: Callable[[str, str], dict[str, Any]],
-    field: str,
-    build: Callable[[], GenerationRequest],
 ) -> Response:
+    """One answer to /api/chat or /api/generate: NDJSON pieces, or one object."""
+    ad.check_model(body.model, st.model_id)
+    specials, n_ctx = st.engine.special_texts(), st.engine.info.n_ctx
     started = time.monotonic()
-    gen = await st.generations.start(build)
-    if stream:
-        return GenerationStream(_pieces(st, gen, model, piece, started), gen, st.generations, "application/x-ndjson")
+    gen = await st.generations.start(lambda: adapt(body, st.template, st.settings, n_ctx, specials))
+    if body.stream:
+        lines = errors_in_stream(_pieces(st, gen, body.model, piece, started), encode=lambda e: _line(e.ollama_body()))
+        return GenerationStream(lines, gen, st.generations, "application/x-ndjson")
     text, final = await st.generations.collect(gen, request)
-    answer = piece(model, text)
+    answer = piece(body.model, text)
     answer.update(done=True, **ad.stats(final, started))
     return JSONResponse(answer)
 
@@ -117,18 +107,14 @@ async def _answer(
 async def _pieces(
     st: ServerState, gen: Generation, model: str, piece: Callable[[str, str], dict[str, Any]], started: float
 ) -> AsyncGenerator[str, None]:
-    """The answer's pieces, then the last object with done and the counts;
-    a failure after the first line travels as a last line `{"error": ...}`."""
-    try:
-        async for chunk in st.generations.chunks(gen):
-            if chunk.text:
-                yield _line(piece(model, chunk.text))
-            if chunk.finish_reason is not None:
-                last = piece(model, "")
-                last.update(done=True, **ad.stats(chunk, started))
-                yield _line(last)
-    except Exception as exc:
-        yield _line({"error": to_api_error(exc).message})
+    """The answer's pieces, then the last object with done and the counts."""
+    async for chunk in st.generations.chunks(gen):
+        if chunk.text:
+            yield _line(piece(model, chunk.text))
+        if chunk.finish_reason is not None:
+            last = piece(model, "")
+            last.update(done=True, **ad.stats(chunk, started))
+            yield _line(last)
 
 
 @router.post("/embed")
