@@ -16,7 +16,14 @@ py=${1:?usage: runtime-wheel.sh PYTHON TARGET WHEELDIR}
 target=${2:?usage: runtime-wheel.sh PYTHON TARGET WHEELDIR}
 wheels=${3:?usage: runtime-wheel.sh PYTHON TARGET WHEELDIR}
 here=$(cd "$(dirname "$0")/.." && pwd)
-host=$("$py" -c 'import sys; sys.path.insert(0, sys.argv[1]); from packager.targets import host_target; print(host_target())' "$here")
+# This machine's target, once the one asked for is known (else the list, exit 2).
+host=$("$py" -c '
+import sys
+sys.path.insert(0, sys.argv[1])
+from packager.targets import KNOWN, host_target, unknown_target_message
+if sys.argv[2] not in KNOWN:
+    sys.exit("runtime-wheel: " + unknown_target_message(sys.argv[2]))
+print(host_target())' "$here" "$target") || exit 2
 mkdir -p "$wheels"
 # A wheel of an older build (another glibc tag, say) would stand beside the new one.
 [ "${target%%-*}" != linux ] || rm -f "$wheels"/llamabin_runtime-*-manylinux_*_"${target#linux-}".whl
