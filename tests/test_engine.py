@@ -222,3 +222,27 @@ def test_closing_ends_the_generations_still_waiting(smollm2: Path) -> None:
     small.close()
     assert list(waiting)[-1].finish_reason is FinishReason.CANCELLED
     assert list(running)[-1].finish_reason is FinishReason.CANCELLED
+
+
+def test_logprobs_follow_the_tokens_and_need_not_fit_one_batch(smollm2: Path) -> None:
+    """Each generated token's logprob comes with its chunk, the greedy pick
+    first among the likeliest; a prompt scored in batches of 2 scores as in
+    one, with nothing taken from the cache."""
+    prompt = "The capital of France is"
+    request = GenerationRequest(prompt, GREEDY, max_tokens=6, logprobs=3, prompt_logprobs=True)
+    scored = []
+    for n_batch in (2, 64):
+        with Engine(EngineConfig(ModelSource(smollm2), n_ctx=512, n_batch=n_batch)) as eng:
+            eng.submit(GenerationRequest(prompt, GREEDY, max_tokens=2)).text()  # leaves the prompt cached
+            chunks = list(eng.submit(request))
+        (head,) = [c.prompt_logprobs for c in chunks if c.prompt_logprobs]
+        generated = [lp for c in chunks for lp in c.logprobs]
+        assert b"".join(lp.chosen.piece for lp in generated).decode() == "".join(c.text for c in chunks)
+        assert all(lp.top[0].token == lp.chosen.token and len(lp.top) == 3 for lp in generated)
+        assert head[0].chosen.logprob is None and all(p.chosen.logprob is not None for p in head[1:])
+        assert b"".join(p.chosen.piece for p in head).decode().strip() == prompt
+        assert chunks[-1].usage is not None and chunks[-1].usage.cached_tokens == 0
+        scored.append(
+            [round(p.chosen.logprob or 0, 4) for p in head] + [round(g.chosen.logprob or 0, 4) for g in generated]
+        )
+    assert scored[0] == pytest.approx(scored[1], abs=2e-3)

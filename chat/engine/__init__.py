@@ -2,7 +2,17 @@
 
 from chat.engine.engine import Engine, EngineConfig
 from chat.engine.generation import Generation
-from chat.engine.types import Chunk, EngineInfo, EngineStats, FinishReason, GenerationRequest, SamplingParams, Usage
+from chat.engine.types import (
+    Chunk,
+    EngineInfo,
+    EngineStats,
+    FinishReason,
+    GenerationRequest,
+    SamplingParams,
+    TokenChoice,
+    TokenLogprob,
+    Usage,
+)
 
 __all__ = [
     "Chunk",
@@ -14,5 +24,7 @@ __all__ = [
     "Generation",
     "GenerationRequest",
     "SamplingParams",
+    "TokenChoice",
+    "TokenLogprob",
     "Usage",
 ]

@@ -15,6 +15,7 @@ import struct
 import sys
 import tempfile
 import threading
+from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -294,6 +295,14 @@ class Context:
     def forget(self, seq: int, start: int) -> None:
         """Drop positions >= start of one sequence from the KV cache."""
         C.llama_memory_seq_rm(self._memory, seq, start, -1)
+
+    def logits(self, index: int, n_vocab: int) -> array:
+        """A copy of the raw logits at batch entry `index` (one asked for in
+        the last decode)."""
+        ptr = C.llama_get_logits_ith(self._ptr, index)
+        if not ptr:
+            raise GenerationError(f"llama.cpp has no logits for batch entry {index}")
+        return array("f", ctypes.string_at(ptr, 4 * n_vocab))
 
     def decode_batch(self, entries: Sequence[BatchEntry]) -> None:
         """Evaluate up to n_batch tokens, of any sequences, in one call."""

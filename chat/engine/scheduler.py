@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 from chat.engine.generation import Generation
 from chat.engine.llama import BatchEntry, Context, Model, Sampler
+from chat.engine.logprobs import token_logprob
 from chat.engine.stream import TextStream
-from chat.engine.types import Chunk, EngineStats, FinishReason, Usage
+from chat.engine.types import Chunk, EngineStats, FinishReason, TokenChoice, TokenLogprob, Usage
 from chat.errors import GenerationError
 
 
@@ -47,6 +48,13 @@ class _Run:
     prefilled_at: float = 0.0
     n_out: int = 0
     next_token: int | None = None  # sampled, to be evaluated at the next step
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet emitted
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # filled during prefill, if asked
+
+
+# A prompt token whose logprob is wanted: its run, the batch entry (the
+# token before it) whose logits predict it, and the token.
+_Scored = tuple[_Run, int, int]
 
 
 @dataclass
@@ -171,7 +179,8 @@ class Scheduler:
             return
         prompt = gen.prompt_tokens
         slot = self._pick_slot(prompt)
-        keep = min(_common_prefix(slot.cached, prompt), len(prompt) - 1)
+        # Scoring the prompt needs every position's logits: nothing is reused.
+        keep = 0 if gen.request.prompt_logprobs else min(_common_prefix(slot.cached, prompt), len(prompt) - 1)
         self.ctx.forget(slot.seq, keep)
         slot.cached = prompt[:keep]
         req = gen.request
@@ -206,7 +215,7 @@ class Scheduler:
     def _step(self) -> None:
         for r in [r for r in self._runs if r.gen.cancelled]:
             self._finish(r, FinishReason.CANCELLED)
-        entries, sampled = self._plan()
+        entries, sampled, scored = self._plan()
         if not entries:
             # Every run waits for room that only another waiting run could
             # free: give up the newest, so the others can go on.
@@ -218,14 +227,28 @@ class Scheduler:
             for r in list(self._runs):
                 self._fail(r, str(exc))
             return
+        for r, index, token in scored:
+            r.prompt_logprobs.append(self._logprob(r, index, token))
         for r, index in sampled:
-            self._on_token(r, r.sampler.sample(self.ctx, index))
+            if r.gen.request.prompt_logprobs and r.n_out == 0:
+                first = r.gen.prompt_tokens[0]
+                unpredicted = TokenLogprob(TokenChoice(first, self.model.token_bytes(first), None))
+                r.gen.emit(Chunk("", prompt_logprobs=(unpredicted, *r.prompt_logprobs)))
+            token = r.sampler.sample(self.ctx, index)
+            if r.gen.request.logprobs is not None and not self.model.is_eog(token):
+                r.logprobs.append(self._logprob(r, index, token))
+            self._on_token(r, token)
 
-    def _plan(self) -> tuple[list[BatchEntry], list[tuple[_Run, int]]]:
+    def _logprob(self, r: _Run, index: int, token: int) -> TokenLogprob:
+        logits = self.ctx.logits(index, self.model.n_vocab)
+        return token_logprob(logits, token, r.gen.request.logprobs or 0, self.model.token_bytes)
+
+    def _plan(self) -> tuple[list[BatchEntry], list[tuple[_Run, int]], list[_Scored]]:
         """This step's batch: one token per decoding run, then prompt chunks,
         as far as the batch and the shared cache have room."""
         entries: list[BatchEntry] = []
         sampled: list[tuple[_Run, int]] = []
+        scored: list[_Scored] = []
         for r in list(self._runs):
             token, r.next_token = r.next_token, None
             if token is None:
@@ -241,13 +264,17 @@ class Scheduler:
             if not r.todo or room <= 0:
                 continue
             part, r.todo = r.todo[:room], r.todo[room:]
+            score = r.gen.request.prompt_logprobs
+            following = part[1:] + r.todo[:1]  # the prompt token each entry's logits predict
             for i, tok in enumerate(part):
                 last = not r.todo and i == len(part) - 1
-                entries.append(BatchEntry(tok, r.slot.seq, len(r.slot.cached), last))
+                entries.append(BatchEntry(tok, r.slot.seq, len(r.slot.cached), last or score))
                 r.slot.cached.append(tok)
+                if score and not last:
+                    scored.append((r, len(entries) - 1, following[i]))
             if not r.todo:
                 sampled.append((r, len(entries) - 1))
-        return entries, sampled
+        return entries, sampled, scored
 
     def _room(self, r: _Run, wanted: int) -> int:
         """Free cells for `r`, up to `wanted`. In a unified cache all
@@ -275,7 +302,7 @@ class Scheduler:
         r.n_out += 1
         piece = r.text.feed(self.model.token_bytes(token))
         if piece or r.text.stopped:
-            r.gen.emit(Chunk(piece, (token,)))
+            r.gen.emit(Chunk(piece, (token,), logprobs=self._take_logprobs(r)))
         if r.text.stopped:
             self._finish(r, FinishReason.STOP)
         elif r.n_out >= r.limit or len(r.slot.cached) + 1 >= self.ctx.n_ctx_seq:
@@ -283,10 +310,14 @@ class Scheduler:
         else:
             r.next_token = token
 
+    def _take_logprobs(self, r: _Run) -> tuple[TokenLogprob, ...]:
+        taken, r.logprobs = tuple(r.logprobs), []
+        return taken
+
     def _finish(self, r: _Run, reason: FinishReason) -> None:
         tail = r.text.finish()
-        if tail:
-            r.gen.emit(Chunk(tail))
+        if tail or r.logprobs:
+            r.gen.emit(Chunk(tail, logprobs=self._take_logprobs(r)))
         now = time.perf_counter()
         prefilled = r.prefilled_at or now
         usage = Usage(len(r.gen.prompt_tokens), r.reused, r.n_out, prefilled - r.started, now - prefilled)

@@ -56,6 +56,12 @@ class GenerationRequest:
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     add_bos: bool | None = None  # None: the model's own add-BOS rule
+    # Report each generated token's logprob with this many likeliest
+    # alternatives (0: none); None reports nothing.
+    logprobs: int | None = None
+    # Also the prompt's tokens' (each but the first), which evaluates the
+    # whole prompt, none of it taken from the cache.
+    prompt_logprobs: bool = False
 
 
 class FinishReason(str, enum.Enum):
@@ -89,14 +95,35 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class TokenChoice:
+    token: int
+    piece: bytes  # its bytes, which may be part of a character
+    logprob: float | None  # None for a prompt's first token, which nothing predicts
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token at one place, and the likeliest ones there."""
+
+    chosen: TokenChoice
+    top: tuple[TokenChoice, ...] = ()
+
+
+@dataclass(frozen=True)
 class Chunk:
-    """A piece of streamed output. The last chunk of a request has a finish_reason."""
+    """A piece of streamed output. The last chunk of a request has a finish_reason.
+
+    `logprobs` are those of the tokens generated since the last chunk (their
+    text may still be held back); `prompt_logprobs`, once, before the first
+    token, those of the prompt."""
 
     text: str
     tokens: tuple[int, ...] = ()
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     error: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
+    prompt_logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
