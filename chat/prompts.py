@@ -10,9 +10,12 @@ tokenized as plain text whenever it holds such a text. Prompts without one
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from chat.engine.types import PromptPart
+from chat.errors import UsageError
 from templates import ChatTemplate
 
 # Private-use characters that mark where each message's content starts and
@@ -22,16 +25,22 @@ OPEN, CLOSE = "\ue000", "\ue001"
 
 def chat_prompt(
     template: ChatTemplate,
-    messages: Sequence[Mapping[str, str]],
+    messages: Sequence[Mapping[str, Any]],
     add_generation_prompt: bool,
     special_texts: frozenset[str],
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> str | tuple[PromptPart, ...]:
     """The prompt for `messages`: a plain string when no content holds a
-    control token's text, else parts in which contents are plain text."""
+    control token's text, else parts in which contents are plain text.
+
+    Tools, and the tool calls of messages, are rendered by the template as
+    JSON it lays out itself, where no content can be marked as text: one
+    holding a control token's text is refused."""
+    _refuse_specials_in_tools(messages, tools, special_texts)
     if not any(s in m.get("content", "") for m in messages for s in special_texts):
-        return template.render(messages, add_generation_prompt=add_generation_prompt)
+        return template.render(messages, add_generation_prompt=add_generation_prompt, tools=tools)
     marked = [{**m, "content": OPEN + _unmarked(m.get("content", "")) + CLOSE} for m in messages]
-    rendered = template.render(marked, add_generation_prompt=add_generation_prompt)
+    rendered = template.render(marked, add_generation_prompt=add_generation_prompt, tools=tools)
     parts: list[PromptPart] = []
     for i, piece in enumerate(rendered.split(OPEN)):
         content, sep, rest = piece.partition(CLOSE) if i else ("", "", piece)
@@ -39,6 +48,15 @@ def chat_prompt(
             parts.append(PromptPart(content, special=False))
         parts.append(PromptPart(rest if sep or i == 0 else piece, special=True))
     return tuple(p for p in parts if p.text)
+
+
+def _refuse_specials_in_tools(
+    messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None, special_texts: frozenset[str]
+) -> None:
+    calls = [m["tool_calls"] for m in messages if m.get("tool_calls")]
+    for what, value in (("tools", tools), ("tool_calls", calls)):
+        if value and any(s in json.dumps(value, ensure_ascii=False) for s in special_texts):
+            raise UsageError(f"{what} hold the text of one of the model's control tokens")
 
 
 def _unmarked(text: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import jinja2
 import jinja2.ext
+from jinja2 import meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -188,7 +189,7 @@ def _render_failure(name: str, exc: Exception) -> TemplateError:
     return TemplateError(f"chat template '{name}' failed: {type(exc).__name__}: {_one_line(str(exc))}")
 
 
-def _plain_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+def _plain_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for index, message in enumerate(messages):
         if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
             raise TemplateError(f"message {index} needs a 'role' and a 'content'")
@@ -206,6 +207,7 @@ class ChatTemplate:
     eos_token: str
     stop: tuple[str, ...]
     _compiled: jinja2.Template = field(init=False, repr=False, compare=False)
+    _uses_tools: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.stop:
@@ -213,9 +215,24 @@ class ChatTemplate:
         # Compiling up front reports a broken template when it is chosen, not
         # halfway through a chat.
         object.__setattr__(self, "_compiled", compile_source(self.name, self.source))
+        object.__setattr__(
+            self, "_uses_tools", "tools" in meta.find_undeclared_variables(_environment().parse(self.source))
+        )
 
-    def render(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
-        """Turn a conversation into prompt text, including any BOS text the template emits."""
+    @property
+    def uses_tools(self) -> bool:
+        """The template renders the `tools` it is given (and, presumably,
+        tool calls and results): Qwen's, Llama 3.1's and Mistral's do."""
+        return self._uses_tools
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> str:
+        """Turn a conversation into prompt text, including any BOS text the
+        template emits; `tools` in OpenAI's shape, for a template that uses them."""
         plain = _plain_messages(messages)
         try:
             pieces = self._compiled.generate(
@@ -223,12 +240,12 @@ class ChatTemplate:
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
-                # Passed as None, like transformers, so `tools is not none`
-                # checks in model templates behave.
-                tools=None,
+                # None when there are none, like transformers, so `tools is
+                # not none` checks in model templates behave.
+                tools=[dict(t) for t in tools] if tools else None,
                 documents=None,
             )
-            limit = output_limit(plain)
+            limit = output_limit(plain) + (2 * len(json.dumps(tools)) if tools else 0)
             with longest_string(limit):
                 return join_capped(pieces, limit)
         # The template is foreign code: any failure inside it, whatever its

@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("chat.machine", 0),
     ("chat.engine", 1),
     ("chat.prompts", 2),
+    ("chat.toolcalls", 2),
     ("chat.conversation", 2),
     ("chat.bundle", 2),
     ("chat.startup", 2),
