@@ -21,7 +21,13 @@ from chat.errors import EXIT_INTERRUPTED, EXIT_USAGE, LlamabinError, UsageError
 from chat.loading import EngineLoad
 from chat.oneshot import OneShotOptions, run_ask, run_completion
 from chat.server.listen import listen, listen_beside_chat
-from chat.server.settings import DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT
+from chat.server.settings import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT,
+    OLLAMA_PORT,
+)
 from chat.settings import Mode, Settings, default_threads
 from chat.startup import check_bundle, describe_bundle, verify_bundle
 from payload.find import sidecar_path
@@ -56,10 +62,13 @@ for you. Only the generated text goes to stdout; diagnostics go to stderr.
 \b
 The server (--server, and beside the default chat) listens on
 http://127.0.0.1:8080: the web chat is at /, the OpenAI API under /v1
-(chat/completions, completions, models, embeddings), llama.cpp's endpoints
-at /completion, /tokenize, /detokenize, /health, /props and /metrics. When
-the port is taken, --server stops with exit code 1 and the default mode
-runs the chat alone; --port 0 picks a free port and prints it.
+(chat/completions with tool calls and logprobs, completions, models,
+embeddings), Ollama's under /api (chat, generate, embed, tags, show, ps,
+version), llama.cpp's endpoints at /completion, /tokenize, /detokenize,
+/health, /props and /metrics. When the port is taken, --server stops with
+exit code 1 and the default mode runs the chat alone; --port 0 picks a free
+port and prints it. --ollama-port 11434 also serves on Ollama's own port,
+for apps that cannot be told another.
 
 \b
 Exit codes: 0 success, 1 runtime error (bad model file, out of memory),
@@ -185,6 +194,12 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, help="Port the server listens on (0: any free one)."
 )
+@click.option(
+    "--ollama-port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help=f"Also serve on PORT, for Ollama clients that cannot be pointed elsewhere ({OLLAMA_PORT} is Ollama's).",
+)
 @click.option("--nobrowser", is_flag=True, help="Do not open the web chat in a browser.")
 @click.option("--api-key", metavar="KEY", help="Require 'Authorization: Bearer KEY' on API calls.")
 @click.option("--api-key-file", metavar="FILE", help="Read the API key from the first line of FILE.")
@@ -251,10 +266,10 @@ def dispatch(settings: Settings) -> int:
             return run_ask(load.session(), options)
     server = settings.server_settings()
     if settings.mode is Mode.SERVER:
-        with listen(server) as sock, EngineLoad(settings) as load:
+        with listen(server) as listeners, EngineLoad(settings) as load:
             from chat.server.run import serve
 
-            return serve(load.session(), server, sock, announce=not settings.log_disable)
+            return serve(load.session(), server, listeners.sockets, announce=not settings.log_disable)
     beside = listen_beside_chat(server) if settings.mode is Mode.DEFAULT else None
     with EngineLoad(settings) as load:
         from chat.repl import run_repl
@@ -267,7 +282,7 @@ def dispatch(settings: Settings) -> int:
 
         # The server runs on the chat's engine while the chat runs, and
         # stops when it ends; neither front end knows of the other.
-        with beside, beside_the_chat(session, server, beside):
+        with beside, beside_the_chat(session, server, beside.sockets):
             return run_repl(session, chat, settings.history_file, settings.verbose)
 
 
@@ -305,6 +320,7 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         verbose_prompt=opts["verbose_prompt"],
         host=opts["host"],
         port=opts["port"],
+        ollama_port=opts["ollama_port"],
         api_key=_api_key(opts),
         allowed_hosts=tuple(opts["allowed_hosts"]),
         cors_origins=tuple(_origin(o) for o in opts["cors_origins"]),

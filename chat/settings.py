@@ -51,6 +51,7 @@ class Settings:
     history_file: Path | None = None
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    ollama_port: int | None = None
     api_key: str | None = None
     allowed_hosts: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
@@ -82,6 +83,7 @@ class Settings:
         return ServerSettings(
             host=self.host,
             port=self.port,
+            ollama_port=self.ollama_port,
             api_key=self.api_key,
             allowed_hosts=self.allowed_hosts,
             cors_origins=self.cors_origins,

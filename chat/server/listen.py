@@ -14,8 +14,9 @@ from chat.errors import LlamabinError, UsageError
 from chat.server.settings import ServerSettings, is_loopback
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket, or one clear line saying why there is none."""
+def bind(host: str, port: int, flag: str = "--port") -> socket.socket:
+    """A listening socket, or one clear line saying why there is none
+    (naming `flag`, the option that chose the port)."""
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
             0
@@ -31,9 +32,8 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise LlamabinError(
-                f"port {port} on {host} is already in use: pick another with --port (--port 0 picks a free one)"
-            ) from None
+            hint = " (--port 0 picks a free one)" if flag == "--port" else ""
+            raise LlamabinError(f"port {port} on {host} is already in use: pick another with {flag}{hint}") from None
         raise LlamabinError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     return sock
 
@@ -47,21 +47,47 @@ def warn_if_exposed(settings: ServerSettings) -> None:
         )
 
 
-def listen(settings: ServerSettings) -> socket.socket:
-    """`--server`'s socket: without it there is nothing to do."""
-    sock = bind(settings.host, settings.port)
-    warn_if_exposed(settings)
-    return sock
+class Listeners:
+    """The server's bound sockets, the main port's first (and --ollama-port's,
+    if given); closed together when the `with` block ends."""
+
+    def __init__(self, sockets: list[socket.socket]) -> None:
+        self.sockets = sockets
+
+    def __enter__(self) -> Listeners:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sock in self.sockets:
+            sock.close()
 
 
-def listen_beside_chat(settings: ServerSettings) -> socket.socket | None:
-    """The default mode's socket, or None when the port cannot be had: the
-    chat then runs alone (a second chat in another terminal is normal, and
-    must not fail for want of a port)."""
+def listen(settings: ServerSettings) -> Listeners:
+    """`--server`'s sockets: without any of them there is nothing to do."""
+    main = bind(settings.host, settings.port)
     try:
-        sock = bind(settings.host, settings.port)
+        extra = [bind(settings.host, settings.ollama_port, "--ollama-port")] if settings.ollama_port is not None else []
+    except LlamabinError:
+        main.close()
+        raise
+    warn_if_exposed(settings)
+    return Listeners([main, *extra])
+
+
+def listen_beside_chat(settings: ServerSettings) -> Listeners | None:
+    """The default mode's sockets, or None when the port cannot be had: the
+    chat then runs alone (a second chat in another terminal is normal, and
+    must not fail for want of a port). A taken --ollama-port is left out."""
+    try:
+        main = bind(settings.host, settings.port)
     except LlamabinError as exc:
         print(f"llamabin: {exc}; the chat runs without the server", file=sys.stderr)
         return None
+    extra = []
+    if settings.ollama_port is not None:
+        try:
+            extra.append(bind(settings.host, settings.ollama_port, "--ollama-port"))
+        except LlamabinError as exc:
+            print(f"llamabin: {exc}; the server listens on port {settings.port} only", file=sys.stderr)
     warn_if_exposed(settings)
-    return sock
+    return Listeners([main, *extra])

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import webbrowser
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import uvicorn
@@ -30,21 +30,27 @@ from templates import ChatTemplate
 STARTUP_TIMEOUT = 30.0  # seconds for the server thread to start listening
 
 
-def serve(session: Session, settings: ServerSettings, sock: socket.socket, announce: bool = True) -> int:
+def serve(session: Session, settings: ServerSettings, socks: Sequence[socket.socket], announce: bool = True) -> int:
     """`--server`: serve until Ctrl-C, which reaches the caller as
-    KeyboardInterrupt once open requests have been cancelled."""
+    KeyboardInterrupt once open requests have been cancelled. `socks`: the
+    main port's first, then any other port serving the same API."""
     app = create_app(session.engine, session.template, settings)
     generations: Generations = app.state.llamabin.generations
     server = _Server(_config(app, settings, quiet=False), generations)
-    url = base_url(settings.host, sock.getsockname()[1])
+    url = base_url(settings.host, socks[0].getsockname()[1])
     if announce:
-        print(f"listening on {url}", file=sys.stderr, flush=True)
+        print(f"listening on {url}{_also(settings, socks)}", file=sys.stderr, flush=True)
     open_browser(url, settings.open_browser)
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=list(socks))
     finally:
         generations.cancel_all()  # let the engine close without finishing them
     return EXIT_OK
+
+
+def _also(settings: ServerSettings, socks: Sequence[socket.socket]) -> str:
+    urls = [base_url(settings.host, s.getsockname()[1]) for s in socks[1:]]
+    return f" (and on {', '.join(urls)} for Ollama's clients)" if urls else ""
 
 
 class BackgroundServer:
@@ -69,14 +75,15 @@ class BackgroundServer:
 
 
 def start_in_background(
-    engine: Engine, template: ChatTemplate, settings: ServerSettings, sock: socket.socket | None = None
+    engine: Engine, template: ChatTemplate, settings: ServerSettings, socks: Sequence[socket.socket] = ()
 ) -> BackgroundServer:
-    """Serve `engine` from a thread (binding now unless given a bound
-    socket); return once it accepts connections."""
-    sock = sock or bind(settings.host, settings.port)
+    """Serve `engine` from a thread (binding now unless given bound
+    sockets, the main one first); return once it accepts connections."""
+    socks = list(socks) or [bind(settings.host, settings.port)]
+    sock = socks[0]
     app = create_app(engine, template, settings)
     server = _Server(_config(app, settings, quiet=True), app.state.llamabin.generations)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="llamabin-server", daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": socks}, name="llamabin-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not server.started:
@@ -88,11 +95,13 @@ def start_in_background(
 
 
 @contextmanager
-def beside_the_chat(session: Session, settings: ServerSettings, sock: socket.socket) -> Iterator[BackgroundServer]:
+def beside_the_chat(
+    session: Session, settings: ServerSettings, socks: Sequence[socket.socket]
+) -> Iterator[BackgroundServer]:
     """The default mode's server, on the chat's engine and template: it
     serves while the `with` block runs the chat, and stops with it."""
-    with start_in_background(session.engine, session.template, settings, sock) as server:
-        print(f"web chat and OpenAI API: {server.url}", flush=True)
+    with start_in_background(session.engine, session.template, settings, socks) as server:
+        print(f"web chat and OpenAI API: {server.url}{_also(settings, socks)}", flush=True)
         open_browser(server.url, settings.open_browser)
         yield server
 

@@ -9,6 +9,7 @@ from chat.engine.types import SamplingParams
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+OLLAMA_PORT = 11434  # where Ollama's clients look when they cannot be told
 # A prompt that fits any context we can allocate is far smaller than this;
 # a bigger body is a mistake or an attack, refused before it is parsed.
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -28,6 +29,8 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 class ServerSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT  # 0: any free port, printed at start
+    # A second port serving the same API, for clients fixed on Ollama's 11434.
+    ollama_port: int | None = None
     api_key: str | None = None  # when set, API calls need "Authorization: Bearer KEY"
     allowed_hosts: tuple[str, ...] = ()  # Host/Origin names accepted besides the defaults
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS)
