@@ -3,7 +3,8 @@ the server in-process: just the interface the front ends use (`info`,
 `stats()`, `n_ctx`, `submit` and the token helpers).
 
 Obviously fake and fully deterministic: each character is one token (its
-code point), and every answer is the same few words, emitted at once. A
+code point), and every answer is the same few words (or the pieces it is
+given), emitted at once. A
 prompt holding FAIL breaks after two pieces, as a failed decode would.
 """
 
@@ -25,8 +26,11 @@ N_EMBD = 8
 
 
 class FakeEngine:
-    def __init__(self, name: str = "fake-model.gguf", n_ctx: int = 256, n_parallel: int = 1) -> None:
+    def __init__(
+        self, name: str = "fake-model.gguf", n_ctx: int = 256, n_parallel: int = 1, reply: Sequence[str] = REPLY
+    ) -> None:
         self.n_ctx = n_ctx
+        self.reply = tuple(reply)  # the pieces every answer is made of
         self.info = EngineInfo(
             model_name=name,
             model_path=Path("models") / name,
@@ -90,8 +94,9 @@ class FakeEngine:
             raise UsageError("the number of tokens to predict must be positive")
         self.requests.append(request)
         gen = Generation(request, tokens)
-        limit = len(REPLY) if request.max_tokens is None else min(request.max_tokens, len(REPLY))
-        pieces = REPLY[: min(limit, 2)] if FAIL in text else REPLY[:limit]
+        reply = self.reply
+        limit = len(reply) if request.max_tokens is None else min(request.max_tokens, len(reply))
+        pieces = reply[: min(limit, 2)] if FAIL in text else reply[:limit]
         for piece in pieces:
             gen.emit(Chunk(piece, (ord(piece[0]),)))
         usage = Usage(len(tokens), 0, len(pieces), 0.01, 0.01)
@@ -103,7 +108,7 @@ class FakeEngine:
         if FAIL in text:
             gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error="fake decode failure"))
         else:
-            reason = FinishReason.STOP if limit == len(REPLY) else FinishReason.LENGTH
+            reason = FinishReason.STOP if limit == len(reply) else FinishReason.LENGTH
             gen.emit(Chunk("", finish_reason=reason, usage=usage))
         return gen
 

@@ -67,13 +67,13 @@ def sse_data(response: httpx.Response) -> list[str]:
 
 
 def test_chat_completion_names_the_servers_model(client: TestClient, engine: FakeEngine) -> None:
-    response = client.post(CHAT, json={"model": "gpt-4o", "messages": HI, "unknown_field": [1, 2]})
+    response = client.post(CHAT, json={"model": "gpt-4o", "messages": HI, "prompt_cache_key": "k"})
     assert response.status_code == 200, response.text
     body = response.json()
-    # The client's model name and unknown fields are ignored, as OpenAI's
-    # clients expect of a one-model server: the answer names the real one.
+    # The client's model name is ignored, as OpenAI's clients expect of a
+    # one-model server: the answer names the real one.
     assert body["model"] == "fake-model.gguf" and body["object"] == "chat.completion"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": WHOLE}
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": WHOLE, "refusal": None}
     assert body["choices"][0]["finish_reason"] == "stop"
     usage = body["usage"]
     assert usage["completion_tokens"] == len(REPLY)

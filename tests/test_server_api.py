@@ -445,3 +445,119 @@ def test_a_bad_logit_bias_is_a_400_naming_it(server: ServerProcess, bias: dict[s
     reply = post(server, "/v1/completions", {"prompt": "hi", "max_tokens": 2, "logit_bias": bias})
     assert reply.status_code == 400
     assert "logit_bias" in json.dumps(reply.json()["error"])
+
+
+# -- logprobs ---------------------------------------------------------------------------
+
+
+def test_chat_logprobs_are_the_models_own_and_match_the_answer(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="any", messages=FRANCE, temperature=0, max_tokens=12, logprobs=True, top_logprobs=2
+    )
+    choice = reply.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    entries = choice.logprobs.content
+    assert len(entries) == reply.usage.completion_tokens  # type: ignore[union-attr]
+    assert b"".join(bytes(e.bytes or []) for e in entries).decode() == choice.message.content
+    for entry in entries:
+        assert len(entry.top_logprobs) == 2
+        first, second = entry.top_logprobs
+        # Greedy picks the likeliest token, which leads the list; the two are a distribution's.
+        assert (first.token, first.logprob) == (entry.token, entry.logprob)
+        assert 0 >= first.logprob >= second.logprob
+        assert math.exp(first.logprob) + math.exp(second.logprob) <= 1 + 1e-9
+    plain = client.chat.completions.create(model="any", messages=FRANCE, temperature=0, max_tokens=12)
+    assert plain.choices[0].logprobs is None
+    assert plain.choices[0].message.content == choice.message.content  # asking for them changes nothing
+
+
+def test_streamed_chat_logprobs_add_up_to_the_whole_ones(client: openai.OpenAI) -> None:
+    whole = client.chat.completions.create(
+        model="any", messages=FRANCE, temperature=0, max_tokens=12, logprobs=True, top_logprobs=1
+    )
+    stream = client.chat.completions.create(
+        model="any", messages=FRANCE, temperature=0, max_tokens=12, logprobs=True, top_logprobs=1, stream=True
+    )
+    streamed = [e for chunk in stream for c in chunk.choices if c.logprobs for e in c.logprobs.content or []]
+    expected = whole.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert [(e.token, round(e.logprob, 6)) for e in streamed] == [(e.token, round(e.logprob, 6)) for e in expected]  # type: ignore[union-attr]
+
+
+def test_completion_logprobs_with_echo_score_the_prompt_too(server: ServerProcess, client: openai.OpenAI) -> None:
+    prompt = "The capital of France is"
+    n_prompt = len(post(server, "/tokenize", {"content": prompt, "add_special": True}).json()["tokens"])
+    reply = client.completions.create(model="any", prompt=prompt, max_tokens=4, temperature=0, logprobs=2, echo=True)
+    choice = reply.choices[0]
+    lp = choice.logprobs
+    assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs and lp.text_offset
+    assert "".join(lp.tokens) == choice.text and choice.text.startswith(prompt)
+    assert len(lp.tokens) == n_prompt + reply.usage.completion_tokens  # type: ignore[union-attr]
+    # Nothing predicts the first token; every other one has its logprob and two alternatives.
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert all(v is not None and v <= 0 for v in lp.token_logprobs[1:])
+    assert all(len(top) == 2 for top in lp.top_logprobs[1:])  # type: ignore[arg-type]
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+    # The generated part's are those a request without echo gets.
+    alone = client.completions.create(model="any", prompt=prompt, max_tokens=4, temperature=0, logprobs=2)
+    assert alone.choices[0].logprobs.tokens == lp.tokens[n_prompt:]  # type: ignore[union-attr]
+    assert alone.choices[0].logprobs.token_logprobs == pytest.approx(lp.token_logprobs[n_prompt:])  # type: ignore[union-attr]
+
+
+def test_streamed_completion_logprobs_with_echo(server: ServerProcess) -> None:
+    body = {"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0, "logprobs": 1, "echo": True}
+    with httpx.stream("POST", f"{server.url}/v1/completions", json={**body, "stream": True}, timeout=60) as response:
+        events = [json.loads(d) for d in sse_data(response) if d != "[DONE]"]
+    whole = post(server, "/v1/completions", body).json()["choices"][0]
+    tokens = [t for e in events for c in e["choices"] if c["logprobs"] for t in c["logprobs"]["tokens"]]
+    offsets = [o for e in events for c in e["choices"] if c["logprobs"] for o in c["logprobs"]["text_offset"]]
+    assert tokens == whole["logprobs"]["tokens"] and offsets == whole["logprobs"]["text_offset"]
+    assert "".join(c["text"] for e in events for c in e["choices"]) == whole["text"]
+
+
+# -- fields this server does not have ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "param"),
+    [
+        ("/v1/chat/completions", {"reasoning_effort": "high"}, "reasoning_effort"),
+        ("/v1/chat/completions", {"audio": {"voice": "alloy", "format": "mp3"}}, "audio"),
+        ("/v1/chat/completions", {"store": True}, "store"),
+        ("/v1/chat/completions", {"functions": [{"name": "f"}]}, "functions"),
+        ("/v1/chat/completions", {"top_k_tokens": 3}, "top_k_tokens"),
+        ("/v1/completions", {"frobnicate": True}, "frobnicate"),
+        ("/v1/embeddings", {"truncate": True}, "truncate"),
+    ],
+)
+def test_unknown_or_unsupported_fields_are_refused_by_name(
+    server: ServerProcess, path: str, fields: dict[str, Any], param: str
+) -> None:
+    base: dict[str, Any] = {
+        "/v1/chat/completions": {"messages": FRANCE, "max_tokens": 2},
+        "/v1/completions": {"prompt": "Hi", "max_tokens": 2},
+        "/v1/embeddings": {"input": "Hi"},
+    }[path]
+    response = post(server, path, {**base, **fields})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and param in error["message"]
+
+
+def test_what_clients_send_back_unasked_is_accepted(client: openai.OpenAI) -> None:
+    """A previous answer's message sent back as it came, null and default
+    options, and hints that change nothing here all pass."""
+    first = client.chat.completions.create(model="any", messages=FRANCE, temperature=0, max_tokens=8)
+    history = [*FRANCE, first.choices[0].message.model_dump(), {"role": "user", "content": "And of Spain?"}]
+    reply = client.chat.completions.create(
+        model="any",
+        messages=history,  # type: ignore[arg-type]
+        temperature=0,
+        max_tokens=8,
+        store=False,
+        metadata=None,  # type: ignore[arg-type]
+        modalities=["text"],
+        parallel_tool_calls=True,
+        user="u1",
+        extra_body={"prompt_cache_key": "chat-1", "safety_identifier": "s"},
+    )
+    assert reply.choices[0].message.content

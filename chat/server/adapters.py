@@ -8,14 +8,17 @@ here, once.
 from __future__ import annotations
 
 import base64
+import json
 import struct
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from chat.engine import Chunk, FinishReason, GenerationRequest, SamplingParams, Usage
+from chat.engine import Chunk, FinishReason, GenerationRequest, SamplingParams, TokenChoice, TokenLogprob, Usage
 from chat.engine.grammars import JSON_GBNF, json_schema_grammar
+from chat.engine.types import PromptPart
+from chat.errors import UsageError
 from chat.prompts import chat_prompt
 from chat.server.errors import SERVER_ERROR, ApiError
 from chat.server.settings import ServerSettings
@@ -26,21 +29,78 @@ from chat.server.types import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatMessage,
+    ChoiceLogprobs,
     ChunkChoice,
     Completion,
     CompletionChoice,
+    CompletionLogprobs,
     CompletionRequest,
     CompletionUsage,
     Delta,
+    EmbeddingRequest,
+    FunctionCallOut,
+    FunctionDelta,
     NativeCompletion,
     NativeCompletionRequest,
     NativeTimings,
     ResponseFormat,
     SamplingFields,
+    ToolCallDelta,
+    ToolCallOut,
+    TopLogprob,
+)
+from chat.server.types import TokenLogprob as TokenLogprobOut
+from chat.toolcalls import (
+    CALL_OPEN,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    Turn,
+    call_grammar,
+    check_tools,
+    prompt_messages,
+    split_calls,
 )
 from templates import ChatTemplate
 
 # -- requests ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """The tools a chat request offers and how it lets the model use them."""
+
+    tools: tuple[Tool, ...] = ()
+    choice: ToolChoice = ToolChoice("none")
+
+    @property
+    def active(self) -> bool:
+        """Calls may be in the answer, so it is searched for them."""
+        return bool(self.tools) and self.choice.mode != "none"
+
+
+def tool_use(req: ChatCompletionRequest) -> ToolUse:
+    """OpenAI's tools and tool_choice, checked: 400s name what is wrong."""
+    tools = tuple(
+        Tool(
+            t.function.name, t.function.description or "", t.function.parameters or {"type": "object", "properties": {}}
+        )
+        for t in req.tools or ()
+    )
+    given = req.tool_choice
+    if given is not None and not tools and given != "none":
+        raise ApiError(400, "tool_choice needs tools: none were given", param="tool_choice")
+    if given is None:
+        choice = ToolChoice("auto" if tools else "none")
+    elif isinstance(given, str):
+        choice = ToolChoice(given)
+    else:
+        choice = ToolChoice("function", given.function.name)
+    try:
+        check_tools(tools, choice)
+    except UsageError as exc:
+        raise ApiError(400, str(exc), param=str(exc).split(":")[0]) from None
+    return ToolUse(tools, choice)
 
 
 def chat_request(
@@ -49,22 +109,56 @@ def chat_request(
     defaults: ServerSettings,
     special_texts: frozenset[str] = frozenset(),
     n_vocab: int | None = None,
+    use: ToolUse = ToolUse(),
 ) -> GenerationRequest:
-    """Render the messages with the model's chat template; its end-of-turn
-    strings join the client's stops. Message contents are plain text: one
-    holding a control token's text (`special_texts`) cannot open a turn."""
+    """Render the messages (and tools) with the model's chat template; its
+    end-of-turn strings join the client's stops. Message contents are plain
+    text: one holding a control token's text (`special_texts`) cannot open
+    a turn. A required call is constrained to the tools' schemas."""
     _refuse_unsupported(req)
-    if req.tools:
-        raise ApiError(400, "Tools are not supported by this server", param="tools")
-    messages = [{"role": _role(m), "content": _text(m)} for m in req.messages]
-    prompt = chat_prompt(template, messages, True, special_texts)
+    offered = use.tools if use.choice.mode != "none" else ()
+    messages, tools = prompt_messages([_turn(m, i) for i, m in enumerate(req.messages)], offered, template.uses_tools)
+    prompt = chat_prompt(template, messages, True, special_texts, tools)
     grammar = _grammar(req.response_format)
+    if use.choice.forced:
+        if grammar is not None:
+            raise ApiError(400, "response_format cannot be used with a required tool call", param="response_format")
+        grammar = call_grammar(use.tools, use.choice)
+        if not template.uses_tools:  # the documented format: the call's opening tag is given
+            prompt = _extended(prompt, CALL_OPEN + "\n")
     return GenerationRequest(
         prompt=prompt,
         sampling=replace(_openai_sampling(req, defaults, n_vocab), grammar=grammar),
         max_tokens=req.max_completion_tokens or req.max_tokens or defaults.max_tokens,
         stop=template.stop + _stops(req.stop),
+        logprobs=(req.top_logprobs or 0) if req.logprobs else None,
     )
+
+
+def _extended(prompt: str | tuple[PromptPart, ...], text: str) -> str | tuple[PromptPart, ...]:
+    return prompt + text if isinstance(prompt, str) else (*prompt, PromptPart(text, special=True))
+
+
+def _turn(message: ChatMessage, index: int) -> Turn:
+    calls = tuple(_call_in(c, index, i) for i, c in enumerate(message.tool_calls or ()))
+    if calls and message.role != "assistant":
+        raise ApiError(400, f"messages[{index}]: only assistant messages carry tool_calls", param=f"messages[{index}]")
+    if message.role == "tool" and not message.tool_call_id:
+        raise ApiError(
+            400, f"messages[{index}]: a tool message needs the tool_call_id it answers", param=f"messages[{index}]"
+        )
+    return Turn(_role(message), _text(message), calls, message.tool_call_id, message.name)
+
+
+def _call_in(call: Any, index: int, i: int) -> ToolCall:
+    where = f"messages[{index}].tool_calls[{i}].function.arguments"
+    try:
+        arguments = json.loads(call.function.arguments or "{}")
+    except (ValueError, RecursionError):
+        raise ApiError(400, f"{where}: not valid JSON", param=where) from None
+    if not isinstance(arguments, dict):
+        raise ApiError(400, f"{where}: must be a JSON object", param=where)
+    return ToolCall(call.function.name, arguments, call.id)
 
 
 def completion_request(
@@ -79,6 +173,8 @@ def completion_request(
         sampling=_openai_sampling(req, defaults, n_vocab),
         max_tokens=req.max_tokens or defaults.max_tokens,
         stop=_stops(req.stop),
+        logprobs=req.logprobs,
+        prompt_logprobs=req.echo and req.logprobs is not None,
     )
 
 
@@ -113,11 +209,41 @@ def native_request(req: NativeCompletionRequest, defaults: ServerSettings, n_ctx
     return GenerationRequest(prompt=req.prompt, sampling=sampling, max_tokens=n_predict, stop=_stops(req.stop))
 
 
+# OpenAI's fields this server does not have, and why; given with a value
+# (not null, false or empty), each is refused by name.
+UNSUPPORTED: dict[str, str] = {
+    "audio": "audio output is not supported: this model writes text",
+    "modalities": "only text output is supported",
+    "prediction": "predicted outputs are not supported",
+    "reasoning_effort": "this model has no reasoning setting",
+    "verbosity": "this model has no verbosity setting",
+    "web_search_options": "web search is not supported",
+    "functions": "functions are not supported: use tools",
+    "function_call": "function_call is not supported: use tool_choice",
+    "store": "stored completions are not supported",
+    "metadata": "metadata is for stored completions, which are not supported",
+    "service_tier": "service tiers are not supported",
+}
+# Accepted as they are: hints that change nothing here.
+HARMLESS = frozenset({"prompt_cache_key", "safety_identifier"})
+
+
+def refuse_unknown(req: SamplingFields | EmbeddingRequest) -> None:
+    """A field this server does not know gets a 400 naming it, never silence."""
+    for name, value in (req.model_extra or {}).items():
+        if name in HARMLESS:
+            continue
+        if name in UNSUPPORTED:
+            if value in (None, False, "", [], {}) or (name == "modalities" and value == ["text"]):
+                continue
+            raise ApiError(400, f"{name}: {UNSUPPORTED[name]}", param=name, code="unsupported_parameter")
+        raise ApiError(400, f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter")
+
+
 def _refuse_unsupported(req: SamplingFields) -> None:
+    refuse_unknown(req)
     if req.n is not None and req.n > 1:
         raise ApiError(400, "Only n=1 is supported: this server generates one choice per request", param="n")
-    if req.logprobs not in (None, False, 0):
-        raise ApiError(400, "logprobs are not supported by this server", param="logprobs")
 
 
 def _role(message: ChatMessage) -> str:
@@ -215,14 +341,80 @@ def usage(u: Usage | None) -> CompletionUsage:
     )
 
 
-def chat_completion(ids: Ids, model: str, text: str, final: Chunk) -> ChatCompletion:
-    choice = ChatChoice(message=AssistantMessage(content=text), finish_reason=finish_reason(final))
+def chat_completion(
+    ids: Ids, model: str, text: str, final: Chunk, use: ToolUse, logprobs: list[TokenLogprob] | None
+) -> ChatCompletion:
+    reason = finish_reason(final)
+    calls: list[ToolCall] = []
+    if use.active:
+        text, calls = split_calls(text, use.tools)
+    message = AssistantMessage(
+        content=text or None if calls else text, tool_calls=[_call_out(c) for c in calls] or None
+    )
+    choice = ChatChoice(
+        message=message,
+        finish_reason="tool_calls" if calls else reason,
+        logprobs=chat_logprobs(logprobs) if logprobs is not None else None,
+    )
     return ChatCompletion(id=ids.id, created=ids.created, model=model, choices=[choice], usage=usage(final.usage))
 
 
-def chat_chunk(ids: Ids, model: str, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
-    choice = ChunkChoice(delta=delta, finish_reason=finish)
+def _call_out(call: ToolCall) -> ToolCallOut:
+    return ToolCallOut(id=call.id, function=FunctionCallOut(name=call.name, arguments=call.arguments_json))
+
+
+def call_deltas(calls: list[ToolCall]) -> list[Delta]:
+    """Each call as two deltas, its name and then its arguments, as OpenAI
+    streams them (the client's helpers join the pieces by index)."""
+    deltas = []
+    for i, call in enumerate(calls):
+        named = ToolCallDelta(
+            index=i, id=call.id, type="function", function=FunctionDelta(name=call.name, arguments="")
+        )
+        deltas.append(Delta(tool_calls=[named]))
+        deltas.append(Delta(tool_calls=[ToolCallDelta(index=i, function=FunctionDelta(arguments=call.arguments_json))]))
+    return deltas
+
+
+def chat_chunk(
+    ids: Ids, model: str, delta: Delta, finish: str | None = None, logprobs: list[TokenLogprob] | None = None
+) -> ChatCompletionChunk:
+    lp = chat_logprobs(logprobs) if logprobs is not None else None
+    choice = ChunkChoice(delta=delta, finish_reason=finish, logprobs=lp)
     return ChatCompletionChunk(id=ids.id, created=ids.created, model=model, choices=[choice])
+
+
+def _piece(choice: TokenChoice) -> TopLogprob:
+    text = choice.piece.decode("utf-8", errors="replace")
+    return TopLogprob(token=text, logprob=choice.logprob or 0.0, bytes=list(choice.piece))
+
+
+def chat_logprobs(items: list[TokenLogprob]) -> ChoiceLogprobs:
+    """The engine's logprobs in the chat shape: one entry per token."""
+    content = []
+    for item in items:
+        chosen = _piece(item.chosen)
+        top = [_piece(t) for t in item.top]
+        content.append(
+            TokenLogprobOut(token=chosen.token, logprob=chosen.logprob, bytes=chosen.bytes, top_logprobs=top)
+        )
+    return ChoiceLogprobs(content=content)
+
+
+def completion_logprobs(items: list[TokenLogprob], offset: int = 0) -> CompletionLogprobs:
+    """The legacy shape: parallel lists, and where each token's text begins
+    in the choice's text (counted from `offset`). A prompt's first token has
+    no logprob, nor alternatives: null, as OpenAI's echo gives it."""
+    tokens, values, tops, offsets = [], [], [], []
+    for item in items:
+        text = item.chosen.piece.decode("utf-8", errors="replace")
+        tokens.append(text)
+        values.append(item.chosen.logprob)
+        known = item.chosen.logprob is not None
+        tops.append({t.piece.decode("utf-8", errors="replace"): t.logprob or 0.0 for t in item.top} if known else None)
+        offsets.append(offset)
+        offset += len(text)
+    return CompletionLogprobs(tokens=tokens, token_logprobs=values, top_logprobs=tops, text_offset=offsets)
 
 
 def chat_usage_chunk(ids: Ids, model: str, final: Chunk) -> ChatCompletionChunk:
@@ -230,8 +422,10 @@ def chat_usage_chunk(ids: Ids, model: str, final: Chunk) -> ChatCompletionChunk:
     return ChatCompletionChunk(id=ids.id, created=ids.created, model=model, choices=[], usage=usage(final.usage))
 
 
-def completion(ids: Ids, model: str, text: str, finish: str | None, u: Usage | None) -> Completion:
-    choice = CompletionChoice(text=text, finish_reason=finish)
+def completion(
+    ids: Ids, model: str, text: str, finish: str | None, u: Usage | None, logprobs: CompletionLogprobs | None = None
+) -> Completion:
+    choice = CompletionChoice(text=text, finish_reason=finish, logprobs=logprobs)
     return Completion(id=ids.id, created=ids.created, model=model, choices=[choice], usage=usage(u) if u else None)
 
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -22,10 +22,22 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from chat.engine import Chunk, Engine, Generation, GenerationRequest
+from chat.engine import Chunk, Engine, Generation, GenerationRequest, TokenLogprob
 from chat.server.errors import ApiError
 
 T = TypeVar("T")
+
+
+class Answer(NamedTuple):
+    """A whole generation: its text, its final chunk (the finish reason and
+    usage), and the logprobs of its tokens and of its prompt, if asked."""
+
+    text: str
+    final: Chunk
+    logprobs: list[TokenLogprob]
+    prompt_logprobs: list[TokenLogprob]
+
+
 RETRY_AFTER_SECONDS = 1  # a queued generation of a small model ends within seconds
 
 
@@ -136,21 +148,24 @@ class Generations:
         finally:
             self.release(gen)
 
-    async def collect(self, gen: Generation, request: Request) -> tuple[str, Chunk]:
-        """The whole text and the final chunk, for a non-streaming answer.
-        A client that hangs up meanwhile cancels the generation."""
-        pieces: list[str] = []
-        final = Chunk("")
+    async def collect(self, gen: Generation, request: Request) -> Answer:
+        """The whole answer, for a non-streaming response. A client that
+        hangs up meanwhile cancels the generation."""
+        chunks: list[Chunk] = []
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_cancel_on_disconnect, request, gen)
                 async for chunk in self.chunks(gen, as_they_come=False):
-                    pieces.append(chunk.text)
-                    final = chunk
+                    chunks.append(chunk)
                 tasks.cancel_scope.cancel()
         finally:
             self.release(gen)
-        return "".join(pieces), final
+        return Answer(
+            "".join(c.text for c in chunks),
+            chunks[-1] if chunks else Chunk(""),
+            [lp for c in chunks for lp in c.logprobs],
+            [lp for c in chunks for lp in c.prompt_logprobs],
+        )
 
     def release(self, gen: Generation) -> None:
         """Cancel (a no-op once finished) and forget a generation."""

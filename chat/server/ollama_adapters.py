@@ -15,11 +15,13 @@ from typing import Any
 
 from chat.engine import Chunk, EngineInfo, GenerationRequest, SamplingParams, Usage
 from chat.engine.grammars import JSON_GBNF, json_schema_grammar
+from chat.errors import UsageError
 from chat.prompts import chat_prompt
 from chat.server.adapters import finish_reason as done_reason
 from chat.server.errors import ApiError
 from chat.server.ollama_types import ChatRequest, Format, GenerateRequest, Options
 from chat.server.settings import ServerSettings
+from chat.toolcalls import Tool, ToolCall, ToolChoice, Turn, check_tools, prompt_messages
 from templates import ChatTemplate
 
 LATEST = ":latest"
@@ -34,21 +36,48 @@ def check_model(name: str | None, model_id: str) -> None:
 # -- requests ------------------------------------------------------------------
 
 
+def tools_of(req: ChatRequest) -> tuple[Tool, ...]:
+    """The request's tools, checked (Ollama has no tool_choice: the model
+    decides, as OpenAI's "auto")."""
+    tools = tuple(
+        Tool(
+            t.function.name, t.function.description or "", t.function.parameters or {"type": "object", "properties": {}}
+        )
+        for t in req.tools or ()
+    )
+    try:
+        check_tools(tools, ToolChoice("auto"))
+    except UsageError as exc:
+        raise ApiError(400, str(exc), param="tools") from None
+    return tools
+
+
 def chat_request(
     req: ChatRequest, template: ChatTemplate, defaults: ServerSettings, n_ctx: int, special_texts: frozenset[str]
 ) -> GenerationRequest:
-    if req.tools:
-        raise ApiError(400, "tools are not supported by this server yet", param="tools")
     if req.think:
         raise ApiError(400, "think is not supported: this model has no thinking mode", param="think")
     if any(m.images for m in req.messages):
         raise ApiError(400, "images are not supported: this model reads text only", param="images")
     if not req.messages:
         raise ApiError(400, "messages is empty", param="messages")
-    messages = [{"role": m.role, "content": m.content} for m in req.messages]
-    return _request(
-        chat_prompt(template, messages, True, special_texts), req.options, req.format, defaults, n_ctx, template.stop
-    )
+    turns = [
+        Turn(
+            m.role,
+            m.content,
+            tuple(ToolCall(c.function.name, c.function.arguments) for c in m.tool_calls or ()),
+            name=m.tool_name,
+        )
+        for m in req.messages
+    ]
+    messages, tools = prompt_messages(turns, tools_of(req), template.uses_tools)
+    prompt = chat_prompt(template, messages, True, special_texts, tools)
+    return _request(prompt, req.options, req.format, defaults, n_ctx, template.stop)
+
+
+def calls_out(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """Calls as Ollama's messages carry them: arguments as an object."""
+    return [{"function": {"index": i, "name": c.name, "arguments": dict(c.arguments)}} for i, c in enumerate(calls)]
 
 
 def generate_request(
@@ -183,6 +212,7 @@ def show(info: EngineInfo, template: ChatTemplate, started: int) -> dict[str, An
             f"{arch}.context_length": info.n_ctx_train,
             f"{arch}.embedding_length": info.n_embd,
         },
-        "capabilities": ["completion", "embedding"],
+        # Tools work with every template: in its own format or the documented one.
+        "capabilities": ["completion", "embedding", "tools"],
         "modified_at": now(started),
     }

@@ -16,7 +16,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from chat.server.types import MAX_EMBED_INPUTS, MAX_MESSAGES, MAX_REPEAT_WINDOW, MAX_STOPS, MAX_TOP_K
+from chat.server.types import (
+    MAX_EMBED_INPUTS,
+    MAX_MESSAGES,
+    MAX_REPEAT_WINDOW,
+    MAX_STOPS,
+    MAX_TOOLS,
+    MAX_TOP_K,
+    ToolDef,
+)
 
 # Options that tune loading, which happened once at start: accepted, no effect.
 LOAD_OPTIONS = frozenset(
@@ -58,11 +66,21 @@ class Options(BaseModel):
 Format = Literal["", "json"] | dict[str, Any] | None
 
 
+class CalledFunction(_Request):
+    name: str
+    arguments: dict[str, Any] = {}
+
+
+class ToolCall(_Request):
+    function: CalledFunction
+
+
 class Message(_Request):
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str = Field("", max_length=1 << 22)
     images: list[str] | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOLS)] | None = None
+    tool_name: str | None = Field(None, description="In a tool message: the tool whose result it is.")
 
 
 class ChatRequest(_Request):
@@ -72,7 +90,7 @@ class ChatRequest(_Request):
     format: Format = None
     options: Options | None = None
     keep_alive: Any = None  # the model stays loaded for the server's life
-    tools: list[Any] | None = None
+    tools: Annotated[list[ToolDef], Field(max_length=MAX_TOOLS)] | None = None
     think: bool | None = None
 
 

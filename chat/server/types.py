@@ -3,8 +3,10 @@
 These are the HTTP contract and nothing else: `adapters.py` turns them into
 the engine's own types. Validation is strict (no "0.5" for a number, no NaN)
 and bounded (no million-element lists), so a bad request fails here with a
-400 instead of deep inside the engine. Unknown fields are ignored, as
-OpenAI clients send fields this server has no use for.
+400 instead of deep inside the engine. A request's own unknown fields are
+kept (`extra="allow"`) for adapters.py to refuse by name; unknown fields of
+the messages inside it are ignored, since clients send back a previous
+answer's message as it came (`refusal`, `annotations`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ MAX_TOKEN_IDS = 1 << 20
 MAX_TOP_K = 1 << 20
 MAX_REPEAT_WINDOW = 1 << 16
 MAX_LOGIT_BIAS = 1024  # OpenAI allows 300
+MAX_TOOLS = 128
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
 PositiveInt = Annotated[int, Field(gt=0)]
 TokenIds = Annotated[list[int], Field(max_length=MAX_TOKEN_IDS)]
@@ -32,14 +36,29 @@ class _Request(BaseModel):
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore", populate_by_name=True)
 
 
+class _Options(_Request):
+    """A request's top level, whose unknown fields adapters.py refuses by name."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow", populate_by_name=True)
+
+
 class _Response(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
+
+
+class _Sparse(_Response):
+    """A response part that leaves out its unset fields, as OpenAI's do."""
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None}
 
 
 # -- shared sampling fields ---------------------------------------------------
 
 
-class SamplingFields(_Request):
+class SamplingFields(_Options):
     temperature: float | None = Field(None, ge=0, le=2, description="0 picks the likeliest token.")
     top_p: float | None = Field(None, ge=0, le=1)
     top_k: int | None = Field(None, ge=0, le=MAX_TOP_K, description="llama.cpp extension; 0 turns it off.")
@@ -57,7 +76,6 @@ class SamplingFields(_Request):
         Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=MAX_LOGIT_BIAS)] | None
     ) = Field(None, description="Token id (as a string) to a bias from -100 (never) to 100 (always).")
     n: int | None = Field(None, ge=1, description="Only 1 is supported.")
-    logprobs: Any = Field(None, description="Not supported: must be absent, null or false.")
     user: str | None = None
 
 
@@ -73,10 +91,46 @@ class TextPart(_Request):
     text: str
 
 
+class FunctionCall(_Request):
+    name: str
+    arguments: str = Field(description="The arguments, as a JSON object's text.")
+
+
+class ToolCallIn(_Request):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Request):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | Annotated[list[TextPart], Field(max_length=MAX_MESSAGES)] | None = None
     name: str | None = None
+    tool_calls: Annotated[list[ToolCallIn], Field(max_length=MAX_TOOLS)] | None = None
+    tool_call_id: str | None = Field(None, description="In a tool message: the call it answers.")
+
+
+class FunctionDef(_Request):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="A JSON schema of the arguments object.")
+    strict: bool | None = Field(
+        None, description="Calls always follow the schema when required; auto calls are parsed."
+    )
+
+
+class ToolDef(_Request):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Request):
+    name: str
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class JsonSchemaFormat(_Request):
@@ -99,7 +153,11 @@ class ChatCompletionRequest(SamplingFields):
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
-    tools: list[Any] | None = Field(None, description="Not supported: must be absent or empty.")
+    tools: Annotated[list[ToolDef], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = Field(None, description="Auto answers may call several; required ones call one.")
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
 class CompletionUsage(_Response):
@@ -108,15 +166,53 @@ class CompletionUsage(_Response):
     total_tokens: int
 
 
+class FunctionCallOut(_Response):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(_Response):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
+class TopLogprob(_Response):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(_Response):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(_Response):
+    content: list[TokenLogprob]
+    refusal: None = None
+
+
 class AssistantMessage(_Response):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    refusal: None = None
+    tool_calls: list[ToolCallOut] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_no_calls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("tool_calls") is None:
+            data.pop("tool_calls", None)
+        return data
 
 
 class ChatChoice(_Response):
     index: int = 0
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str
 
 
@@ -129,21 +225,30 @@ class ChatCompletion(_Response):
     usage: CompletionUsage
 
 
-class Delta(_Response):
+class FunctionDelta(_Sparse):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(_Sparse):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDelta
+
+
+class Delta(_Sparse):
+    """OpenAI's deltas carry only what changed: {"content": "..."}, and {} at the end."""
+
     role: Literal["assistant"] | None = None
     content: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # OpenAI's deltas carry only what changed: {"content": "..."}, and {} at the end.
-        data: dict[str, Any] = handler(self)
-        return {k: v for k, v in data.items() if v is not None}
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(_Response):
     index: int = 0
     delta: Delta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -170,12 +275,28 @@ class CompletionRequest(SamplingFields):
     stream_options: StreamOptions | None = None
     suffix: str | None = Field(None, description="Not supported: must be absent or null.")
     best_of: int | None = Field(None, ge=1, le=1)
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="How many likeliest tokens to list at each place, beside the chosen one.",
+    )
+
+
+class CompletionLogprobs(_Response):
+    """The legacy shape: parallel lists, one entry per token (with echo, the
+    prompt's first: its first token has no logprob)."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
 
 
 class CompletionChoice(_Response):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: str | None
 
 
@@ -203,7 +324,7 @@ class ModelList(_Response):
     data: list[ModelCard]
 
 
-class EmbeddingRequest(_Request):
+class EmbeddingRequest(_Options):
     model: str | None = None
     input: (
         str

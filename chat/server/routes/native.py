@@ -35,7 +35,7 @@ async def completion(body: NativeCompletionRequest, request: Request, st: State)
     gen = await st.generations.start(lambda: adapters.native_request(body, st.settings, st.engine.n_ctx))
     if body.stream:
         return GenerationStream(errors_in_stream(_events(st, gen)), gen, st.generations)
-    text, final = await st.generations.collect(gen, request)
+    text, final, *_ = await st.generations.collect(gen, request)
     return adapters.native_completion(st.model_id, text, final)
 
 

@@ -25,6 +25,7 @@ from chat.server.generations import GenerationStream
 from chat.server.ollama_types import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ShowRequest
 from chat.server.settings import ServerSettings
 from chat.server.state import ServerState, State
+from chat.toolcalls import CallSplitter, Tool, ToolCall, split_calls
 from templates import ChatTemplate
 
 router = APIRouter(prefix="/api", tags=["Ollama"])
@@ -75,7 +76,8 @@ async def show(request: Request, st: State) -> dict[str, Any]:
 
 @router.post("/chat")
 async def chat(request: Request, st: State) -> Response:
-    return await _answer(st, request, await _parse(request, ChatRequest), ad.chat_request, ad.chat_piece)
+    body = await _parse(request, ChatRequest)
+    return await _answer(st, request, body, ad.chat_request, ad.chat_piece, ad.tools_of(body))
 
 
 @router.post("/generate")
@@ -89,28 +91,50 @@ async def _answer(
     body: Answered,
     adapt: Callable[[Answered, ChatTemplate, ServerSettings, int, frozenset[str]], GenerationRequest],
     piece: Callable[[str, str], dict[str, Any]],
+    tools: tuple[Tool, ...] = (),
 ) -> Response:
-    """One answer to /api/chat or /api/generate: NDJSON pieces, or one object."""
+    """One answer to /api/chat or /api/generate: NDJSON pieces, or one
+    object. With tools, calls found in the answer go in its message."""
     ad.check_model(body.model, st.model_id)
     specials, n_ctx = st.engine.special_texts(), st.engine.info.n_ctx
     started = time.monotonic()
     gen = await st.generations.start(lambda: adapt(body, st.template, st.settings, n_ctx, specials))
     if body.stream:
-        lines = errors_in_stream(_pieces(st, gen, body.model, piece, started), encode=lambda e: _line(e.ollama_body()))
+        pieces = _pieces(st, gen, body.model, piece, started, tools)
+        lines = errors_in_stream(pieces, encode=lambda e: _line(e.ollama_body()))
         return GenerationStream(lines, gen, st.generations, "application/x-ndjson")
-    text, final = await st.generations.collect(gen, request)
+    text, final, *_ = await st.generations.collect(gen, request)
+    text, calls = split_calls(text, tools) if tools else (text, [])
     answer = piece(body.model, text)
+    if calls:
+        answer["message"]["tool_calls"] = ad.calls_out(calls)
     answer.update(done=True, **ad.stats(final, started))
     return JSONResponse(answer)
 
 
 async def _pieces(
-    st: ServerState, gen: Generation, model: str, piece: Callable[[str, str], dict[str, Any]], started: float
+    st: ServerState,
+    gen: Generation,
+    model: str,
+    piece: Callable[[str, str], dict[str, Any]],
+    started: float,
+    tools: tuple[Tool, ...],
 ) -> AsyncGenerator[str, None]:
-    """The answer's pieces, then the last object with done and the counts."""
+    """The answer's pieces, then the last object with done and the counts;
+    text that may be a call is held until the end, as for OpenAI's."""
+    splitter = CallSplitter(tools) if tools else None
     async for chunk in st.generations.chunks(gen):
-        if chunk.text:
-            yield _line(piece(model, chunk.text))
+        text = splitter.feed(chunk.text) if splitter else chunk.text
+        calls: list[ToolCall] = []
+        if chunk.finish_reason is not None and splitter:
+            rest, calls = splitter.finish()
+            text += rest
+        if text:
+            yield _line(piece(model, text))
+        if calls:
+            called = piece(model, "")
+            called["message"]["tool_calls"] = ad.calls_out(calls)
+            yield _line(called)
         if chunk.finish_reason is not None:
             last = piece(model, "")
             last.update(done=True, **ad.stats(chunk, started))

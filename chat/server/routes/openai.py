@@ -29,6 +29,7 @@ from chat.server.types import (
     ModelCard,
     ModelList,
 )
+from chat.toolcalls import CallSplitter, ToolCall
 
 router = APIRouter(prefix="/v1", tags=["OpenAI"])
 SSE: dict[int | str, dict[str, Any]] = {
@@ -43,28 +44,44 @@ def sse(event: BaseModel) -> str:
 
 @router.post("/chat/completions", response_model=ChatCompletion, responses=SSE)
 async def chat_completions(body: ChatCompletionRequest, request: Request, st: State) -> ChatCompletion | Response:
+    use = adapters.tool_use(body)
     gen = await st.generations.start(
-        lambda: adapters.chat_request(body, st.template, st.settings, st.engine.special_texts(), st.engine.info.n_vocab)
+        lambda: adapters.chat_request(
+            body, st.template, st.settings, st.engine.special_texts(), st.engine.info.n_vocab, use
+        )
     )
     ids = adapters.Ids("chatcmpl")
     if body.stream:
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = errors_in_stream(_chat_events(st, gen, ids, with_usage), done=DONE)
+        events = errors_in_stream(_chat_events(st, gen, ids, with_usage, use, bool(body.logprobs)), done=DONE)
         return GenerationStream(events, gen, st.generations)
-    text, final = await st.generations.collect(gen, request)
-    return adapters.chat_completion(ids, st.model_id, text, final)
+    answer = await st.generations.collect(gen, request)
+    logprobs = answer.logprobs if body.logprobs else None
+    return adapters.chat_completion(ids, st.model_id, answer.text, answer.final, use, logprobs)
 
 
 async def _chat_events(
-    st: ServerState, gen: Generation, ids: adapters.Ids, with_usage: bool
+    st: ServerState, gen: Generation, ids: adapters.Ids, with_usage: bool, use: adapters.ToolUse, logprobs: bool
 ) -> AsyncGenerator[str, None]:
+    """Content deltas as the text comes; with tools, any text that may be a
+    call is held until the end, then sent as calls, or as text if it holds none."""
     model = st.model_id
+    splitter = CallSplitter(use.tools) if use.active else None
     yield sse(adapters.chat_chunk(ids, model, Delta(role="assistant", content="")))
     async for chunk in st.generations.chunks(gen):
-        if chunk.text:
-            yield sse(adapters.chat_chunk(ids, model, Delta(content=chunk.text)))
+        calls: list[ToolCall] = []
+        text = splitter.feed(chunk.text) if splitter else chunk.text
+        if chunk.finish_reason is not None and splitter:
+            rest, calls = splitter.finish()
+            text += rest
+        if text or (logprobs and chunk.logprobs):
+            lp = list(chunk.logprobs) if logprobs else None
+            yield sse(adapters.chat_chunk(ids, model, Delta(content=text), logprobs=lp))
+        for delta in adapters.call_deltas(calls):
+            yield sse(adapters.chat_chunk(ids, model, delta))
         if chunk.finish_reason is not None:
-            yield sse(adapters.chat_chunk(ids, model, Delta(), adapters.finish_reason(chunk)))
+            reason = adapters.finish_reason(chunk)
+            yield sse(adapters.chat_chunk(ids, model, Delta(), "tool_calls" if calls else reason))
             if with_usage:
                 yield sse(adapters.chat_usage_chunk(ids, model, chunk))
 
@@ -82,10 +99,13 @@ async def completions(body: CompletionRequest, request: Request, st: State) -> C
     ids = adapters.Ids("cmpl")
     if body.stream:
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = errors_in_stream(_completion_events(st, gen, ids, echo, with_usage), done=DONE)
+        events = errors_in_stream(_completion_events(st, gen, ids, echo, with_usage, body), done=DONE)
         return GenerationStream(events, gen, st.generations)
-    text, final = await st.generations.collect(gen, request)
-    return adapters.completion(ids, st.model_id, echo + text, adapters.finish_reason(final), final.usage)
+    answer = await st.generations.collect(gen, request)
+    scored = [*answer.prompt_logprobs, *answer.logprobs]
+    logprobs = adapters.completion_logprobs(scored) if body.logprobs is not None else None
+    finish = adapters.finish_reason(answer.final)
+    return adapters.completion(ids, st.model_id, echo + answer.text, finish, answer.final.usage, logprobs)
 
 
 def _echo(st: ServerState, body: CompletionRequest) -> str:
@@ -94,14 +114,22 @@ def _echo(st: ServerState, body: CompletionRequest) -> str:
 
 
 async def _completion_events(
-    st: ServerState, gen: Generation, ids: adapters.Ids, echo: str, with_usage: bool
+    st: ServerState, gen: Generation, ids: adapters.Ids, echo: str, with_usage: bool, body: CompletionRequest
 ) -> AsyncGenerator[str, None]:
     model = st.model_id
-    if echo:
+    scored = body.logprobs is not None
+    offset = 0
+    if echo and not scored:
         yield sse(adapters.completion(ids, model, echo, None, None))
     async for chunk in st.generations.chunks(gen):
-        if chunk.text:
-            yield sse(adapters.completion(ids, model, chunk.text, None, None))
+        if scored and chunk.prompt_logprobs:  # the echo, with its tokens' logprobs
+            echoed = adapters.completion_logprobs(list(chunk.prompt_logprobs))
+            offset = len(echo)
+            yield sse(adapters.completion(ids, model, echo, None, None, echoed))
+        if chunk.text or (scored and chunk.logprobs):
+            lp = adapters.completion_logprobs(list(chunk.logprobs), offset) if scored else None
+            offset += len(chunk.text)
+            yield sse(adapters.completion(ids, model, chunk.text, None, None, lp))
         if chunk.finish_reason is not None:
             yield sse(adapters.completion(ids, model, "", adapters.finish_reason(chunk), None))
             if with_usage:
@@ -128,6 +156,7 @@ def _card(st: ServerState) -> ModelCard:
 
 @router.post("/embeddings", response_model=EmbeddingList)
 async def embeddings(body: EmbeddingRequest, request: Request, st: State) -> EmbeddingList:
+    adapters.refuse_unknown(body)
     inputs = _embedding_inputs(body.input)
     width = st.engine.info.n_embd
     if body.dimensions is not None and body.dimensions != width:
