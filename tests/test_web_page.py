@@ -245,3 +245,74 @@ def test_every_response_carries_the_security_headers(server: ServerProcess) -> N
         assert r.headers.get("x-content-type-options") == "nosniff"
         events = [line for line in r.iter_lines() if line.startswith("data: ")]
     assert len(events) > 3 and events[-1] == "data: [DONE]"
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+
+
+def test_tool_calls_are_shown_and_results_go_back(browser: BrowserContext, server: ServerProcess) -> None:
+    """Tools given in the settings reach the model; its call shows as the
+    function's name and arguments, and the next message is its result."""
+    page, _, errors = open_page(browser, server)
+    sent: list[dict[str, object]] = []
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/v1/chat/completions") else None)
+    page.click("summary")
+    page.fill("#tools", json.dumps([WEATHER_TOOL]))
+    page.select_option("#tool-choice", "required")
+    page.fill("#temperature", "0")
+    page.fill("#prompt", "What is the weather in Paris?")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".message.assistant[data-done]", timeout=120_000)
+
+    call = page.locator(".message.assistant .tool-call")
+    assert call.count() == 1
+    assert call.locator(".name").inner_text() == "\u2192 get_weather()"
+    shown = json.loads(call.locator("pre").inner_text())
+    assert set(shown) == {"city", "unit"} and shown["unit"] in ("celsius", "fahrenheit")
+    assert "Result of get_weather" in (page.get_attribute("#prompt", "placeholder") or "")
+    page.screenshot(path=str(SCREENSHOT_DIR / "llamabin-web-tool-call.png"))
+
+    page.select_option("#tool-choice", "none")  # the answer, now, in words
+    page.fill("#prompt", '{"temperature": 18, "sky": "clear"}')
+    page.keyboard.press("Enter")
+    page.locator(".message.assistant[data-done]").nth(1).wait_for(timeout=120_000)
+    result = page.locator(".message.tool")
+    assert result.locator(".name").inner_text() == "get_weather returned"
+    assert result.locator("pre").inner_text() == '{"temperature": 18, "sky": "clear"}'
+    assert assistant_text(page).strip()
+
+    first, second = sent
+    messages = second["messages"]
+    assert isinstance(messages, list)
+    asked, answered = messages[-2], messages[-1]
+    assert asked["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert answered == {
+        "role": "tool",
+        "tool_call_id": asked["tool_calls"][0]["id"],
+        "content": '{"temperature": 18, "sky": "clear"}',
+    }
+    assert first["tool_choice"] == "required" and second["tool_choice"] == "none"
+    assert not errors
+
+
+def test_tools_that_are_not_json_are_pointed_out(browser: BrowserContext, server: ServerProcess) -> None:
+    page, _, errors = open_page(browser, server)
+    page.click("summary")
+    page.fill("#tools", "[{oops")
+    page.fill("#prompt", "Hello")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".message.assistant.error", timeout=30_000)
+    assert "not valid JSON" in page.locator("#tools-error").inner_text()
+    assert "tools in the settings are not valid JSON" in page.locator(".error-text").last.inner_text()
+    assert not errors

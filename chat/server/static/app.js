@@ -1,6 +1,9 @@
 // The web chat: keeps the conversation in the page, sends it to
 // /v1/chat/completions as a stream, and renders each reply as Markdown.
 // Model text reaches the page only through DOMPurify (or as plain text).
+// With tools given in the settings, a reply's tool calls are shown as the
+// function's name and its arguments, and the next messages typed are sent
+// as their results, one a call.
 "use strict";
 
 // The page's own elements, looked up once at start-up, before any reply is
@@ -14,7 +17,8 @@ function findElements() {
     messages: byId("messages"), model: byId("model"), newChat: byId("new-chat"),
     prompt: byId("prompt"), send: byId("send"), settings: byId("settings"),
     settingsForm: byId("settings-form"), stop: byId("stop"), system: byId("system"),
-    temperature: byId("temperature"),
+    temperature: byId("temperature"), toolChoice: byId("tool-choice"), tools: byId("tools"),
+    toolsError: byId("tools-error"),
   });
 }
 
@@ -32,10 +36,12 @@ const PURIFY = {
 
 const KEY_STORE = "llamabin.apiKey";
 const SYSTEM_STORE = "llamabin.system";
+const TOOLS_STORE = "llamabin.tools";
 
 const chat = {
-  messages: [], // {role, content} sent with every request
+  messages: [], // {role, content, tool_calls?, tool_call_id?} sent with every request
   controller: null, // aborts the reply being streamed
+  pending: [], // the last reply's tool calls still waiting for their results
 };
 
 function headers() {
@@ -119,19 +125,88 @@ async function* sseData(body) {
   }
 }
 
+// The tools typed in the settings: a list, or null for none; a mistake is
+// shown beside them and stops the send.
+function tools() {
+  const text = ui.tools.value.trim();
+  ui.toolsError.hidden = true;
+  if (!text) return null;
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    ui.settings.open = true;
+    ui.toolsError.textContent = `Tools: not valid JSON (${err.message})`;
+    ui.toolsError.hidden = false;
+    throw new Error("The tools in the settings are not valid JSON");
+  }
+  return Array.isArray(value) ? value : [value];
+}
+
 function requestBody() {
   const system = ui.system.value.trim();
   const messages = system ? [{ role: "system", content: system }, ...chat.messages] : chat.messages;
   const body = { messages, stream: true };
   const temperature = parseFloat(ui.temperature.value);
   if (!Number.isNaN(temperature)) body.temperature = temperature;
+  const given = tools();
+  if (given) Object.assign(body, { tools: given, tool_choice: ui.toolChoice.value });
   return JSON.stringify(body);
+}
+
+// Streamed calls come in pieces, joined by their index: the id and name
+// first, then the arguments' text.
+function addCallDeltas(calls, deltas) {
+  for (const d of deltas) {
+    const call = calls[d.index] || (calls[d.index] = { id: "", type: "function", function: { name: "", arguments: "" } });
+    if (d.id) call.id = d.id;
+    if (d.function && d.function.name) call.function.name += d.function.name;
+    if (d.function && d.function.arguments) call.function.arguments += d.function.arguments;
+  }
+}
+
+function prettyJson(text) {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch (_) {
+    return text;
+  }
+}
+
+// Each call as its function's name and its arguments, as plain text.
+function showCalls(el, calls) {
+  for (const call of calls) {
+    const box = document.createElement("div");
+    box.className = "tool-call";
+    const name = document.createElement("div");
+    name.className = "name";
+    name.textContent = `\u2192 ${call.function.name}()`;
+    const args = document.createElement("pre");
+    args.textContent = prettyJson(call.function.arguments);
+    box.append(name, args);
+    el.append(box);
+  }
+  const hint = document.createElement("p");
+  hint.className = "tool-hint";
+  hint.textContent = calls.length === 1
+    ? "Type the function's result as your next message."
+    : `Type the ${calls.length} results as your next messages, in this order.`;
+  el.append(hint);
+  el.scrollIntoView({ block: "end" });
+}
+
+function promptPlaceholder() {
+  const next = chat.pending[0];
+  ui.prompt.placeholder = next
+    ? `Result of ${next.function.name} (Enter sends)`
+    : "Message (Enter sends, Shift+Enter for a new line)";
 }
 
 async function streamReply(el, signal) {
   const body = el.querySelector(".body"); // before any reply text is inside it
   let reply = "";
   let pending = false;
+  const calls = [];
   const response = await fetch("/v1/chat/completions", {
     method: "POST", headers: headers(), body: requestBody(), signal,
   });
@@ -141,7 +216,9 @@ async function streamReply(el, signal) {
       if (data === "[DONE]") break;
       const event = JSON.parse(data);
       if (event.error) throw new Error(event.error.message);
-      const piece = event.choices && event.choices[0] && event.choices[0].delta.content;
+      const delta = event.choices && event.choices[0] && event.choices[0].delta;
+      if (delta && delta.tool_calls) addCallDeltas(calls, delta.tool_calls);
+      const piece = delta && delta.content;
       if (!piece) continue;
       reply += piece;
       if (!pending) { // re-render at most once a frame, however fast tokens come
@@ -153,13 +230,42 @@ async function streamReply(el, signal) {
     renderMarkdown(body, reply);
     el.dataset.done = "true";
     // A stopped or failed reply keeps what was written so far.
-    if (reply) chat.messages.push({ role: "assistant", content: reply });
+    const called = calls.filter(Boolean);
+    if (called.length) {
+      showCalls(el, called);
+      chat.messages.push({ role: "assistant", content: reply || null, tool_calls: called });
+      chat.pending = [...called];
+      promptPlaceholder();
+    } else if (reply) {
+      chat.messages.push({ role: "assistant", content: reply });
+    }
   }
 }
 
+// A typed result of the first call waiting for one; the reply is asked for
+// once every call has its result.
+function addResult(text) {
+  const call = chat.pending.shift();
+  chat.messages.push({ role: "tool", tool_call_id: call.id, content: text });
+  const el = addMessage("tool", "");
+  const body = el.querySelector(".body");
+  const name = document.createElement("div");
+  name.className = "name";
+  name.textContent = `${call.function.name} returned`;
+  const result = document.createElement("pre");
+  result.textContent = text;
+  body.append(name, result);
+  promptPlaceholder();
+  return chat.pending.length === 0;
+}
+
 async function send(text) {
-  chat.messages.push({ role: "user", content: text });
-  addMessage("user", text);
+  if (chat.pending.length) {
+    if (!addResult(text)) return;
+  } else {
+    chat.messages.push({ role: "user", content: text });
+    addMessage("user", text);
+  }
   const el = addMessage("assistant", "");
   el.classList.add("streaming");
   chat.controller = new AbortController();
@@ -208,6 +314,8 @@ function setup() {
   });
   ui.apiKey.value = localStorage.getItem(KEY_STORE) || "";
   ui.system.value = localStorage.getItem(SYSTEM_STORE) || "";
+  ui.tools.value = localStorage.getItem(TOOLS_STORE) || "";
+  ui.tools.addEventListener("change", (e) => localStorage.setItem(TOOLS_STORE, e.target.value));
   ui.apiKey.addEventListener("change", (e) => { localStorage.setItem(KEY_STORE, e.target.value.trim()); showModel(); });
   ui.system.addEventListener("change", (e) => localStorage.setItem(SYSTEM_STORE, e.target.value));
   ui.composer.addEventListener("submit", submit);
@@ -219,6 +327,8 @@ function setup() {
   ui.newChat.addEventListener("click", () => {
     if (chat.controller) chat.controller.abort();
     chat.messages = [];
+    chat.pending = [];
+    promptPlaceholder();
     for (const el of ui.messages.querySelectorAll(":scope > .message")) el.remove();
     ui.empty.hidden = false;
   });
