@@ -16,6 +16,7 @@ import click
 from chat import __version__
 from chat.bundle import Bundle, find_bundle
 from chat.engine.llama import ModelSource
+from chat.engine.lookup import DEFAULT_DRAFT_MAX
 from chat.engine.types import SamplingParams
 from chat.errors import EXIT_INTERRUPTED, EXIT_USAGE, LlamabinError, UsageError
 from chat.loading import EngineLoad
@@ -153,6 +154,14 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
 )
 @click.option("-s", "--seed", type=int, default=-1, show_default=True, help="Random seed (-1 = random).")
 @click.option("-t", "--threads", type=int, callback=_positive, help="CPU threads [default: all cores].")
+@click.option(
+    "--draft-max",
+    type=click.IntRange(0, 64),
+    metavar="N",
+    default=DEFAULT_DRAFT_MAX,
+    show_default=True,
+    help="Tokens guessed ahead from the prompt and the answer so far (prompt lookup) when one answer runs alone: answers that quote their input come faster, with the same text. 0 turns it off.",
+)
 @click.option(
     "-np",
     "--parallel",
@@ -307,6 +316,7 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         n_predict=None if opts["n_predict"] < 0 else opts["n_predict"] or None,
         sampling=_sampling(opts),
         threads=opts["threads"] or default_threads(),
+        draft_max=opts["draft_max"],
         n_gpu_layers=opts["n_gpu_layers"],
         parallel=opts["parallel"] or (SERVER_SLOTS if mode in (Mode.DEFAULT, Mode.SERVER) else 1),
         # llama.cpp's rule: shared when the slot count is automatic.

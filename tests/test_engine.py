@@ -246,3 +246,26 @@ def test_logprobs_follow_the_tokens_and_need_not_fit_one_batch(smollm2: Path) ->
             [round(p.chosen.logprob or 0, 4) for p in head] + [round(g.chosen.logprob or 0, 4) for g in generated]
         )
     assert scored[0] == pytest.approx(scored[1], abs=2e-3)
+
+
+def test_prompt_lookup_drafts_change_the_speed_not_the_text(smollm2: Path) -> None:
+    """With drafts on, an answer that quotes its prompt takes drafted tokens,
+    and greedy and seeded answers are the same as without."""
+    code = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
+    messages = [{"role": "user", "content": f"Write this code out again exactly:\n```python\n{code}```"}]
+    texts = {}
+    for on in (False, True):
+        with Engine(EngineConfig(ModelSource(smollm2), n_ctx=1024, draft_max=8 if on else 0)) as eng:
+            template = resolve(None, eng.info.metadata, eng.bos_text, eng.eos_text)
+            prompt = template.render(messages)
+            for sampling in (GREEDY, SamplingParams(temperature=0.8, seed=3)):
+                request = GenerationRequest(prompt, sampling, max_tokens=60, stop=template.stop)
+                texts[(on, sampling.temperature)] = eng.submit(request).text()
+            stats = eng.stats()
+        if on:
+            assert stats.accepted_tokens >= 10 and stats.drafted_tokens >= stats.accepted_tokens
+        else:
+            assert stats.drafted_tokens == 0
+    assert "return a + b" in texts[(False, 0.0)]
+    assert texts[(True, 0.0)] == texts[(False, 0.0)]
+    assert texts[(True, 0.8)] == texts[(False, 0.8)]

@@ -25,6 +25,7 @@ from types import MappingProxyType
 
 from chat.engine.generation import Generation
 from chat.engine.llama import Context, EmbeddingContext, LlamaLog, Model, ModelSource, Sampler
+from chat.engine.lookup import DEFAULT_DRAFT_MAX, LookupSettings
 from chat.engine.memory import check_context_fits
 from chat.engine.scheduler import Scheduler
 from chat.engine.types import EngineInfo, EngineStats, GenerationRequest, PromptPart
@@ -52,6 +53,9 @@ class EngineConfig:
     n_threads: int = field(default_factory=default_threads)
     n_gpu_layers: int = 0
     verbose: bool = False
+    # Tokens guessed at most per step by prompt lookup, for a generation
+    # running alone (chat.engine.lookup); 0 turns the drafts off.
+    draft_max: int = DEFAULT_DRAFT_MAX
 
 
 class Engine:
@@ -81,7 +85,8 @@ class Engine:
         self._embedder: EmbeddingContext | None = None
         self._embed_lock = threading.Lock()
         self._special_texts: frozenset[str] | None = None
-        self._scheduler = Scheduler(self._model, self._ctx, config.n_parallel)
+        lookup = LookupSettings(max_draft=config.draft_max) if config.draft_max > 0 else None
+        self._scheduler = Scheduler(self._model, self._ctx, config.n_parallel, lookup)
         self._worker = threading.Thread(target=self._scheduler.run, name="llamabin-engine", daemon=True)
         self._worker.start()
 

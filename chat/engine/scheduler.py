@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from chat.engine.generation import Generation
 from chat.engine.llama import BatchEntry, Context, Model, Sampler
 from chat.engine.logprobs import token_logprob
+from chat.engine.lookup import Drafter, LookupSettings
 from chat.engine.stream import TextStream
 from chat.engine.types import Chunk, EngineStats, FinishReason, TokenChoice, TokenLogprob, Usage
 from chat.errors import GenerationError
@@ -48,6 +49,8 @@ class _Run:
     prefilled_at: float = 0.0
     n_out: int = 0
     next_token: int | None = None  # sampled, to be evaluated at the next step
+    drafter: Drafter | None = None  # the tokens so far, for drafts (prompt lookup on)
+    drafted: list[int] = field(default_factory=list)  # guessed tokens evaluated after next_token this step
     logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet emitted
     prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # filled during prefill, if asked
 
@@ -67,6 +70,8 @@ class _Totals:
     prompt_seconds: float = 0.0
     generation_seconds: float = 0.0
     last_tokens_per_second: float = 0.0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
     busy: bool = False
 
     def add(self, usage: Usage) -> None:
@@ -82,9 +87,13 @@ class Scheduler:
     """The engine's worker: owns the inbox, the slots and the totals, and
     runs the step loop (`run`, on the engine's worker thread)."""
 
-    def __init__(self, model: Model, ctx: Context, n_parallel: int) -> None:
+    def __init__(self, model: Model, ctx: Context, n_parallel: int, lookup: LookupSettings | None = None) -> None:
         self.model = model
         self.ctx = ctx
+        # Prompt lookup drafts for a generation running alone: with others,
+        # the batch is full of their tokens already and a draft would only
+        # make every step longer.
+        self.lookup = lookup
         self.slots = [Slot(seq) for seq in range(n_parallel)]
         self._totals = _Totals()
         # A request and the sampler built for it; None tells the loop to end.
@@ -119,6 +128,8 @@ class Scheduler:
             prompt_seconds=t.prompt_seconds,
             generation_seconds=t.generation_seconds,
             last_tokens_per_second=t.last_tokens_per_second,
+            drafted_tokens=t.drafted_tokens,
+            accepted_tokens=t.accepted_tokens,
             busy=t.busy,
             queue_depth=self.depth,
         )
@@ -196,6 +207,7 @@ class Scheduler:
                 prompt[keep:],
                 keep,
                 time.perf_counter(),
+                drafter=Drafter(prompt, self.lookup) if self.lookup else None,
             )
         )
         self._totals.busy = True
@@ -234,10 +246,45 @@ class Scheduler:
                 first = r.gen.prompt_tokens[0]
                 unpredicted = TokenLogprob(TokenChoice(first, self.model.token_bytes(first), None))
                 r.gen.emit(Chunk("", prompt_logprobs=(unpredicted, *r.prompt_logprobs)))
-            token = r.sampler.sample(self.ctx, index)
+            self._sample(r, index)
+
+    def _sample(self, r: _Run, index: int) -> None:
+        """The run's next token from the logits at `index`; if a draft was
+        evaluated after it, each drafted token the sampler picks too is
+        taken as it stands (its KV is already in the cache), up to the first
+        it does not pick, whose evaluated KV is dropped with the rest. Every
+        token is sampled from its own logits, as without a draft: the same
+        output, in fewer steps when the guess is right."""
+        drafted, r.drafted = r.drafted, []
+        first_draft = len(r.slot.cached) - len(drafted)  # the first drafted token's place
+        self._totals.drafted_tokens += len(drafted)
+        for k in range(len(drafted) + 1):
+            token = r.sampler.sample(self.ctx, index + k)
             if r.gen.request.logprobs is not None and not self.model.is_eog(token):
-                r.logprobs.append(self._logprob(r, index, token))
+                r.logprobs.append(self._logprob(r, index + k, token))
             self._on_token(r, token)
+            if r.next_token is None:  # the run ended
+                return
+            if r.drafter is not None:
+                r.drafter.append(token)
+            if k == len(drafted) or token != drafted[k]:
+                if k < len(drafted):
+                    self.ctx.forget(r.slot.seq, first_draft + k)
+                    del r.slot.cached[first_draft + k :]
+                if r.drafter is not None:
+                    r.drafter.record(len(drafted), k)
+                return
+            r.next_token = None  # evaluated already, as a draft
+            self._totals.accepted_tokens += 1
+
+    def _draft(self, r: _Run, token: int) -> list[int]:
+        """Up to a few tokens guessed to follow `token`, when the run is the
+        only one and there is room for them."""
+        if r.drafter is None or len(self._runs) != 1:
+            return []
+        guess = r.drafter.draft()  # its tokens end with `token`
+        room = min(self.ctx.n_batch - 1, r.limit - r.n_out - 1, self.ctx.n_ctx_seq - len(r.slot.cached) - 2)
+        return guess[: max(0, room)]
 
     def _logprob(self, r: _Run, index: int, token: int) -> TokenLogprob:
         logits = self.ctx.logits(index, self.model.n_vocab)
@@ -256,9 +303,16 @@ class Scheduler:
             if self._room(r, 1) < 1:
                 self._finish(r, FinishReason.LENGTH)
                 continue
+            drafted = self._draft(r, token)
+            if drafted and self._room(r, 1 + len(drafted)) < 1 + len(drafted):
+                drafted = []
             entries.append(BatchEntry(token, r.slot.seq, len(r.slot.cached), True))
             sampled.append((r, len(entries) - 1))
             r.slot.cached.append(token)
+            for d in drafted:  # each with its logits: the sampler checks them one by one
+                entries.append(BatchEntry(d, r.slot.seq, len(r.slot.cached), True))
+                r.slot.cached.append(d)
+            r.drafted = drafted
         for r in self._runs:
             room = min(self.ctx.n_batch - len(entries), self._room(r, len(r.todo)))
             if not r.todo or room <= 0:

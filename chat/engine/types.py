@@ -157,5 +157,7 @@ class EngineStats:
     prompt_seconds: float = 0.0
     generation_seconds: float = 0.0
     last_tokens_per_second: float = 0.0  # the latest generation's decoding speed
+    drafted_tokens: int = 0  # guessed by prompt lookup and evaluated
+    accepted_tokens: int = 0  # of those, the ones the sampler picked too
     busy: bool = False  # a generation is running now
     queue_depth: int = 0  # requests waiting for a slot (not counting those running)

@@ -19,6 +19,8 @@ def prometheus_text(st: ServerState) -> str:
     metric("prompt_seconds_total", "counter", "Time spent evaluating prompts.", stats.prompt_seconds)
     metric("generation_seconds_total", "counter", "Time spent generating tokens.", stats.generation_seconds)
     metric("tokens_per_second", "gauge", "Generation speed of the latest generation.", stats.last_tokens_per_second)
+    metric("draft_tokens_total", "counter", "Tokens guessed by prompt lookup and evaluated.", stats.drafted_tokens)
+    metric("draft_tokens_accepted_total", "counter", "Guessed tokens the sampler picked too.", stats.accepted_tokens)
     metric("queue_depth", "gauge", "Generations waiting for the engine.", stats.queue_depth)
     metric("busy", "gauge", "1 while a generation runs.", int(stats.busy))
     metric("server_generations_active", "gauge", "The server's generations queued or running.", st.generations.active)
