@@ -1,6 +1,6 @@
 """What the benchmark scripts share: the checkout's paths, the waits, the
 machine's description, compare.py's one-line errors and progress, and
-llama.cpp's reference tools (`scripts/build-llama-cpp.sh native`)."""
+llama.cpp's builds (`scripts/build-llama-cpp.sh`)."""
 
 from __future__ import annotations
 
@@ -51,28 +51,19 @@ def machine(load: bool = False) -> str:
     return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, load average {load_avg:.2f} at the start"
 
 
-def llama_bin_dir(given: Path | None) -> Path:
-    if given is None:
-        given = build_llama_cpp()
-    for candidate in (given / "bin", given):
-        if all((candidate / t).is_file() for t in TOOLS):
-            return candidate.resolve()
-    fail(f"{given}: no {', '.join(TOOLS)} in it or in its bin/")
-
-
-def build_llama_cpp() -> Path:
+def build_llama_cpp(flavour: str, timeout: float = BUILD_WAIT_S) -> Path:
     """The build script prints its folder (at once when the build is done);
     its own progress goes to our stderr."""
     if not BUILD_SCRIPT.is_file():
         fail(f"{BUILD_SCRIPT} is missing")
-    log("getting llama.cpp's tools (scripts/build-llama-cpp.sh native; ~25 min the first time)")
+    log(f"getting llama.cpp's tools (scripts/build-llama-cpp.sh {flavour}; minutes the first time, then kept)")
     try:
         result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT), "native"], stdout=subprocess.PIPE, text=True, timeout=BUILD_WAIT_S, cwd=ROOT
+            ["bash", str(BUILD_SCRIPT), flavour], stdout=subprocess.PIPE, text=True, timeout=timeout, cwd=ROOT
         )
     except subprocess.TimeoutExpired:
-        fail(f"scripts/build-llama-cpp.sh native took more than {BUILD_WAIT_S:.0f} s")
+        fail(f"scripts/build-llama-cpp.sh {flavour} took more than {timeout:.0f} s")
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
-        fail(f"scripts/build-llama-cpp.sh native failed (exit {result.returncode}); see its output above")
+        fail(f"scripts/build-llama-cpp.sh {flavour} failed (exit {result.returncode}); see its output above")
     return Path(lines[-1])

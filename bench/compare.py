@@ -3,10 +3,13 @@
     python bench/compare.py --exe dist/SmolLM2-135M-Instruct.Q4_1-linux-x86_64 \
         --gguf path/to/SmolLM2-135M-Instruct.Q4_1.gguf [--runs 5] [--out bench/RESULTS.md]
 
-The reference is llama.cpp built from exactly the source the pinned
-llama-cpp-python vendors (`scripts/build-llama-cpp.sh native`, or
-`--llama-bin DIR`), plus llama-cpp-python's own server and the unpackaged
-runtime (`python -m chat`) where they tell something. What is measured:
+The reference is llama.cpp's own tools, built from exactly the source the
+pinned llama-cpp-python vendors, with the file's CPU libraries
+(`scripts/build-llama-cpp.sh portable-tools`) and given only the variant the
+file picks on this machine, so both run the same kernels whatever the CPU
+(bench/reference.py; `--llama-bin DIR` names another build). Beside it:
+llama-cpp-python's own server and the unpackaged runtime (`python -m chat`)
+where they tell something. What is measured:
 
 1. single stream, one slot: prefill and decode tokens/s as each engine times
    them (llama.cpp's `/completion` `timings`, which both servers return, on the

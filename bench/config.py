@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import fail, llama_bin_dir
+from bench.common import fail
+from bench.reference import reference_tools
 from bench.targets import TABLE_HEADER
 
 ONESHOT_PROMPT = "four score and seven"
@@ -20,6 +21,7 @@ class Config:
     exe: Path
     gguf: Path
     bin_dir: Path
+    reference: str  # how the reference tools were built, for the report
     threads: int
     ctx: int
     runs: int
@@ -41,7 +43,7 @@ def parse_args(doc: str, argv: Sequence[str] | None = None) -> argparse.Namespac
     p.add_argument(
         "--llama-bin",
         type=Path,
-        help="llama.cpp build folder (or its bin/); default: scripts/build-llama-cpp.sh native",
+        help="llama.cpp build folder (or its bin/); default: the portable tools, given only the file's CPU variant",
     )
     p.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for every program (default: all cores)"
@@ -87,10 +89,12 @@ def make_config(ns: argparse.Namespace) -> Config:
         )
     smoke = bool(ns.smoke)
     loads: tuple[tuple[int, tuple[int, ...]], ...] = ((4, (1, 4)),) if smoke else ((4, (1, 4)), (8, (8,)))
+    reference = reference_tools(exe, gguf, ns.llama_bin)
     return Config(
         exe=exe,
         gguf=gguf,
-        bin_dir=llama_bin_dir(ns.llama_bin),
+        bin_dir=reference.bin_dir,
+        reference=reference.description,
         threads=ns.threads,
         ctx=ns.ctx,
         runs=ns.runs or (1 if smoke else 5),

@@ -188,8 +188,9 @@ def report(
     lines = [
         f"### llamabin vs llama.cpp ({started:%Y-%m-%d %H:%M}{', smoke run' if cfg.smoke else ''})",
         "",
-        f"Machine: {machine_txt}. Versions: {versions_txt}; llama.cpp built by "
-        f"`scripts/build-llama-cpp.sh native` from the source llama-cpp-python vendors.",
+        f"Machine: {machine_txt}. Versions: {versions_txt}.",
+        "",
+        f"Reference: {cfg.reference}.",
         "",
         f"Model: {cfg.gguf.name}; file: {cfg.exe.name}. Threads {cfg.threads}, context {cfg.ctx} (shared by the slots), "
         f"{cfg.runs} run{'s' if cfg.runs != 1 else ''} alternated (order flipped every run), {cfg.tokens} tokens "

@@ -6,9 +6,12 @@
 #   portable  shared libllama and libggml with the CPU kernels split into
 #             one library per x86-64 (or ARM) level, chosen when the
 #             program starts: what the packaged file ships.
+#   portable-tools  the portable libraries (compiled exactly as the file's)
+#             and llama-server, llama-completion and llama-bench linked to
+#             them: the benchmarks' reference, given only the CPU library
+#             the file picked, so both run the same kernels.
 #   native    llama-server, llama-cli, llama-completion and llama-bench, for this CPU
-#             as llama.cpp builds them by default: the reference the
-#             benchmarks measure against.
+#             as llama.cpp builds them by default.
 #   native-lib  shared libllama and libggml compiled for this CPU alone:
 #             what bench/variants.py compares the portable kernels with.
 #   portable-aarch64  the portable libraries for linux-aarch64, cross-compiled
@@ -26,7 +29,7 @@
 # extra CMake arguments (a GPU backend, say) from CMAKE_ARGS. PYTHON (default python3) fetches the sdist. Runs on
 # Linux, macOS and Windows (Git Bash), as the release matrix needs.
 set -euo pipefail
-flavor=${1:?usage: build-llama-cpp.sh portable|native|native-lib|portable-aarch64}
+flavor=${1:?usage: build-llama-cpp.sh portable|portable-tools|native|native-lib|portable-aarch64}
 here=$(cd "$(dirname "$0")/.." && pwd)
 version=$(sed -n 's/^llama[-_]cpp[-_]python==//p' "$here/constraints.txt")
 [ -n "$version" ] || { echo "build-llama-cpp: no llama-cpp-python pin in constraints.txt" >&2; exit 1; }
@@ -65,6 +68,13 @@ portable)
     args=(-DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON
           -DGGML_CPU_ALL_VARIANTS=ON -DLLAMA_BUILD_COMMON=OFF)
     targets=(all) ;;
+portable-tools)
+    # libggml depends on every CPU variant module, so the tools' targets
+    # build them all, with the same flags as the portable flavour's.
+    args=(-DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON
+          -DGGML_CPU_ALL_VARIANTS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON
+          -DLLAMA_BUILD_SERVER=ON)
+    targets=(llama llama-server llama-completion llama-bench) ;;
 native)
     args=(-DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON
           -DLLAMA_BUILD_SERVER=ON)
@@ -80,7 +90,7 @@ portable-aarch64)
           -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF)
     targets=(llama llama-completion) ;;
 *)
-    echo "build-llama-cpp: unknown flavour '$flavor' (portable, native, native-lib or portable-aarch64)" >&2
+    echo "build-llama-cpp: unknown flavour '$flavor' (portable, portable-tools, native, native-lib or portable-aarch64)" >&2
     exit 2 ;;
 esac
 

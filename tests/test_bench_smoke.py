@@ -1,6 +1,7 @@
 """bench/compare.py --smoke, end to end: the real built file against llama.cpp's
-real tools (built by scripts/build-llama-cpp.sh native, ~12 minutes the
-first time, then kept), and nothing left running afterwards."""
+real tools (built by scripts/build-llama-cpp.sh portable-tools, ~8 minutes
+the first time, then kept) running the same CPU variant, and nothing left
+running afterwards."""
 
 from __future__ import annotations
 
@@ -68,6 +69,11 @@ def test_compare_smoke(built: Path, smollm2: Path) -> None:
     md = result.stdout
     assert md.startswith("### llamabin vs llama.cpp (20"), md[:200]
     assert "Machine: " in md and "llama-cpp-python 0.3.36" in md, md[:600]
+    # The reference ran the kernels the file picked here, and says which.
+    doctor = subprocess.run([str(built), "--doctor"], capture_output=True, text=True, timeout=120).stdout
+    picked = re.search(r"^kernels:\s+(\S+), picked at start", doctor, re.MULTILINE)
+    assert picked, doctor
+    assert f"given only the `{picked.group(1)}` CPU library" in md, md[:1200]
     missing = [name for name, pattern in ROWS.items() if not re.search(pattern, md)]
     assert not missing, f"rows missing or without numbers: {missing}\n{md}"
     assert tagged_pids(tag) == [], "a process the benchmark started is still running"
