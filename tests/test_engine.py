@@ -269,3 +269,33 @@ def test_prompt_lookup_drafts_change_the_speed_not_the_text(smollm2: Path) -> No
     assert "return a + b" in texts[(False, 0.0)]
     assert texts[(True, 0.0)] == texts[(False, 0.0)]
     assert texts[(True, 0.8)] == texts[(False, 0.8)]
+
+
+def test_a_step_hands_llama_cpp_its_sequences_in_order(smollm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a cache split per slot, llama.cpp keeps in one micro-batch only
+    sequences whose ids follow each other in the batch: runs admitted in
+    any slot order must still go in by slot, or each step would pass over
+    the weights several times."""
+    from chat.engine import llama
+
+    orders: list[list[int]] = []
+    decode = llama.Context.decode_batch
+
+    def recorded(self: llama.Context, entries: list[llama.BatchEntry]) -> None:
+        if len(entries) > 1 and all(e.logits for e in entries):  # a step of decoding runs only
+            orders.append([e.seq for e in entries])
+        decode(self, entries)
+
+    monkeypatch.setattr(llama.Context, "decode_batch", recorded)
+    topics = ["the sea", "a mountain", "a forest", "the desert"]
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=2048, n_parallel=4, kv_unified=False, draft_max=0)) as eng:
+        stories = [f"Here is a long story about {t}. Once upon a time" for t in topics]
+        for gen in [eng.submit(GenerationRequest(s, GREEDY, max_tokens=2)) for s in stories]:
+            gen.text()  # each slot now holds one story's prompt
+        # Continued in reverse: each run takes the slot with its prefix, 3, 2, 1, 0.
+        gens = [eng.submit(GenerationRequest(s + " there", GREEDY, max_tokens=12)) for s in reversed(stories)]
+        for gen in gens:
+            gen.text()
+    four = [order for order in orders if len(order) == 4]
+    assert four, orders
+    assert all(order == sorted(order) for order in four), four

@@ -292,11 +292,19 @@ class Scheduler:
 
     def _plan(self) -> tuple[list[BatchEntry], list[tuple[_Run, int]], list[_Scored]]:
         """This step's batch: one token per decoding run, then prompt chunks,
-        as far as the batch and the shared cache have room."""
+        as far as the batch and the shared cache have room.
+
+        Runs go in by sequence id. With a cache split per slot, llama.cpp
+        puts into one micro-batch only sequences whose ids follow each other
+        in the batch's order (llama_batch_allocr::split_equal): four runs in
+        slots 2, 3, 0, 1 would cost two passes over the weights a step
+        instead of one, as llama-server (which goes through its slots in
+        order) never pays."""
         entries: list[BatchEntry] = []
         sampled: list[tuple[_Run, int]] = []
         scored: list[_Scored] = []
-        for r in list(self._runs):
+        in_order = sorted(self._runs, key=lambda r: r.slot.seq)
+        for r in in_order:
             token, r.next_token = r.next_token, None
             if token is None:
                 continue
@@ -313,7 +321,9 @@ class Scheduler:
                 entries.append(BatchEntry(d, r.slot.seq, len(r.slot.cached), True))
                 r.slot.cached.append(d)
             r.drafted = drafted
-        for r in self._runs:
+        for r in in_order:
+            if r not in self._runs:  # finished above
+                continue
             room = min(self.ctx.n_batch - len(entries), self._room(r, len(r.todo)))
             if not r.todo or room <= 0:
                 continue
