@@ -79,14 +79,18 @@ def targets(cfg: Config, single: SingleStats, load: LoadStats, oneshot: OneShotS
             )
     found.append(
         Target(
-            "start to /health", ratio(med(single.start, "llamabin"), med(single.start, "llama-server")), 2.0, False, "x"
+            "start to /health",
+            ratio(med(single.start, "llamabin"), med(single.start, "llama-server")),
+            1.25,
+            False,
+            "x",
         )
     )
     found.append(
         Target(
             "`--cli -n 16` wall time vs llama-completion",
             ratio(med(oneshot.wall, "llamabin"), med(oneshot.wall, "llama-completion")),
-            1.5,
+            1.2,
             False,
             "x",
         )
