@@ -278,12 +278,11 @@ def test_a_step_hands_llama_cpp_its_sequences_in_order(smollm2: Path, monkeypatc
     the weights several times."""
     from chat.engine import llama
 
-    orders: list[list[int]] = []
+    batches: list[list[tuple[int, int]]] = []
     decode = llama.Context.decode_batch
 
     def recorded(self: llama.Context, entries: list[llama.BatchEntry]) -> None:
-        if len(entries) > 1 and all(e.logits for e in entries):  # a step of decoding runs only
-            orders.append([e.seq for e in entries])
+        batches.append([(e.seq, e.pos) for e in entries])
         decode(self, entries)
 
     monkeypatch.setattr(llama.Context, "decode_batch", recorded)
@@ -292,10 +291,15 @@ def test_a_step_hands_llama_cpp_its_sequences_in_order(smollm2: Path, monkeypatc
         stories = [f"Here is a long story about {t}. Once upon a time" for t in topics]
         for gen in [eng.submit(GenerationRequest(s, GREEDY, max_tokens=2)) for s in stories]:
             gen.text()  # each slot now holds one story's prompt
+        batches.clear()
         # Continued in reverse: each run takes the slot with its prefix, 3, 2, 1, 0.
-        gens = [eng.submit(GenerationRequest(s + " there", GREEDY, max_tokens=12)) for s in reversed(stories)]
+        continued = [s + " there" for s in reversed(stories)]
+        prompt_len = {3 - i: len(eng.tokenize(s)) for i, s in enumerate(continued)}
+        gens = [eng.submit(GenerationRequest(s, GREEDY, max_tokens=12)) for s in continued]
         for gen in gens:
             gen.text()
-    four = [order for order in orders if len(order) == 4]
-    assert four, orders
-    assert all(order == sorted(order) for order in four), four
+    # The tokens of decoding runs (past their prompts) in each step, by sequence id.
+    steps = [[seq for seq, pos in batch if pos >= prompt_len[seq]] for batch in batches]
+    four = [seqs for seqs in steps if len(seqs) == 4]
+    assert four, batches
+    assert all(seqs == sorted(seqs) for seqs in four), four
