@@ -33,6 +33,15 @@ MARKERS = (CALL_OPEN, "[TOOL_CALLS]", "<|python_tag|>")
 MAX_TOOLS = 128
 
 
+class ToolError(UsageError):
+    """Tools that cannot be offered; `param` says where, as OpenAI names
+    request fields (`tools[1].function.parameters`)."""
+
+    def __init__(self, param: str, reason: str) -> None:
+        super().__init__(f"{param}: {reason}")
+        self.param = param
+
+
 @dataclass(frozen=True)
 class Tool:
     """A function the model may call: its name, what it does, and the JSON
@@ -84,27 +93,29 @@ class ToolChoice:
 
 
 def check_tools(tools: Sequence[Tool], choice: ToolChoice) -> None:
-    """Raise UsageError (naming the place, as `tools[i]...`) for tools that
+    """Raise ToolError, naming the place, for tools that
     cannot be offered: duplicate names, a schema that is not an object's or
     that no grammar can follow, or a choice naming no tool."""
     if len(tools) > MAX_TOOLS:
-        raise UsageError(f"tools: at most {MAX_TOOLS} tools are allowed, {len(tools)} were given")
+        raise ToolError("tools", f"at most {MAX_TOOLS} tools are allowed, {len(tools)} were given")
     seen: set[str] = set()
     for i, tool in enumerate(tools):
         if tool.name in seen:
-            raise UsageError(f"tools[{i}].function.name: '{tool.name}' is given twice")
+            raise ToolError(f"tools[{i}].function.name", f"'{tool.name}' is given twice")
         seen.add(tool.name)
         kind = tool.parameters.get("type", "object")
         if kind != "object":
-            raise UsageError(f"tools[{i}].function.parameters: the arguments' schema must be an object's, not {kind!r}")
+            raise ToolError(
+                f"tools[{i}].function.parameters", f"the arguments' schema must be an object's, not {kind!r}"
+            )
         try:
             json_schema_grammar(dict(tool.parameters))
         except UsageError as exc:
-            raise UsageError(f"tools[{i}].function.parameters: {exc}") from None
+            raise ToolError(f"tools[{i}].function.parameters", str(exc)) from None
     if choice.name is not None and choice.name not in seen:
-        raise UsageError(f"tool_choice: there is no tool named '{choice.name}' in tools")
+        raise ToolError("tool_choice", f"there is no tool named '{choice.name}' in tools")
     if choice.forced and not tools:
-        raise UsageError("tool_choice: a call was required but no tools were given")
+        raise ToolError("tool_choice", "a call was required but no tools were given")
 
 
 def call_grammar(tools: Sequence[Tool], choice: ToolChoice) -> str:

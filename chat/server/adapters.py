@@ -12,13 +12,13 @@ import json
 import struct
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from chat.engine import Chunk, FinishReason, GenerationRequest, SamplingParams, TokenChoice, TokenLogprob, Usage
 from chat.engine.grammars import JSON_GBNF, json_schema_grammar
 from chat.engine.types import PromptPart
-from chat.errors import UsageError
 from chat.prompts import chat_prompt
 from chat.server.errors import SERVER_ERROR, ApiError
 from chat.server.settings import ServerSettings
@@ -46,7 +46,9 @@ from chat.server.types import (
     ResponseFormat,
     SamplingFields,
     ToolCallDelta,
+    ToolCallIn,
     ToolCallOut,
+    ToolDef,
     TopLogprob,
 )
 from chat.server.types import TokenLogprob as TokenLogprobOut
@@ -55,6 +57,7 @@ from chat.toolcalls import (
     Tool,
     ToolCall,
     ToolChoice,
+    ToolError,
     Turn,
     call_grammar,
     check_tools,
@@ -81,26 +84,32 @@ class ToolUse:
 
 def tool_use(req: ChatCompletionRequest) -> ToolUse:
     """OpenAI's tools and tool_choice, checked: 400s name what is wrong."""
-    tools = tuple(
-        Tool(
-            t.function.name, t.function.description or "", t.function.parameters or {"type": "object", "properties": {}}
-        )
-        for t in req.tools or ()
-    )
     given = req.tool_choice
-    if given is not None and not tools and given != "none":
+    if given is not None and not req.tools and given != "none":
         raise ApiError(400, "tool_choice needs tools: none were given", param="tool_choice")
     if given is None:
-        choice = ToolChoice("auto" if tools else "none")
+        choice = ToolChoice("auto" if req.tools else "none")
     elif isinstance(given, str):
         choice = ToolChoice(given)
     else:
         choice = ToolChoice("function", given.function.name)
+    return ToolUse(checked_tools(req.tools, choice), choice)
+
+
+def checked_tools(defs: Sequence[ToolDef] | None, choice: ToolChoice) -> tuple[Tool, ...]:
+    """The tools of a request in OpenAI's shape (Ollama's is the same), or a
+    400 naming the one that cannot be offered."""
+    tools = tuple(
+        Tool(d.function.name, d.function.description or "", d.function.parameters)
+        if d.function.parameters
+        else Tool(d.function.name, d.function.description or "")
+        for d in defs or ()
+    )
     try:
         check_tools(tools, choice)
-    except UsageError as exc:
-        raise ApiError(400, str(exc), param=str(exc).split(":")[0]) from None
-    return ToolUse(tools, choice)
+    except ToolError as exc:
+        raise ApiError(400, str(exc), param=exc.param) from None
+    return tools
 
 
 def chat_request(
@@ -150,7 +159,7 @@ def _turn(message: ChatMessage, index: int) -> Turn:
     return Turn(_role(message), _text(message), calls, message.tool_call_id, message.name)
 
 
-def _call_in(call: Any, index: int, i: int) -> ToolCall:
+def _call_in(call: ToolCallIn, index: int, i: int) -> ToolCall:
     where = f"messages[{index}].tool_calls[{i}].function.arguments"
     try:
         arguments = json.loads(call.function.arguments or "{}")

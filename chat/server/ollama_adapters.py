@@ -15,13 +15,13 @@ from typing import Any
 
 from chat.engine import Chunk, EngineInfo, GenerationRequest, SamplingParams, Usage
 from chat.engine.grammars import JSON_GBNF, json_schema_grammar
-from chat.errors import UsageError
 from chat.prompts import chat_prompt
+from chat.server.adapters import checked_tools
 from chat.server.adapters import finish_reason as done_reason
 from chat.server.errors import ApiError
 from chat.server.ollama_types import ChatRequest, Format, GenerateRequest, Options
 from chat.server.settings import ServerSettings
-from chat.toolcalls import Tool, ToolCall, ToolChoice, Turn, check_tools, prompt_messages
+from chat.toolcalls import Tool, ToolCall, ToolChoice, Turn, prompt_messages
 from templates import ChatTemplate
 
 LATEST = ":latest"
@@ -39,17 +39,7 @@ def check_model(name: str | None, model_id: str) -> None:
 def tools_of(req: ChatRequest) -> tuple[Tool, ...]:
     """The request's tools, checked (Ollama has no tool_choice: the model
     decides, as OpenAI's "auto")."""
-    tools = tuple(
-        Tool(
-            t.function.name, t.function.description or "", t.function.parameters or {"type": "object", "properties": {}}
-        )
-        for t in req.tools or ()
-    )
-    try:
-        check_tools(tools, ToolChoice("auto"))
-    except UsageError as exc:
-        raise ApiError(400, str(exc), param="tools") from None
-    return tools
+    return checked_tools(req.tools, ToolChoice("auto"))
 
 
 def chat_request(
