@@ -73,20 +73,29 @@ class Drafter:
     doubles the length again, and any hit ends the pause."""
 
     def __init__(self, tokens: Sequence[int], settings: LookupSettings) -> None:
-        self.index = NgramIndex(tokens, settings)
+        # Indexed at the first draft: a run that never runs alone (the
+        # server's, busy) costs the engine's thread a list, not an index.
+        self._tokens: list[int] | None = list(tokens)
+        self._index: NgramIndex | None = None
         self.settings = settings
         self.length = settings.first_draft
         self._pause = 0  # steps left without drafts
         self._backoff = 1
 
     def append(self, token: int) -> None:
-        self.index.append(token)
+        if self._index is not None:
+            self._index.append(token)
+        elif self._tokens is not None:
+            self._tokens.append(token)
 
     def draft(self) -> list[int]:
         if self._pause:
             self._pause -= 1
             return []
-        return self.index.draft()[: self.length]
+        if self._index is None:
+            self._index = NgramIndex(self._tokens or [], self.settings)
+            self._tokens = None
+        return self._index.draft()[: self.length]
 
     def record(self, drafted: int, accepted: int) -> None:
         """How a draft of `drafted` tokens fared."""
