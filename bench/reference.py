@@ -66,7 +66,7 @@ def restricted(build: Path, variant: str) -> Path:
     if (folder / "llama-server").is_file():
         return folder
     libs = [p for p in sorted((build / "lib").iterdir()) if p.is_file()]
-    if not any(VARIANT_LIB.match(p.name) and VARIANT_LIB.match(p.name)["variant"] == variant for p in libs):  # type: ignore[index]
+    if variant not in {m["variant"] for m in map(VARIANT_LIB.match, (p.name for p in libs)) if m}:
         fail(f"{build}/lib has no CPU library for the file's variant '{variant}'")
     log(f"reference: llama.cpp's tools with the {variant} CPU library only")
     work = build / f".only-{variant}.tmp"
