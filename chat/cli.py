@@ -308,6 +308,8 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         raise UsageError("no model given: pass -m MODEL.gguf")
     chat_mode = mode in (Mode.CHAT, Mode.DEFAULT)
     _check_template(opts["template"])
+    if opts["ollama_port"] is not None and opts["ollama_port"] == opts["port"]:
+        raise UsageError(f"--ollama-port {opts['ollama_port']} is the server's --port already: give another one")
     return Settings(
         mode=mode,
         model=model,

@@ -105,6 +105,14 @@ def test_two_grammars_are_refused(parsed: list[Settings], capsys: pytest.Capture
     assert "only one of" in capsys.readouterr().err
 
 
+def test_the_ollama_port_must_be_another_port(parsed: list[Settings], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["-m", "x.gguf", "--server", "--port", "9000", "--ollama-port", "9000"]) == 2
+    assert "--ollama-port 9000 is the server's --port already" in capsys.readouterr().err
+    assert not parsed
+    assert cli.main(["-m", "x.gguf", "--server", "--ollama-port", "11434", "--draft-max", "0"]) == 0
+    assert (parsed[0].ollama_port, parsed[0].draft_max) == (11434, 0)
+
+
 def test_help_is_a_manual(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
