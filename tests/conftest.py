@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from chat import cli
 from chat.settings import Settings
 from tests.helpers import llamabin
+from tests.serverproc import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,6 +47,15 @@ def gemma() -> Path:
     path = gemma_path()
     assert path.is_file(), f"{path} is missing: run `make setup`"
     return path
+
+
+@pytest.fixture(scope="module")
+def server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The real server on SmolLM2 with the defaults, one per test module
+    (a module that needs flags of its own defines its `server`)."""
+    proc = ServerProcess(smollm2, home=tmp_path_factory.mktemp("home"))
+    yield proc
+    proc.stop()
 
 
 @pytest.fixture

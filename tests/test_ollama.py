@@ -4,9 +4,6 @@ provider would call first, then chat, generate and embeddings."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import ollama
 import pytest
@@ -15,13 +12,6 @@ from tests.serverproc import ServerProcess
 
 OPTIONS = {"temperature": 0, "seed": 1, "num_predict": 24}
 QUESTION = [{"role": "user", "content": "Name three colours."}]
-
-
-@pytest.fixture(scope="module")
-def server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(smollm2, home=tmp_path_factory.mktemp("home"))
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")

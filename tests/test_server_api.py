@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,6 @@ LONG_STORY = [HELPFUL, {"role": "user", "content": "Write a very long story abou
 # Greedy counting goes on far past any limit a test waits for: an answer
 # that is certain to still be running when the test acts on it.
 COUNTING = {"prompt": "1, 2, 3, 4, 5, 6,", "temperature": 0, "max_tokens": 3000, "stream": True}
-
-
-@pytest.fixture(scope="module")
-def server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(smollm2, home=tmp_path_factory.mktemp("home"))
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")

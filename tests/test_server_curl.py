@@ -6,11 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.serverproc import ServerProcess
 
@@ -23,13 +19,6 @@ curl http://localhost:8080/v1/chat/completions \\
      "temperature": 0.0
    }'
 """
-
-
-@pytest.fixture(scope="module")
-def server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(smollm2, home=tmp_path_factory.mktemp("home"))
-    yield proc
-    proc.stop()
 
 
 def run_seed_card_example(port: int, timeout: float = 300) -> dict[str, Any]:

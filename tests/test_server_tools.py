@@ -12,7 +12,6 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +46,6 @@ TIME = {
 }
 ASK = [{"role": "user", "content": "What is the weather like in Paris today?"}]
 GREEDY: dict[str, Any] = {"temperature": 0, "seed": 1, "max_tokens": 80}
-
-
-@pytest.fixture(scope="module")
-def server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(smollm2, home=tmp_path_factory.mktemp("home"))
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -40,13 +40,6 @@ HOSTILE_REPLY = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(smollm2, home=tmp_path_factory.mktemp("home"))
-    yield proc
-    proc.stop()
-
-
 @contextmanager
 def _browser(tmp_path: Path, bypass_csp: bool = False) -> Iterator[BrowserContext]:
     assert CHROMIUM, "chromium is missing: run `make setup`"
