@@ -535,6 +535,12 @@ def test_unknown_or_unsupported_fields_are_refused_by_name(
     assert error["param"] == param and param in error["message"]
 
 
+def test_top_logprobs_without_logprobs_is_refused(server: ServerProcess) -> None:
+    response = post(server, "/v1/chat/completions", {"messages": FRANCE, "max_tokens": 2, "top_logprobs": 2})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "top_logprobs"
+
+
 def test_what_clients_send_back_unasked_is_accepted(client: openai.OpenAI) -> None:
     """A previous answer's message sent back as it came, null and default
     options, and hints that change nothing here all pass."""

@@ -125,6 +125,8 @@ def chat_request(
     text: one holding a control token's text (`special_texts`) cannot open
     a turn. A required call is constrained to the tools' schemas."""
     _refuse_unsupported(req)
+    if req.top_logprobs is not None and not req.logprobs:
+        raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     offered = use.tools if use.choice.mode != "none" else ()
     messages, tools = prompt_messages([_turn(m, i) for i, m in enumerate(req.messages)], offered, template.uses_tools)
     prompt = chat_prompt(template, messages, True, special_texts, tools)
