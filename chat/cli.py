@@ -278,7 +278,7 @@ def dispatch(settings: Settings) -> int:
         with listen(server) as listeners, EngineLoad(settings) as load:
             from chat.server.run import serve
 
-            return serve(load.session(), server, listeners.sockets, announce=not settings.log_disable)
+            return serve(load.session, server, listeners.sockets, announce=not settings.log_disable)
     beside = listen_beside_chat(server) if settings.mode is Mode.DEFAULT else None
     with EngineLoad(settings) as load:
         from chat.repl import run_repl

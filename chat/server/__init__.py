@@ -15,6 +15,7 @@ and a web chat page, all over the one shared engine.
     app.py        create_app(engine, template, settings)
     routes/       the endpoints
     listen.py     the listening socket, bound before the model loads
+    loading.py    what the port answers while the model loads (503)
     run.py        serve() for --server; start_in_background() beside the chat
     static/       the web page
 

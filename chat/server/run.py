@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import webbrowser
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import uvicorn
@@ -23,6 +23,7 @@ from chat.server.app import create_app
 from chat.server.connections import ConnectionLimits, guarded_protocol
 from chat.server.generations import Generations
 from chat.server.listen import bind
+from chat.server.loading import LoadingGate
 from chat.server.settings import ServerSettings, base_url
 from chat.session import Session
 from templates import ChatTemplate
@@ -30,21 +31,48 @@ from templates import ChatTemplate
 STARTUP_TIMEOUT = 30.0  # seconds for the server thread to start listening
 
 
-def serve(session: Session, settings: ServerSettings, socks: Sequence[socket.socket], announce: bool = True) -> int:
+def serve(
+    session: Callable[[], Session], settings: ServerSettings, socks: Sequence[socket.socket], announce: bool = True
+) -> int:
     """`--server`: serve until Ctrl-C, which reaches the caller as
     KeyboardInterrupt once open requests have been cancelled. `socks`: the
-    main port's first, then any other port serving the same API."""
-    app = create_app(session.engine, session.template, settings)
-    generations: Generations = app.state.llamabin.generations
-    server = _Server(_config(app, settings, quiet=False), generations)
-    url = base_url(settings.host, socks[0].getsockname()[1])
-    if announce:
-        print(f"listening on {url}{_also(settings, socks)}", file=sys.stderr, flush=True)
-    open_browser(url, settings.open_browser)
+    main port's first, then any other port serving the same API.
+
+    The port answers while `session()` waits for the model (503, "loading"
+    on /health: chat.server.loading); the API opens once it is loaded, and
+    "listening on" is printed then. A failed load stops the server and is
+    raised here."""
+    gate = LoadingGate()
+    server = _Server(_config(gate, settings, quiet=False), None)
+    failed: list[BaseException] = []
+
+    def open_when_loaded() -> None:
+        try:
+            loaded = session()
+            app = create_app(loaded.engine, loaded.template, settings)
+        except BaseException as exc:  # raised again on the main thread, below
+            failed.append(exc)
+            server.should_exit = True
+            return
+        server.generations = app.state.llamabin.generations
+        gate.open(app)
+        url = base_url(settings.host, socks[0].getsockname()[1])
+        if announce:
+            print(f"listening on {url}{_also(settings, socks)}", file=sys.stderr, flush=True)
+        open_browser(url, settings.open_browser)
+
+    opener = threading.Thread(target=open_when_loaded, name="llamabin-open", daemon=True)
+    opener.start()
     try:
         server.run(sockets=list(socks))
     finally:
-        generations.cancel_all()  # let the engine close without finishing them
+        # A load cannot be stopped half-way: wait for it (and the app) so the
+        # caller closes an engine nothing uses any more.
+        opener.join()
+        if server.generations is not None:
+            server.generations.cancel_all()  # let the engine close without finishing them
+    if failed:
+        raise failed[0]
     return EXIT_OK
 
 
@@ -63,7 +91,8 @@ class BackgroundServer:
         self.url = url
 
     def stop(self) -> None:
-        self._server.generations.cancel_all()
+        if self._server.generations is not None:
+            self._server.generations.cancel_all()
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
@@ -113,12 +142,13 @@ class _Server(uvicorn.Server):
     """uvicorn, cancelling our generations as it shuts down: otherwise it
     would wait for every open stream to finish on its own."""
 
-    def __init__(self, config: uvicorn.Config, generations: Generations) -> None:
+    def __init__(self, config: uvicorn.Config, generations: Generations | None) -> None:
         super().__init__(config)
-        self.generations = generations
+        self.generations = generations  # None while the model loads
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.generations.cancel_all()
+        if self.generations is not None:
+            self.generations.cancel_all()
         await super().shutdown(sockets)
 
 
