@@ -1,6 +1,12 @@
 import sys
 
 from chat.errors import EXIT_INTERRUPTED
+from payload.quantize import COMMAND as QUANTIZE
+
+if sys.argv[1:2] == [QUANTIZE]:  # the packer's `build --quant`, run inside this runtime
+    from chat.quantize import main as quantize_main
+
+    sys.exit(quantize_main(sys.argv[2:]))
 
 try:
     from chat.cli import main

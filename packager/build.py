@@ -43,6 +43,7 @@ class BuildOptions:
     target: str | None = None  # e.g. linux-aarch64 (packager.targets.KNOWN); None: this machine's
     find_links: tuple[Path, ...] = ()  # wheelhouses to take runtime wheels from
     no_index: bool = False  # never ask pip's index for a runtime
+    gguf_file: str | None = None  # the GGUF's file name to record; None: the model's (--quant's is temporary)
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,7 @@ def _manifest(
         "target": build_target(opts),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "gguf": {
-            "file": info.path.name,
+            "file": opts.gguf_file or info.path.name,
             "size": info.size,
             "sha256": digest,
             "model_name": info.name,

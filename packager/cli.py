@@ -10,8 +10,10 @@ from pathlib import Path
 
 import click
 
-from packager.build import BuildOptions, build, iter_manifest_lines, refused_message
+from packager.build import BuildOptions, build, iter_manifest_lines, output_path, refused_message, select_runtime
 from packager.errors import BuildError
+from packager.quantize import check_options as check_quant_options
+from packager.quantize import quantized, quantized_name
 from packager.rewrite import NewDefaults, load_payload, set_defaults, upgrade
 from packager.targets import available, host_target, known_targets, packer_version, parse_targets
 from payload.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LlamabinError, UsageError
@@ -23,6 +25,7 @@ Examples:
   llamabin build gemma.gguf --name gemma-3-270m --ctx-size 8192 --template gemma
   llamabin build model.gguf --system-prompt "you are a pirate" -- --temp 0.7 -n 256
   llamabin build model.gguf --target linux-x86_64,linux-aarch64 --find-links wheelhouse
+  llamabin build gemma-2-2b-it.f16.gguf --quant Q4_K_M --imatrix imatrix.gguf
   llamabin targets
   llamabin inspect dist/SmolLM2-135M-Instruct.Q4_1-linux-x86_64
   llamabin upgrade dist/SmolLM2-135M-Instruct.Q4_1-linux-x86_64
@@ -83,6 +86,16 @@ def group() -> None:
 @click.option(
     "--no-index", is_flag=True, help="Never ask pip's index for a runtime: only installed, --find-links, source."
 )
+@click.option(
+    "--quant",
+    metavar="TYPE",
+    help="Quantize an F16, BF16 or F32 GGUF to TYPE first (Q4_K_M, Q8_0, IQ4_XS, ...: llama-quantize's names).",
+)
+@click.option(
+    "--imatrix",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Importance matrix for --quant (llama-imatrix's GGUF output); the IQ1/IQ2 types need one.",
+)
 @click.option("--verbose", is_flag=True, help="Show PyInstaller's output.")
 def build_cmd(
     model: Path,
@@ -98,6 +111,8 @@ def build_cmd(
     target_spec: list[str],
     find_links: tuple[Path, ...],
     no_index: bool,
+    quant: str | None,
+    imatrix: Path | None,
     verbose: bool,
 ) -> None:
     """Build one executable from MODEL for this OS and architecture, or for each --target.
@@ -132,11 +147,31 @@ def build_cmd(
         find_links=tuple(p.resolve() for p in find_links),
         no_index=no_index,
     )
-    for target in target_spec:
-        result = build(dataclasses.replace(opts, target=target), lambda msg: click.echo(msg, err=True))
+    quant_type = check_quant_options(quant, imatrix)  # before any work
+    if quant_type is None:
+        _build_targets(opts, target_spec)
+        return
+    workdir = output_path(opts).parent
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildError(f"cannot create output directory {workdir}: {exc.strerror}") from None
+    host_runtime = select_runtime(dataclasses.replace(opts, target=None), _say)
+    with quantized(model, quant_type, imatrix, workdir, host_runtime, _say) as gguf:
+        name = name or quantized_name(model.stem, quant_type)
+        _build_targets(dataclasses.replace(opts, model=gguf, name=name, gguf_file=f"{name}.gguf"), target_spec)
+
+
+def _build_targets(opts: BuildOptions, targets: list[str]) -> None:
+    for target in targets:
+        result = build(dataclasses.replace(opts, target=target), _say)
         click.echo(str(result.executable))
         if result.sidecar is not None:
             click.echo(f"the weights are in {result.sidecar}: ship both files together", err=True)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
 
 
 def _targets_option(value: str | None) -> list[str]:
