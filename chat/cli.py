@@ -15,7 +15,7 @@ import click
 
 from chat import __version__
 from chat.bundle import Bundle, find_bundle
-from chat.engine.llama import ModelSource
+from chat.engine.llama import LoraAdapter, ModelSource
 from chat.engine.lookup import DEFAULT_DRAFT_MAX
 from chat.engine.types import SamplingParams
 from chat.errors import EXIT_INTERRUPTED, EXIT_USAGE, LlamabinError, UsageError
@@ -176,6 +176,23 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     help="One KV cache that all -np slots share, so one request may use all of -c [default: on unless -np is given].",
 )
 @click.option(
+    "--lora",
+    "lora",
+    multiple=True,
+    metavar="FILE",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Apply a LoRA adapter GGUF at run time (repeatable), as llama.cpp's --lora.",
+)
+@click.option(
+    "--lora-scaled",
+    "lora_scaled",
+    multiple=True,
+    nargs=2,
+    metavar="FILE SCALE",
+    type=(click.Path(path_type=Path, dir_okay=False), float),
+    help="Apply a LoRA adapter at SCALE times its strength (repeatable).",
+)
+@click.option(
     "-ngl",
     "--n-gpu-layers",
     "--gpu-layers",
@@ -319,6 +336,7 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         sampling=_sampling(opts),
         threads=opts["threads"] or default_threads(),
         draft_max=opts["draft_max"],
+        lora=_loras(opts),
         n_gpu_layers=opts["n_gpu_layers"],
         parallel=opts["parallel"] or (SERVER_SLOTS if mode in (Mode.DEFAULT, Mode.SERVER) else 1),
         # llama.cpp's rule: shared when the slot count is automatic.
@@ -340,6 +358,15 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         request_timeout=opts["request_timeout"],
         open_browser=not opts["nobrowser"],
     )
+
+
+def _loras(opts: dict[str, Any]) -> tuple[LoraAdapter, ...]:
+    adapters = [LoraAdapter(path) for path in opts["lora"]]
+    adapters += [LoraAdapter(path, scale) for path, scale in opts["lora_scaled"]]
+    for adapter in adapters:
+        if not adapter.path.is_file():
+            raise UsageError(f"LoRA adapter not found: {adapter.path}")
+    return tuple(adapters)
 
 
 def _api_key(opts: dict[str, Any]) -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from chat.conversation import ConversationOptions
 from chat.engine.engine import EngineConfig, default_threads
-from chat.engine.llama import ModelSource
+from chat.engine.llama import LoraAdapter, ModelSource
 from chat.engine.lookup import DEFAULT_DRAFT_MAX
 from chat.engine.types import SamplingParams
 from chat.server.settings import (
@@ -41,6 +41,7 @@ class Settings:
     threads: int = field(default_factory=default_threads)
     n_gpu_layers: int = 0
     draft_max: int = DEFAULT_DRAFT_MAX  # prompt-lookup drafts; 0: off
+    lora: tuple[LoraAdapter, ...] = ()  # adapters applied at run time
     parallel: int = 1  # sequences decoded together (the server's slots)
     kv_unified: bool = True  # the slots share one KV pool; False: -c / -np each
     template: str | None = None  # builtin name or file; None: the model's own
@@ -70,6 +71,7 @@ class Settings:
             ctx_force=self.ctx_force,
             n_threads=self.threads,
             draft_max=self.draft_max,
+            lora=self.lora,
             n_gpu_layers=self.n_gpu_layers,
             verbose=self.verbose,
         )

@@ -13,6 +13,7 @@ import pytest
 
 from chat import cli
 from chat.settings import Settings
+from tests.ggufs import dequantized_copy
 from tests.helpers import llamabin
 from tests.serverproc import ServerProcess
 
@@ -47,6 +48,12 @@ def gemma() -> Path:
     path = gemma_path()
     assert path.is_file(), f"{path} is missing: run `make setup`"
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_f16(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2's weights dequantized to F16, as a converter would write them."""
+    return dequantized_copy(smollm2, tmp_path_factory.mktemp("f16") / "SmolLM2-135M-Instruct-F16.gguf")
 
 
 @pytest.fixture(scope="module")

@@ -54,3 +54,57 @@ def importance_matrix(model: Path, dst: Path, seed: int = 0) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return dst
+
+
+def lora_adapter(base: Path, dst: Path, rank: int = 4, alpha: float = 8.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """A LoRA adapter GGUF for `base` (as llama.cpp's convert_lora_to_gguf.py
+    lays it out) on every layer's attn_q, attn_v and ffn_down; returns the
+    weight change each tensor gets at scale 1 (alpha / rank * B @ A)."""
+    reader = gguf.GGUFReader(base)
+    arch = str(reader.fields["general.architecture"].contents())
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(dst, arch)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", alpha)
+    deltas: dict[str, np.ndarray] = {}
+    for tensor in reader.tensors:
+        if not tensor.name.endswith(("attn_q.weight", "attn_v.weight", "ffn_down.weight")):
+            continue
+        n_in, n_out = int(tensor.shape[0]), int(tensor.shape[1])  # ggml order: ne0 is the input
+        a = (rng.standard_normal((rank, n_in)) * 0.1).astype(np.float32)
+        b = (rng.standard_normal((n_out, rank)) * 0.1).astype(np.float32)
+        writer.add_tensor(f"{tensor.name}.lora_a", a)
+        writer.add_tensor(f"{tensor.name}.lora_b", b)
+        deltas[tensor.name] = (alpha / rank) * (b @ a)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return deltas
+
+
+def merged_copy(base: Path, deltas: dict[str, np.ndarray], dst: Path) -> Path:
+    """`base` with `deltas` added to its weights, the changed ones kept in F32
+    so that the merge adds no rounding of its own."""
+    reader = gguf.GGUFReader(base)
+    arch = str(reader.fields["general.architecture"].contents())
+    writer = gguf.GGUFWriter(dst, arch)
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(name, field.contents(), kind, sub)
+    for tensor in reader.tensors:
+        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        values = values.reshape(tuple(int(d) for d in reversed(tensor.shape)))
+        if tensor.name in deltas:
+            writer.add_tensor(tensor.name, values.astype(np.float32) + deltas[tensor.name])
+        else:
+            writer.add_tensor(tensor.name, values.astype(np.float16) if values.ndim > 1 else values)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst

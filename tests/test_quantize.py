@@ -13,15 +13,10 @@ from pathlib import Path
 import gguf
 import pytest
 
-from tests.ggufs import dequantized_copy, importance_matrix
+from tests.ggufs import importance_matrix
 from tests.helpers import llamabin, run_file
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def smollm2_f16(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return dequantized_copy(smollm2, tmp_path_factory.mktemp("f16") / "SmolLM2-135M-Instruct-F16.gguf")
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from chat.engine.generation import Generation
-from chat.engine.llama import Context, EmbeddingContext, LlamaLog, Model, ModelSource, Sampler
+from chat.engine.llama import (
+    Context,
+    EmbeddingContext,
+    LlamaLog,
+    LoraAdapter,
+    Model,
+    ModelSource,
+    Sampler,
+    set_loras,
+)
 from chat.engine.lookup import DEFAULT_DRAFT_MAX, LookupSettings
 from chat.engine.memory import check_context_fits
 from chat.engine.scheduler import Scheduler
@@ -56,6 +65,7 @@ class EngineConfig:
     # Tokens guessed at most per step by prompt lookup, for a generation
     # running alone (chat.engine.lookup); 0 turns the drafts off.
     draft_max: int = DEFAULT_DRAFT_MAX
+    lora: tuple[LoraAdapter, ...] = ()  # applied at run time, to generation and embeddings alike
 
 
 class Engine:
@@ -77,6 +87,8 @@ class Engine:
                 self._log,
                 unified=config.kv_unified or config.n_parallel == 1,
             )
+            self._loras = [self._model.load_lora(adapter, self._log) for adapter in config.lora]
+            set_loras(self._ctx.ptr, self._loras, [adapter.scale for adapter in config.lora])
         except BaseException:
             self._model.close()
             raise
@@ -156,6 +168,7 @@ class Engine:
             if self._embedder is None:
                 n_ctx = min(EMBED_CTX, self.n_ctx)
                 self._embedder = EmbeddingContext(self._model, n_ctx, self._config.n_threads, self._log)
+                set_loras(self._embedder.ptr, self._loras, [adapter.scale for adapter in self._config.lora])
             embedder = self._embedder
             for toks in token_lists:
                 if len(toks) > embedder.n_ctx:

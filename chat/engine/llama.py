@@ -113,6 +113,15 @@ class ModelSource:
         return self.path.name.removesuffix(".exe")
 
 
+@dataclass(frozen=True)
+class LoraAdapter:
+    """A LoRA adapter GGUF (llama.cpp's convert_lora_to_gguf.py writes
+    them), applied at run time at `scale` times its own alpha/rank."""
+
+    path: Path
+    scale: float = 1.0
+
+
 class Model:
     """A loaded llama_model and its vocabulary."""
 
@@ -141,8 +150,17 @@ class Model:
 
     def close(self) -> None:
         if self._ptr:
-            C.llama_model_free(self._ptr)
+            C.llama_model_free(self._ptr)  # frees its LoRA adapters too
             self._ptr = None
+
+    def load_lora(self, adapter: LoraAdapter, log: LlamaLog) -> Any:
+        """A LoRA adapter for this model, valid while the model is; llama.cpp
+        checks that its tensors fit this model's."""
+        check_gguf_header(adapter.path)
+        ptr = C.llama_adapter_lora_init(self._ptr, str(adapter.path).encode())
+        if not ptr:
+            raise ModelFileError(f"cannot load LoRA adapter {adapter.path}: {log.last_error()}")
+        return ptr
 
     def _read_metadata(self) -> dict[str, str]:
         buf = ctypes.create_string_buffer(1 << 16)
@@ -240,6 +258,16 @@ class BatchEntry(NamedTuple):
     seq: int
     pos: int
     logits: bool  # compute logits here (to sample the sequence's next token)
+
+
+def set_loras(ctx: Any, adapters: Sequence[Any], scales: Sequence[float]) -> None:
+    """Apply loaded LoRA adapters to a context (llama_context pointer)."""
+    if not adapters:
+        return
+    ptrs = (C.llama_adapter_lora_p_ctypes * len(adapters))(*adapters)
+    factors = (ctypes.c_float * len(scales))(*scales)
+    if C.llama_set_adapters_lora(ctx, ptrs, len(adapters), factors) != 0:
+        raise ModelFileError("llama.cpp could not apply the LoRA adapters to the context")
 
 
 class Context:
@@ -434,6 +462,10 @@ class EmbeddingContext:
         self.n_embd = C.llama_model_n_embd(model.ptr)
         self._memory = C.llama_get_memory(self._ptr)
         self._batch = C.llama_batch_init(self.n_ctx, 0, 1)
+
+    @property
+    def ptr(self) -> Any:
+        return self._ptr
 
     def close(self) -> None:
         if self._ptr:

@@ -1,0 +1,81 @@
+"""LoRA adapters applied at run time (`--lora`, `--lora-scaled`): the
+model with the adapter scores text as the merged model does (W + scale·B·A,
+merged here with numpy), and both differ from the base."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chat.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
+from chat.engine.llama import LoraAdapter, ModelSource
+from tests.ggufs import lora_adapter, merged_copy
+
+ROOT = Path(__file__).resolve().parent.parent
+GREEDY = SamplingParams(temperature=0, seed=1)
+PROMPT = "The old lighthouse keeper counted the ships that passed the rocky point each evening."
+
+
+@pytest.fixture(scope="module")
+def adapter_and_merged(smollm2_f16: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("lora")
+    deltas = lora_adapter(smollm2_f16, folder / "adapter.gguf")
+    merged = merged_copy(smollm2_f16, deltas, folder / "merged.gguf")
+    return folder / "adapter.gguf", merged
+
+
+def _scores(model: Path, *adapters: LoraAdapter) -> np.ndarray:
+    """The log-probability of each prompt token after the ones before it."""
+    config = EngineConfig(ModelSource(model), n_ctx=256, n_threads=2, lora=adapters)
+    with Engine(config) as engine:
+        chunks = list(engine.submit(GenerationRequest(PROMPT, GREEDY, max_tokens=1, prompt_logprobs=True)))
+    (scored,) = [c.prompt_logprobs for c in chunks if c.prompt_logprobs]
+    return np.array([p.chosen.logprob for p in scored[1:]])
+
+
+def test_an_adapter_at_run_time_scores_as_the_merged_model(
+    smollm2_f16: Path, adapter_and_merged: tuple[Path, Path]
+) -> None:
+    adapter, merged = adapter_and_merged
+    base = _scores(smollm2_f16)
+    applied = _scores(smollm2_f16, LoraAdapter(adapter))
+    baked = _scores(merged)
+    assert np.abs(applied - baked).max() < 0.05, (applied, baked)
+    assert np.abs(applied - base).max() > 0.5, "the adapter must change the model"
+    half = _scores(smollm2_f16, LoraAdapter(adapter, 0.5))
+    assert np.abs(half - applied).max() > 0.1 and np.abs(half - base).max() > 0.1
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "chat", *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_the_command_line_applies_it_and_names_bad_adapters(
+    smollm2_f16: Path, smollm2: Path, adapter_and_merged: tuple[Path, Path], tmp_path: Path
+) -> None:
+    adapter, merged = adapter_and_merged
+    ask = ["--cli", "-p", "The capital of France is", "-n", "12", "--temp", "0", "--log-disable"]
+    plain = _cli("-m", str(smollm2_f16), *ask)
+    with_lora = _cli("-m", str(smollm2_f16), "--lora", str(adapter), *ask)
+    scaled = _cli("-m", str(smollm2_f16), "--lora-scaled", str(adapter), "1.0", *ask)
+    from_merged = _cli("-m", str(merged), *ask)
+    assert plain.returncode == with_lora.returncode == scaled.returncode == from_merged.returncode == 0
+    assert with_lora.stdout == scaled.stdout == from_merged.stdout != plain.stdout
+
+    doctor = _cli("-m", str(smollm2_f16), "--lora-scaled", str(adapter), "0.5", "--doctor")
+    assert doctor.returncode == 0, doctor.stderr
+    assert f"lora:      {adapter}, applied at run time, scale 0.5" in doctor.stdout
+
+    missing = _cli("-m", str(smollm2_f16), "--lora", str(tmp_path / "none.gguf"), *ask)
+    assert missing.returncode == 2
+    assert f"LoRA adapter not found: {tmp_path / 'none.gguf'}" in missing.stderr
+    not_an_adapter = _cli("-m", str(smollm2_f16), "--lora", str(smollm2), *ask)
+    assert not_an_adapter.returncode == 1
+    assert f"cannot load LoRA adapter {smollm2}:" in not_an_adapter.stderr
+    for result in (missing, not_an_adapter):
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
