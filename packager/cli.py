@@ -12,6 +12,7 @@ import click
 
 from packager.build import BuildOptions, build, iter_manifest_lines, output_path, refused_message, select_runtime
 from packager.errors import BuildError
+from packager.inputs import check_model_input
 from packager.quantize import check_options as check_quant_options
 from packager.quantize import quantized, quantized_name
 from packager.rewrite import NewDefaults, load_payload, set_defaults, upgrade
@@ -40,7 +41,7 @@ def group() -> None:
 
 
 @group.command(context_settings={"show_default": True})
-@click.argument("model", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("model", type=click.Path(path_type=Path))
 @click.argument("runtime_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- RUNTIME_ARGS...]")
 @click.option(
     "-o",
@@ -122,6 +123,7 @@ def build_cmd(
     Only model, sampling and context flags can be built in: not --host,
     --port, --api-key, a mode, or a flag that names a file.
     """
+    check_model_input(model)  # a checkpoint folder or an adapter: say what to do with it
     refused = split_baked_args(list(runtime_args)).refused
     if refused:  # a usage error (exit 2), found before minutes of hashing
         raise click.UsageError(refused_message(refused))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import BuildError
+from payload.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         raise BuildError(f"not a GGUF model file: {path}")
     reader = _fast_header(path) or _open(path)
     _check_tensor_bounds(reader, size, path)
+    if _field(reader, "general.type") == "adapter":
+        raise UsageError(
+            f"{path} is a LoRA adapter, not a model: build the base model's file and run it with --lora {path.name}"
+        )
     arch = _field(reader, "general.architecture") or "unknown"
     return GGUFInfo(
         path=path,
