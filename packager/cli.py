@@ -6,6 +6,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ import click
 from packager.build import BuildOptions, build, iter_manifest_lines, output_path, refused_message, select_runtime
 from packager.errors import BuildError
 from packager.inputs import check_model_input
+from packager.lora import merged
 from packager.quantize import check_options as check_quant_options
 from packager.quantize import quantized, quantized_name
 from packager.rewrite import NewDefaults, load_payload, set_defaults, upgrade
@@ -27,6 +29,7 @@ Examples:
   llamabin build model.gguf --system-prompt "you are a pirate" -- --temp 0.7 -n 256
   llamabin build model.gguf --target linux-x86_64,linux-aarch64 --find-links wheelhouse
   llamabin build gemma-2-2b-it.f16.gguf --quant Q4_K_M --imatrix imatrix.gguf
+  llamabin build base-F16.gguf --lora my-finetune.gguf --quant Q4_K_M --template alpaca
   llamabin targets
   llamabin inspect dist/SmolLM2-135M-Instruct.Q4_1-linux-x86_64
   llamabin upgrade dist/SmolLM2-135M-Instruct.Q4_1-linux-x86_64
@@ -97,6 +100,13 @@ def group() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Importance matrix for --quant (llama-imatrix's GGUF output); the IQ1/IQ2 types need one.",
 )
+@click.option(
+    "--lora",
+    "lora_adapter",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Merge this LoRA adapter GGUF into an F16, BF16 or F32 MODEL first (before --quant).",
+)
+@click.option("--lora-scale", type=float, help="Strength of the --lora merge [default: 1].")
 @click.option("--verbose", is_flag=True, help="Show PyInstaller's output.")
 def build_cmd(
     model: Path,
@@ -114,6 +124,8 @@ def build_cmd(
     no_index: bool,
     quant: str | None,
     imatrix: Path | None,
+    lora_adapter: Path | None,
+    lora_scale: float | None,
     verbose: bool,
 ) -> None:
     """Build one executable from MODEL for this OS and architecture, or for each --target.
@@ -150,7 +162,9 @@ def build_cmd(
         no_index=no_index,
     )
     quant_type = check_quant_options(quant, imatrix)  # before any work
-    if quant_type is None:
+    if lora_scale is not None and lora_adapter is None:
+        raise click.UsageError("--lora-scale is used only with --lora ADAPTER")
+    if quant_type is None and lora_adapter is None:
         _build_targets(opts, target_spec)
         return
     workdir = output_path(opts).parent
@@ -158,9 +172,17 @@ def build_cmd(
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BuildError(f"cannot create output directory {workdir}: {exc.strerror}") from None
-    host_runtime = select_runtime(dataclasses.replace(opts, target=None), _say)
-    with quantized(model, quant_type, imatrix, workdir, host_runtime, _say) as gguf:
-        name = name or quantized_name(model.stem, quant_type)
+    stem = quantized_name(model.stem, quant_type) if quant_type else model.stem
+    name = name or (f"{stem}-{lora_adapter.stem}" if lora_adapter else stem)
+    with ExitStack() as steps:  # each step's file is removed when the build ends, however it ends
+        gguf = model
+        if lora_adapter is not None:
+            gguf = steps.enter_context(
+                merged(gguf, lora_adapter, 1.0 if lora_scale is None else lora_scale, workdir, _say)
+            )
+        if quant_type is not None:
+            host_runtime = select_runtime(dataclasses.replace(opts, target=None), _say)
+            gguf = steps.enter_context(quantized(gguf, quant_type, imatrix, workdir, host_runtime, _say))
         _build_targets(dataclasses.replace(opts, model=gguf, name=name, gguf_file=f"{name}.gguf"), target_spec)
 
 

@@ -68,7 +68,7 @@ def quantized(
             f"not enough disk space in {workdir} to quantize: up to {info.size // MiB} MiB needed,"
             f" {free // MiB} MiB free"
         )
-    tmp = workdir / f".{model.stem}.{quant}.{os.getpid()}.gguf"
+    tmp = workdir / f".{model.stem.lstrip('.')}.{quant}.{os.getpid()}.gguf"
     argv = [str(runtime), COMMAND, str(model), str(tmp), quant] + ([str(imatrix)] if imatrix else [])
     say(f"quantizing to {quant}{' with ' + str(imatrix) if imatrix else ''} (llama.cpp's quantizer)")
     started = time.monotonic()

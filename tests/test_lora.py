@@ -14,6 +14,7 @@ import pytest
 from chat.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from chat.engine.llama import LoraAdapter, ModelSource
 from tests.ggufs import lora_adapter, merged_copy
+from tests.helpers import llamabin, run_file
 
 ROOT = Path(__file__).resolve().parent.parent
 GREEDY = SamplingParams(temperature=0, seed=1)
@@ -79,3 +80,42 @@ def test_the_command_line_applies_it_and_names_bad_adapters(
     for result in (missing, not_an_adapter):
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_build_merges_an_adapter_into_an_f16_base(
+    smollm2_f16: Path, adapter_and_merged: tuple[Path, Path], portable_lib: Path, tmp_path: Path
+) -> None:
+    """`llamabin build BASE --lora ADAPTER`: the file answers as the base with
+    the adapter applied at run time does (the merge is kept in F32)."""
+    adapter, _ = adapter_and_merged
+    out = tmp_path / "dist"
+    result = llamabin(
+        "build", str(smollm2_f16), "--lora", str(adapter), "--llama-lib", str(portable_lib), "-o", f"{out}/"
+    )
+    assert result.returncode == 0, result.stderr
+    exe = out / "SmolLM2-135M-Instruct-F16-adapter-linux-x86_64"
+    assert result.stdout.strip() == str(exe)
+    assert sorted(p.name for p in out.iterdir()) == [exe.name]
+    ask = ["--cli", "-p", "The capital of France is", "-n", "12", "--temp", "0", "--log-disable"]
+    packed = run_file(exe, *ask, cwd=tmp_path)
+    applied = _cli("-m", str(smollm2_f16), "--lora", str(adapter), *ask)
+    assert packed.returncode == applied.returncode == 0, packed.stderr
+    assert packed.stdout == applied.stdout
+
+
+def test_build_refuses_what_it_cannot_merge(
+    smollm2: Path, smollm2_f16: Path, adapter_and_merged: tuple[Path, Path], tmp_path: Path
+) -> None:
+    adapter, _ = adapter_and_merged
+    quantized_base = llamabin("build", str(smollm2), "--lora", str(adapter), "-o", f"{tmp_path}/")
+    assert quantized_base.returncode == 2
+    assert "is quantized (Q4_1): --lora merges into an F16, BF16 or F32 base;" in quantized_base.stderr
+    assert f"run the file with --lora {adapter.name}" in quantized_base.stderr
+    not_adapter = llamabin("build", str(smollm2_f16), "--lora", str(smollm2), "-o", f"{tmp_path}/")
+    assert not_adapter.returncode == 2
+    assert f"{smollm2} is not a LoRA adapter GGUF" in not_adapter.stderr
+    scale_alone = llamabin("build", str(smollm2_f16), "--lora-scale", "2")
+    assert scale_alone.returncode == 2
+    assert "--lora-scale is used only with --lora ADAPTER" in scale_alone.stderr
+    for result in (quantized_base, not_adapter, scale_alone):
+        assert "Traceback" not in result.stderr

@@ -1,0 +1,134 @@
+"""`llamabin build --lora ADAPTER [--lora-scale S]`: merge a LoRA adapter
+GGUF into an F16, BF16 or F32 base before quantizing and packing,
+W' = W + S * alpha / rank * B @ A, as llama.cpp applies it at run time.
+
+The merged weights are kept in F32, so the merge adds no rounding of its
+own before --quant. A quantized base cannot take a merge (its weights are
+no longer the ones the adapter was trained against, to full precision):
+the adapter is then applied at run time with the file's --lora.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from packager.errors import BuildError
+from payload.errors import UsageError
+from payload.quantize import SOURCE_TYPES
+
+MiB = 2**20
+
+
+@contextmanager
+def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callable[[str], None]) -> Iterator[Path]:
+    """`model` with `adapter` merged in, as a file that exists inside the block."""
+    import gguf
+    import numpy as np
+
+    base = _reader(model, "model")
+    lora = _reader(adapter, "LoRA adapter")
+    if _field(lora, "general.type") != "adapter" or _field(lora, "adapter.type") != "lora":
+        raise UsageError(f"{adapter} is not a LoRA adapter GGUF (llama.cpp's convert_lora_to_gguf.py writes them)")
+    arch, lora_arch = _field(base, "general.architecture"), _field(lora, "general.architecture")
+    if arch != lora_arch:
+        raise UsageError(f"{adapter} is an adapter for {lora_arch} models, and {model} is {arch}")
+    kind = _file_type(base)
+    if kind not in SOURCE_TYPES:
+        raise UsageError(
+            f"{model} is quantized ({kind}): --lora merges into an F16, BF16 or F32 base;"
+            f" for this one, run the file with --lora {adapter.name}"
+        )
+    alpha = float(_field(lora, "adapter.lora.alpha") or 0)
+    parts = {t.name: t for t in lora.tensors}
+    weights = {t.name: t for t in base.tensors}
+    targets: dict[str, tuple[Any, Any]] = {}
+    for name in parts:
+        if name.endswith(".lora_a"):
+            target = name.removesuffix(".lora_a")
+            if target not in weights or f"{target}.lora_b" not in parts:
+                raise UsageError(
+                    f"{adapter} changes {target}, which {model} does not have: is it this model's adapter?"
+                )
+            targets[target] = (parts[name], parts[f"{target}.lora_b"])
+    if not targets:
+        raise UsageError(f"{adapter} holds no LoRA tensors")
+    free = shutil.disk_usage(workdir).free
+    need = model.stat().st_size * 2  # the changed weights grow to F32
+    if free < need:
+        raise BuildError(
+            f"not enough disk space in {workdir} to merge: up to {need // MiB} MiB, {free // MiB} MiB free"
+        )
+    say(f"merging {adapter} into {model} ({len(targets)} weights, scale {scale:g})")
+    tmp = workdir / f".{model.stem}.lora.{os.getpid()}.gguf"
+    try:
+        writer = gguf.GGUFWriter(tmp, str(arch))
+        for key, field in base.fields.items():
+            if key.startswith("GGUF.") or key == "general.architecture":
+                continue
+            value_type = field.types[0]
+            sub = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(key, field.contents(), value_type, sub)
+        for tensor in base.tensors:
+            if tensor.name not in targets:
+                writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
+                continue
+            a_part, b_part = targets[tensor.name]
+            a = gguf.quants.dequantize(a_part.data, a_part.tensor_type).reshape(_numpy_shape(a_part))
+            b = gguf.quants.dequantize(b_part.data, b_part.tensor_type).reshape(_numpy_shape(b_part))
+            w = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(_numpy_shape(tensor))
+            rank = a.shape[0]
+            if b.shape != (w.shape[0], rank) or a.shape != (rank, w.shape[1]):
+                raise UsageError(
+                    f"{adapter}: {tensor.name} is {w.shape[0]}x{w.shape[1]} in {model},"
+                    f" the adapter's B*A is {b.shape[0]}x{a.shape[1]}: is it this model's adapter?"
+                )
+            factor = scale * (alpha / rank if alpha else 1.0)  # llama.cpp's rule for alpha 0
+            writer.add_tensor(
+                tensor.name, w.astype(np.float32) + factor * (b.astype(np.float32) @ a.astype(np.float32))
+            )
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        yield tmp
+    except OSError as exc:
+        raise BuildError(f"cannot write the merged model in {workdir}: {exc.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _reader(path: Path, what: str) -> Any:
+    from gguf import GGUFReader
+
+    try:
+        with path.open("rb") as f:
+            if f.read(4) != b"GGUF":
+                raise UsageError(f"{what} {path} is not a GGUF file")
+        return GGUFReader(path)
+    except FileNotFoundError:
+        raise UsageError(f"{what} not found: {path}") from None
+    except (ValueError, IndexError, OSError) as exc:
+        raise UsageError(f"{what} {path} is not a valid GGUF: {exc}") from None
+
+
+def _field(reader: Any, key: str) -> Any:
+    field = reader.fields.get(key)
+    return None if field is None else field.contents()
+
+
+def _file_type(reader: Any) -> str:
+    from gguf.constants import LlamaFileType
+
+    try:
+        return LlamaFileType(int(_field(reader, "general.file_type"))).name.removeprefix("MOSTLY_")
+    except (TypeError, ValueError):
+        return "unknown"
+
+
+def _numpy_shape(tensor: Any) -> tuple[int, ...]:
+    return tuple(int(d) for d in reversed(tensor.shape))
