@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import BuildError
+from packager.gguf_write import copy_metadata, write_out
 from payload.errors import UsageError
 from payload.quantize import SOURCE_TYPES
 
@@ -67,12 +68,7 @@ def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callabl
     tmp = workdir / f".{model.stem}.lora.{os.getpid()}.gguf"
     try:
         writer = gguf.GGUFWriter(tmp, str(arch))
-        for key, field in base.fields.items():
-            if key.startswith("GGUF.") or key == "general.architecture":
-                continue
-            value_type = field.types[0]
-            sub = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
-            writer.add_key_value(key, field.contents(), value_type, sub)
+        copy_metadata(base, writer)
         for tensor in base.tensors:
             if tensor.name not in targets:
                 writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
@@ -91,10 +87,7 @@ def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callabl
             writer.add_tensor(
                 tensor.name, w.astype(np.float32) + factor * (b.astype(np.float32) @ a.astype(np.float32))
             )
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        write_out(writer)
         yield tmp
     except OSError as exc:
         raise BuildError(f"cannot write the merged model in {workdir}: {exc.strerror}") from None

@@ -7,6 +7,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from packager.gguf_write import copy_metadata, write_out
+
 
 def dequantized_copy(src: Path, dst: Path) -> Path:
     """`src` with every tensor dequantized: F16 matrices, F32 vectors, as a
@@ -14,22 +16,14 @@ def dequantized_copy(src: Path, dst: Path) -> Path:
     reader = gguf.GGUFReader(src)
     arch = str(reader.fields["general.architecture"].contents())
     writer = gguf.GGUFWriter(dst, arch)
-    for name, field in reader.fields.items():
-        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
-            continue
-        kind = field.types[0]
-        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(name, field.contents(), kind, sub)
+    copy_metadata(reader, writer, skip=("general.file_type",))
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     for tensor in reader.tensors:
         values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
         shape = tuple(int(d) for d in reversed(tensor.shape))  # numpy order
         values = values.reshape(shape)
         writer.add_tensor(tensor.name, values.astype(np.float16) if values.ndim > 1 else values)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     return dst
 
 
@@ -49,10 +43,7 @@ def importance_matrix(model: Path, dst: Path, seed: int = 0) -> Path:
         columns = int(tensor.shape[0])
         writer.add_tensor(f"{tensor.name}.in_sum2", (rng.random((1, columns)) * 8 + 0.1).astype(np.float32))
         writer.add_tensor(f"{tensor.name}.counts", np.array([[8.0]], dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     return dst
 
 
@@ -77,10 +68,7 @@ def lora_adapter(base: Path, dst: Path, rank: int = 4, alpha: float = 8.0, seed:
         writer.add_tensor(f"{tensor.name}.lora_a", a)
         writer.add_tensor(f"{tensor.name}.lora_b", b)
         deltas[tensor.name] = (alpha / rank) * (b @ a)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     return deltas
 
 
@@ -90,12 +78,7 @@ def merged_copy(base: Path, deltas: dict[str, np.ndarray], dst: Path) -> Path:
     reader = gguf.GGUFReader(base)
     arch = str(reader.fields["general.architecture"].contents())
     writer = gguf.GGUFWriter(dst, arch)
-    for name, field in reader.fields.items():
-        if name.startswith("GGUF.") or name == "general.architecture":
-            continue
-        kind = field.types[0]
-        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(name, field.contents(), kind, sub)
+    copy_metadata(reader, writer)
     for tensor in reader.tensors:
         values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         values = values.reshape(tuple(int(d) for d in reversed(tensor.shape)))
@@ -103,8 +86,5 @@ def merged_copy(base: Path, deltas: dict[str, np.ndarray], dst: Path) -> Path:
             writer.add_tensor(tensor.name, values.astype(np.float32) + deltas[tensor.name])
         else:
             writer.add_tensor(tensor.name, values.astype(np.float16) if values.ndim > 1 else values)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     return dst

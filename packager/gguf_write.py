@@ -1,0 +1,29 @@
+"""Writing GGUFs with the `gguf` library: what the merge (and the tests'
+model makers) share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+def copy_metadata(reader: Any, writer: Any, skip: Iterable[str] = ()) -> None:
+    """Every key/value of `reader` into `writer`, but the header's own
+    fields, the architecture (the writer is made with it) and `skip`."""
+    import gguf
+
+    left_out = {"general.architecture", *skip}
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key in left_out:
+            continue
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(key, field.contents(), kind, sub)
+
+
+def write_out(writer: Any) -> None:
+    """Header, metadata and tensors to the file, then close it."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
