@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.serverproc import ServerProcess
+from tests.slowload import SlowLoad
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -179,6 +180,29 @@ def _kill_tree(pid: int) -> None:
     for child in children:
         os.kill(int(child), signal.SIGKILL)
     os.kill(pid, signal.SIGKILL)
+
+
+@needs_nginx
+def test_nginx_skips_a_replica_that_is_still_loading(smollm2: Path, tmp_path: Path) -> None:
+    """A replica answers 503 "loading" until its model is loaded, and nginx
+    (proxy_next_upstream http_503) sends the request to the other one."""
+    (tmp_path / "loading").mkdir()
+    loading = SlowLoad(tmp_path / "loading", smollm2)
+    ready = ServerProcess(smollm2, "-np", "2", "-t", "1")
+    try:
+        assert loading.first_answer().status_code == 503
+        (tmp_path / "nginx").mkdir()
+        proxy = Nginx(tmp_path / "nginx", [loading.url, ready.url])
+        try:
+            errors = [_complete(proxy.url, i) for i in range(6)]
+        finally:
+            proxy.stop()
+        assert errors == [None] * 6
+        assert _served(ready.url) == 6
+        assert httpx.get(f"{loading.url}/health", timeout=5).status_code == 503  # it never served them
+    finally:
+        loading.stop()
+        ready.stop()
 
 
 def _busy(replica: ServerProcess) -> bool:

@@ -5,10 +5,6 @@ down; once loaded, everything answers as usual."""
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +13,7 @@ import httpx
 import pytest
 
 from chat.server.loading import LOADING_MESSAGE, LoadingGate
+from tests.slowload import SlowLoad
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,47 +50,6 @@ async def _gate_checks() -> None:
 
 
 # -- the real server, its load held back ---------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class SlowLoad:
-    def __init__(self, tmp: Path, model: Path) -> None:
-        self.gate = tmp / "gate"
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "slowload.py"), str(self.gate), "-m", str(model)]
-            + ["--server", "--nobrowser", "--port", str(self.port)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def first_answer(self, timeout: float = 60) -> httpx.Response:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.communicate()[1]
-            try:
-                return httpx.get(f"{self.url}/health", timeout=5)
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise AssertionError("the port never answered")
-
-    def release(self, text: str = "") -> None:
-        self.gate.write_text(text)
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        return self.proc.communicate(timeout=30)[1]
 
 
 @pytest.fixture
