@@ -24,7 +24,7 @@ system:
 # brings; editable_mode=compat puts the whole tree (chat/ too) on sys.path.
 $(VENV)/.installed: pyproject.toml constraints.txt $(wildcard patches/pyinstaller-*.patch) scripts/build-pyinstaller.sh scripts/dev-requirements.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) scripts/dev-requirements.py runtime build test bench > $(VENV)/requirements-dev.txt
+	$(PY) scripts/dev-requirements.py runtime build convert test bench > $(VENV)/requirements-dev.txt
 	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip install -q -c constraints.txt -r $(VENV)/requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e . -C editable_mode=compat
 	$(PY) -m pip install -q --no-deps --force-reinstall "$$(scripts/build-pyinstaller.sh $(PY))"

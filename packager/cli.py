@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from packager.build import BuildOptions, build, iter_manifest_lines, output_path, refused_message, select_runtime
+from packager.convert import converted
 from packager.errors import BuildError
 from packager.inputs import check_model_input
 from packager.lora import merged
@@ -30,6 +31,7 @@ Examples:
   llamabin build model.gguf --target linux-x86_64,linux-aarch64 --find-links wheelhouse
   llamabin build gemma-2-2b-it.f16.gguf --quant Q4_K_M --imatrix imatrix.gguf
   llamabin build base-F16.gguf --lora my-finetune.gguf --quant Q4_K_M --template alpaca
+  llamabin build ./my-llama-checkpoint --quant Q4_K_M
   llamabin targets
   llamabin inspect dist/SmolLM2-135M-Instruct.Q4_1-linux-x86_64
   llamabin upgrade dist/SmolLM2-135M-Instruct.Q4_1-linux-x86_64
@@ -130,6 +132,9 @@ def build_cmd(
 ) -> None:
     """Build one executable from MODEL for this OS and architecture, or for each --target.
 
+    MODEL is a GGUF, or a Hugging Face checkpoint folder of a Llama-architecture
+    model with a SentencePiece tokenizer, which is converted first.
+
     Arguments after `--` become the file's default runtime flags (like
     llamafile's .args); flags given when running the file override them.
     Only model, sampling and context flags can be built in: not --host,
@@ -164,7 +169,8 @@ def build_cmd(
     quant_type = check_quant_options(quant, imatrix)  # before any work
     if lora_scale is not None and lora_adapter is None:
         raise click.UsageError("--lora-scale is used only with --lora ADAPTER")
-    if quant_type is None and lora_adapter is None:
+    convert = model.is_dir()  # a checkpoint check_model_input let through
+    if quant_type is None and lora_adapter is None and not convert:
         _build_targets(opts, target_spec)
         return
     workdir = output_path(opts).parent
@@ -172,10 +178,11 @@ def build_cmd(
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BuildError(f"cannot create output directory {workdir}: {exc.strerror}") from None
-    stem = quantized_name(model.stem, quant_type) if quant_type else model.stem
+    base_name = model.name if convert else model.stem
+    stem = quantized_name(base_name, quant_type) if quant_type else base_name
     name = name or (f"{stem}-{lora_adapter.stem}" if lora_adapter else stem)
     with ExitStack() as steps:  # each step's file is removed when the build ends, however it ends
-        gguf = model
+        gguf = steps.enter_context(converted(model, workdir, _say)) if convert else model
         if lora_adapter is not None:
             gguf = steps.enter_context(
                 merged(gguf, lora_adapter, 1.0 if lora_scale is None else lora_scale, workdir, _say)

@@ -1,5 +1,6 @@
-"""What `llamabin build` was given, when it is not a GGUF model: one line
-that names it and says what to do, before any work (exit 2)."""
+"""What `llamabin build` was given, when it is not a GGUF model: a checkpoint
+it converts (packager.convert), or one line that names it and says what to
+do, before any work (exit 2)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from packager.convert import SUPPORTED
 from payload.errors import UsageError
 
 CONVERT = "llama.cpp's convert_hf_to_gguf.py"
@@ -25,9 +27,11 @@ def check_model_input(path: Path) -> None:
         )
     if isinstance(config.get("architectures"), list) and config["architectures"]:
         arch = ", ".join(str(a) for a in config["architectures"])
+        if arch in SUPPORTED:
+            return  # packager.convert takes it from here
         raise UsageError(
-            f"{path} is a Hugging Face checkpoint ({arch}): llamabin does not convert checkpoints yet;"
-            f" convert it with {CONVERT} {path} --outtype f16, then: llamabin build MODEL-F16.gguf --quant Q4_K_M"
+            f"{path} is a Hugging Face checkpoint ({arch}); llamabin converts {', '.join(SUPPORTED)}:"
+            f" convert this one with {CONVERT} {path} --outtype f16, then: llamabin build MODEL-F16.gguf --quant Q4_K_M"
         )
     metadata = _json(path / "metadata.json")
     if "keras_version" in metadata or "registered_name" in config:

@@ -24,9 +24,13 @@ def _folder(tmp_path: Path, files: dict[str, object]) -> Path:
     ("files", "message"),
     [
         (
+            {"config.json": {"architectures": ["GPT2LMHeadModel"]}, "model.safetensors": {}},
+            "is a Hugging Face checkpoint (GPT2LMHeadModel); llamabin converts LlamaForCausalLM,"
+            " MistralForCausalLM: convert this one with llama.cpp's convert_hf_to_gguf.py",
+        ),
+        (
             {"config.json": {"architectures": ["LlamaForCausalLM"]}, "model.safetensors": {}},
-            "is a Hugging Face checkpoint (LlamaForCausalLM): llamabin does not convert checkpoints yet;"
-            " convert it with llama.cpp's convert_hf_to_gguf.py",
+            "has no tokenizer.model (the SentencePiece tokenizer this converter reads)",
         ),
         (
             {"adapter_config.json": {"base_model_name_or_path": "unsloth/gemma-2-2b", "r": 16}},

@@ -1,0 +1,181 @@
+"""`llamabin build CHECKPOINT_DIR`: a Hugging Face checkpoint of a Llama-
+architecture model with a SentencePiece tokenizer, converted to an F32 GGUF
+with numpy and the `gguf` library, then quantized (--quant) and packed.
+
+Why not llama.cpp's convert_hf_to_gguf.py: it ships only in the sdist and
+imports torch and transformers (gigabytes) for any model. For the layout
+it writes for Llama (names, the rotary permutation of q/k, the tokenizer's
+pieces, scores and types) this file follows it; other architectures are
+refused with a pointer to it. Needs the `convert` extra (safetensors,
+sentencepiece).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from packager.errors import BuildError
+from packager.gguf_write import write_out
+from payload.errors import UsageError
+
+SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM")
+MiB = 2**20
+
+# HF's names -> GGUF's, per layer.
+_LAYER_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+
+
+def architecture(folder: Path) -> str | None:
+    """The checkpoint's class name from config.json, or None if it has none."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    names = config.get("architectures") if isinstance(config, dict) else None
+    return str(names[0]) if isinstance(names, list) and names else None
+
+
+def permute(weights: Any, n_head: int) -> Any:
+    """HF stores q and k for rotate-half RoPE; llama.cpp's llama wants the
+    pairs interleaved: the permutation convert_hf_to_gguf.py applies."""
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+@contextmanager
+def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterator[Path]:
+    """`folder` as an F32 GGUF that exists inside the block."""
+    arch = architecture(folder)
+    if arch not in SUPPORTED:
+        raise UsageError(
+            f"{folder} is a {arch} checkpoint; llamabin converts {', '.join(SUPPORTED)} with a SentencePiece"
+            f" tokenizer: convert others with llama.cpp's convert_hf_to_gguf.py --outtype f16 and build the GGUF"
+        )
+    tokenizer_model = folder / "tokenizer.model"
+    if not tokenizer_model.is_file():
+        raise UsageError(f"{folder} has no tokenizer.model (the SentencePiece tokenizer this converter reads)")
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        raise UsageError(f"{folder} has no *.safetensors weights")
+    try:
+        import numpy as np
+        import sentencepiece
+        from safetensors.numpy import load_file
+    except ImportError:
+        raise UsageError("converting a checkpoint needs the convert extra: pip install 'llamabin[convert]'") from None
+    need = sum(p.stat().st_size for p in shards) * 2 + 64 * MiB  # F16/BF16 weights become F32
+    free = shutil.disk_usage(workdir).free
+    if free < need:
+        raise BuildError(
+            f"not enough disk space in {workdir} to convert: about {need // MiB} MiB, {free // MiB} MiB free"
+        )
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    say(f"converting {folder} ({arch}) to an F32 GGUF")
+    weights: dict[str, Any] = {}
+    for shard in shards:
+        weights.update(load_file(str(shard)))
+    tmp = workdir / f".{folder.name}.convert.{os.getpid()}.gguf"
+    try:
+        _write(tmp, folder, config, weights, sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_model)), np)
+        yield tmp
+    except KeyError as exc:
+        raise UsageError(f"{folder}: {exc.args[0]} is missing from its config.json or weights") from None
+    except OSError as exc:
+        raise BuildError(f"cannot write the converted model in {workdir}: {exc.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write(dst: Path, folder: Path, config: dict[str, Any], weights: dict[str, Any], sp: Any, np: Any) -> None:
+    import gguf
+
+    n_head = int(config["num_attention_heads"])
+    n_head_kv = int(config.get("num_key_value_heads") or n_head)
+    n_embd = int(config["hidden_size"])
+    writer = gguf.GGUFWriter(dst, "llama")
+    writer.add_name(folder.name)
+    writer.add_context_length(int(config.get("max_position_embeddings", 4096)))
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(int(config["num_hidden_layers"]))
+    writer.add_feed_forward_length(int(config["intermediate_size"]))
+    writer.add_rope_dimension_count(n_embd // n_head)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head_kv)
+    writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
+    writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    _add_tokenizer(writer, folder, sp, gguf)
+
+    def f32(name: str) -> Any:
+        return np.asarray(weights[name], dtype=np.float32)
+
+    writer.add_tensor("token_embd.weight", f32("model.embed_tokens.weight"))
+    writer.add_tensor("output_norm.weight", f32("model.norm.weight"))
+    if "lm_head.weight" in weights and not config.get("tie_word_embeddings", False):
+        writer.add_tensor("output.weight", f32("lm_head.weight"))
+    for i in range(int(config["num_hidden_layers"])):
+        for hf, ours in _LAYER_NAMES.items():
+            tensor = f32(f"model.layers.{i}.{hf}")
+            if ours == "attn_q.weight":
+                tensor = permute(tensor, n_head)
+            elif ours == "attn_k.weight":
+                tensor = permute(tensor, n_head_kv)
+            writer.add_tensor(f"blk.{i}.{ours}", tensor)
+    write_out(writer)
+
+
+def _add_tokenizer(writer: Any, folder: Path, sp: Any, gguf: Any) -> None:
+    tokens, scores, kinds = [], [], []
+    for i in range(sp.vocab_size()):
+        tokens.append(sp.id_to_piece(i).encode("utf-8"))
+        scores.append(sp.get_score(i))
+        if sp.is_unknown(i):
+            kinds.append(gguf.TokenType.UNKNOWN)
+        elif sp.is_control(i):
+            kinds.append(gguf.TokenType.CONTROL)
+        elif sp.is_unused(i):
+            kinds.append(gguf.TokenType.UNUSED)
+        elif sp.is_byte(i):
+            kinds.append(gguf.TokenType.BYTE)
+        else:
+            kinds.append(gguf.TokenType.NORMAL)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(kinds)
+    for name, token_id in (("bos", sp.bos_id()), ("eos", sp.eos_id()), ("unk", sp.unk_id())):
+        if token_id >= 0:
+            getattr(writer, f"add_{name}_token_id")(token_id)
+    settings = _json(folder / "tokenizer_config.json")
+    writer.add_add_bos_token(bool(settings.get("add_bos_token", True)))
+    writer.add_add_eos_token(bool(settings.get("add_eos_token", False)))
+    template = settings.get("chat_template")
+    if isinstance(template, str):
+        writer.add_chat_template(template)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
