@@ -1,11 +1,13 @@
 """`llamabin build CHECKPOINT_DIR`: a Hugging Face checkpoint of a Llama-
-architecture model with a SentencePiece tokenizer, converted to an F32 GGUF
-with numpy and the `gguf` library, then quantized (--quant) and packed.
+architecture or Gemma 2 model with a SentencePiece tokenizer, converted to
+an F32 GGUF with numpy and the `gguf` library, then quantized (--quant)
+and packed.
 
 Why not llama.cpp's convert_hf_to_gguf.py: it ships only in the sdist and
 imports torch and transformers (gigabytes) for any model. For the layout
-it writes for Llama (names, the rotary permutation of q/k, the tokenizer's
-pieces, scores and types) this file follows it; other architectures are
+it writes for Llama and Gemma 2 (names, the rotary permutation of q/k,
+Gemma's norm offsets, the tokenizer's pieces, scores and types) this file
+follows it; other architectures are
 refused with a pointer to it. Needs the `convert` extra (safetensors,
 sentencepiece).
 """
@@ -24,8 +26,25 @@ from packager.errors import BuildError
 from packager.gguf_write import write_out
 from payload.errors import UsageError
 
-SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM")
+SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Gemma2ForCausalLM")
 MiB = 2**20
+
+# Gemma 2: its own norms around attention and the feed-forward, no q/k
+# permutation (llama.cpp rotates it NEOX-style), norm weights stored as
+# w where the model computes x * (1 + w), and tied embeddings.
+_GEMMA2_LAYER_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "post_attention_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
 
 # HF's names -> GGUF's, per layer.
 _LAYER_NAMES = {
@@ -108,16 +127,25 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
 def _write(dst: Path, folder: Path, config: dict[str, Any], weights: dict[str, Any], sp: Any, np: Any) -> None:
     import gguf
 
+    gemma2 = config["architectures"][0] == "Gemma2ForCausalLM"
     n_head = int(config["num_attention_heads"])
     n_head_kv = int(config.get("num_key_value_heads") or n_head)
     n_embd = int(config["hidden_size"])
-    writer = gguf.GGUFWriter(dst, "llama")
+    head_dim = int(config.get("head_dim") or n_embd // n_head)
+    writer = gguf.GGUFWriter(dst, "gemma2" if gemma2 else "llama")
     writer.add_name(folder.name)
     writer.add_context_length(int(config.get("max_position_embeddings", 4096)))
     writer.add_embedding_length(n_embd)
     writer.add_block_count(int(config["num_hidden_layers"]))
     writer.add_feed_forward_length(int(config["intermediate_size"]))
-    writer.add_rope_dimension_count(n_embd // n_head)
+    if gemma2:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+        writer.add_sliding_window(int(config.get("sliding_window") or 4096))
+        writer.add_attn_logit_softcapping(float(config.get("attn_logit_softcapping") or 50.0))
+        writer.add_final_logit_softcapping(float(config.get("final_logit_softcapping") or 30.0))
+    else:
+        writer.add_rope_dimension_count(head_dim)
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_head_kv)
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
@@ -128,16 +156,20 @@ def _write(dst: Path, folder: Path, config: dict[str, Any], weights: dict[str, A
     def f32(name: str) -> Any:
         return np.asarray(weights[name], dtype=np.float32)
 
+    def norm(name: str) -> Any:
+        return f32(name) + 1 if gemma2 else f32(name)
+
     writer.add_tensor("token_embd.weight", f32("model.embed_tokens.weight"))
-    writer.add_tensor("output_norm.weight", f32("model.norm.weight"))
-    if "lm_head.weight" in weights and not config.get("tie_word_embeddings", False):
+    writer.add_tensor("output_norm.weight", norm("model.norm.weight"))
+    if "lm_head.weight" in weights and not config.get("tie_word_embeddings", gemma2):
         writer.add_tensor("output.weight", f32("lm_head.weight"))
     for i in range(int(config["num_hidden_layers"])):
-        for hf, ours in _LAYER_NAMES.items():
-            tensor = f32(f"model.layers.{i}.{hf}")
-            if ours == "attn_q.weight":
+        for hf, ours in (_GEMMA2_LAYER_NAMES if gemma2 else _LAYER_NAMES).items():
+            name = f"model.layers.{i}.{hf}"
+            tensor = norm(name) if hf.endswith("layernorm.weight") else f32(name)
+            if ours == "attn_q.weight" and not gemma2:
                 tensor = permute(tensor, n_head)
-            elif ours == "attn_k.weight":
+            elif ours == "attn_k.weight" and not gemma2:
                 tensor = permute(tensor, n_head_kv)
             writer.add_tensor(f"blk.{i}.{ours}", tensor)
     write_out(writer)

@@ -25,6 +25,10 @@ class TinyLlama:
     kv_heads: int = 2
     eps: float = 1e-5
     theta: float = 10000.0
+    gemma2: bool = False  # Gemma 2's layout: post-norms, soft-caps, a sliding window
+    window: int = 4  # Gemma 2's sliding window on even layers, short enough to matter here
+    attn_cap: float = 50.0
+    final_cap: float = 30.0
 
     @property
     def head_dim(self) -> int:
@@ -61,7 +65,8 @@ def make_checkpoint(folder: Path, shape: TinyLlama = TinyLlama(), seed: int = 0)
         return (1 + 0.1 * rng.standard_normal(h)).astype(np.float32)
 
     weights = {"model.embed_tokens.weight": matrix(shape.vocab, h), "model.norm.weight": norm()}
-    weights["lm_head.weight"] = matrix(shape.vocab, h)
+    if not shape.gemma2:  # Gemma ties the output to the embeddings
+        weights["lm_head.weight"] = matrix(shape.vocab, h)
     for i in range(shape.layers):
         p = f"model.layers.{i}."
         weights[p + "input_layernorm.weight"] = norm()
@@ -73,10 +78,13 @@ def make_checkpoint(folder: Path, shape: TinyLlama = TinyLlama(), seed: int = 0)
         weights[p + "mlp.gate_proj.weight"] = matrix(f, h)
         weights[p + "mlp.up_proj.weight"] = matrix(f, h)
         weights[p + "mlp.down_proj.weight"] = matrix(h, f)
+        if shape.gemma2:
+            weights[p + "pre_feedforward_layernorm.weight"] = norm()
+            weights[p + "post_feedforward_layernorm.weight"] = norm()
     save_file(weights, str(folder / "model.safetensors"))
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+    config: dict[str, object] = {
+        "architectures": ["Gemma2ForCausalLM" if shape.gemma2 else "LlamaForCausalLM"],
+        "model_type": "gemma2" if shape.gemma2 else "llama",
         "vocab_size": shape.vocab,
         "hidden_size": h,
         "intermediate_size": f,
@@ -86,9 +94,18 @@ def make_checkpoint(folder: Path, shape: TinyLlama = TinyLlama(), seed: int = 0)
         "rms_norm_eps": shape.eps,
         "rope_theta": shape.theta,
         "max_position_embeddings": 256,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": shape.gemma2,
         "torch_dtype": "float32",
     }
+    if shape.gemma2:
+        config |= {
+            "head_dim": d,
+            "query_pre_attn_scalar": d,
+            "sliding_window": shape.window,
+            "attn_logit_softcapping": shape.attn_cap,
+            "final_logit_softcapping": shape.final_cap,
+            "hidden_activation": "gelu_pytorch_tanh",
+        }
     (folder / "config.json").write_text(json.dumps(config))
     template = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>\n{% endfor %}"
     (folder / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": True, "chat_template": template}))
@@ -111,21 +128,44 @@ def reference_logits(weights: dict[str, np.ndarray], ids: list[int], shape: Tiny
         half = np.concatenate([-x[..., d // 2 :], x[..., : d // 2]], -1)
         return x * cos[:, None, :] + half * sin[:, None, :]
 
-    h = w["model.embed_tokens.weight"][ids]
-    mask = np.triu(np.full((n, n), -np.inf), 1)
+    def norm(x: np.ndarray, name: str) -> np.ndarray:  # Gemma scales by 1 + w
+        return rms(x, 1 + w[name] if shape.gemma2 else w[name])
+
+    def act(x: np.ndarray) -> np.ndarray:  # SiLU; Gemma's GELU, tanh-approximated
+        if shape.gemma2:
+            return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+        return x / (1 + np.exp(-x))
+
+    h = w["model.embed_tokens.weight"][ids] * (np.sqrt(shape.hidden) if shape.gemma2 else 1)
+    causal = np.triu(np.full((n, n), -np.inf), 1)
     for i in range(shape.layers):
         p = f"model.layers.{i}."
-        x = rms(h, w[p + "input_layernorm.weight"])
+        x = norm(h, p + "input_layernorm.weight")
         q = rope((x @ w[p + "self_attn.q_proj.weight"].T).reshape(n, shape.heads, d))
         k = rope((x @ w[p + "self_attn.k_proj.weight"].T).reshape(n, shape.kv_heads, d))
         v = (x @ w[p + "self_attn.v_proj.weight"].T).reshape(n, shape.kv_heads, d)
         group = shape.heads // shape.kv_heads
         k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
-        scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(d) + mask
+        scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(d)
+        mask = causal
+        if shape.gemma2:
+            scores = np.tanh(scores / shape.attn_cap) * shape.attn_cap
+            if i % 2 == 0:  # sliding layers: a query sees the last `window` positions
+                mask = causal + np.tril(np.full((n, n), -np.inf), -shape.window)
+        scores = scores + mask
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         attn = np.einsum("hqk,khd->qhd", scores / scores.sum(-1, keepdims=True), v).reshape(n, -1)
-        h = h + attn @ w[p + "self_attn.o_proj.weight"].T
-        x = rms(h, w[p + "post_attention_layernorm.weight"])
-        gate = x @ w[p + "mlp.gate_proj.weight"].T
-        h = h + ((gate / (1 + np.exp(-gate))) * (x @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
-    return rms(h, w["model.norm.weight"]) @ w["lm_head.weight"].T
+        out = attn @ w[p + "self_attn.o_proj.weight"].T
+        if shape.gemma2:
+            h = h + norm(out, p + "post_attention_layernorm.weight")
+            x = norm(h, p + "pre_feedforward_layernorm.weight")
+        else:
+            h = h + out
+            x = norm(h, p + "post_attention_layernorm.weight")
+        mlp = (act(x @ w[p + "mlp.gate_proj.weight"].T) * (x @ w[p + "mlp.up_proj.weight"].T)) @ w[
+            p + "mlp.down_proj.weight"
+        ].T
+        h = h + (norm(mlp, p + "post_feedforward_layernorm.weight") if shape.gemma2 else mlp)
+    head = w["model.embed_tokens.weight"] if shape.gemma2 else w["lm_head.weight"]
+    logits = norm(h, "model.norm.weight") @ head.T
+    return np.tanh(logits / shape.final_cap) * shape.final_cap if shape.gemma2 else logits

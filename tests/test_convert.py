@@ -14,13 +14,14 @@ import sentencepiece
 from chat.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from chat.engine.llama import ModelSource
 from packager.convert import converted
-from tests.checkpoints import make_checkpoint, reference_logits
+from tests.checkpoints import TinyLlama, make_checkpoint, reference_logits
 from tests.helpers import llamabin, run_file
 
 TEXT = "The file carries llama.cpp's CPU kernels for every x86-64 level."
 # llama.cpp keeps its KV cache in F16: its scores differ from a float64
-# reference by about 2e-3 here.
-TOLERANCE = 5e-3
+# reference by 2e-3 (Llama) to 4e-3 (Gemma 2) here, on an AVX-512 EPYC.
+# Leaving out Gemma 2's sliding window alone moves them by 5.
+TOLERANCE = 1e-2
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +30,16 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     return folder, make_checkpoint(folder)
 
 
-def test_the_converted_model_scores_text_as_the_reference_forward_pass(
-    checkpoint: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
-) -> None:
-    folder, weights = checkpoint
+@pytest.mark.parametrize("shape", [TinyLlama(), TinyLlama(gemma2=True)], ids=["llama", "gemma2"])
+def test_the_converted_model_scores_text_as_the_reference_forward_pass(shape: TinyLlama, tmp_path: Path) -> None:
+    """Gemma 2's post-norms, soft-caps, sliding window (4 tokens here, on
+    even layers) and norm offsets all count in its scores."""
+    folder = tmp_path / "checkpoint"
+    weights = make_checkpoint(folder, shape)
     sp = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
     ids = [sp.bos_id(), *sp.encode(TEXT)]
-    logits = reference_logits(weights, ids)
+    assert len(ids) > 2 * shape.window
+    logits = reference_logits(weights, ids, shape)
     top = logits.max(-1, keepdims=True)
     logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
     expected = np.array([logp[t, ids[t + 1]] for t in range(len(ids) - 1)])
