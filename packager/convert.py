@@ -1,5 +1,5 @@
 """`llamabin build CHECKPOINT_DIR`: a Hugging Face checkpoint of a Llama-
-architecture or Gemma 2 model with a SentencePiece tokenizer, converted to
+architecture, Gemma or Gemma 2 model with a SentencePiece tokenizer, converted to
 an F32 GGUF with numpy and the `gguf` library, then quantized (--quant)
 and packed.
 
@@ -26,12 +26,15 @@ from packager.errors import BuildError
 from packager.gguf_write import write_out
 from payload.errors import UsageError
 
-SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Gemma2ForCausalLM")
+SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM")
+# The GGUF architecture each is written as.
+_FAMILY = {"GemmaForCausalLM": "gemma", "Gemma2ForCausalLM": "gemma2"}
 MiB = 2**20
 
-# Gemma 2: its own norms around attention and the feed-forward, no q/k
-# permutation (llama.cpp rotates it NEOX-style), norm weights stored as
-# w where the model computes x * (1 + w), and tied embeddings.
+# Gemma and Gemma 2: no q/k permutation (llama.cpp rotates them NEOX-style),
+# norm weights stored as w where the model computes x * (1 + w), tied
+# embeddings; Gemma 2 adds its own norms around attention and the
+# feed-forward.
 _GEMMA2_LAYER_NAMES = {
     "input_layernorm.weight": "attn_norm.weight",
     "self_attn.q_proj.weight": "attn_q.weight",
@@ -127,25 +130,27 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
 def _write(dst: Path, folder: Path, config: dict[str, Any], weights: dict[str, Any], sp: Any, np: Any) -> None:
     import gguf
 
-    gemma2 = config["architectures"][0] == "Gemma2ForCausalLM"
+    family = _FAMILY.get(config["architectures"][0], "llama")
+    gemma, gemma2 = family != "llama", family == "gemma2"
     n_head = int(config["num_attention_heads"])
     n_head_kv = int(config.get("num_key_value_heads") or n_head)
     n_embd = int(config["hidden_size"])
     head_dim = int(config.get("head_dim") or n_embd // n_head)
-    writer = gguf.GGUFWriter(dst, "gemma2" if gemma2 else "llama")
+    writer = gguf.GGUFWriter(dst, family)
     writer.add_name(folder.name)
     writer.add_context_length(int(config.get("max_position_embeddings", 4096)))
     writer.add_embedding_length(n_embd)
     writer.add_block_count(int(config["num_hidden_layers"]))
     writer.add_feed_forward_length(int(config["intermediate_size"]))
-    if gemma2:
+    if gemma:
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
+    else:
+        writer.add_rope_dimension_count(head_dim)
+    if gemma2:
         writer.add_sliding_window(int(config.get("sliding_window") or 4096))
         writer.add_attn_logit_softcapping(float(config.get("attn_logit_softcapping") or 50.0))
         writer.add_final_logit_softcapping(float(config.get("final_logit_softcapping") or 30.0))
-    else:
-        writer.add_rope_dimension_count(head_dim)
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_head_kv)
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
@@ -157,19 +162,19 @@ def _write(dst: Path, folder: Path, config: dict[str, Any], weights: dict[str, A
         return np.asarray(weights[name], dtype=np.float32)
 
     def norm(name: str) -> Any:
-        return f32(name) + 1 if gemma2 else f32(name)
+        return f32(name) + 1 if gemma else f32(name)
 
     writer.add_tensor("token_embd.weight", f32("model.embed_tokens.weight"))
     writer.add_tensor("output_norm.weight", norm("model.norm.weight"))
-    if "lm_head.weight" in weights and not config.get("tie_word_embeddings", gemma2):
+    if "lm_head.weight" in weights and not config.get("tie_word_embeddings", gemma):
         writer.add_tensor("output.weight", f32("lm_head.weight"))
     for i in range(int(config["num_hidden_layers"])):
         for hf, ours in (_GEMMA2_LAYER_NAMES if gemma2 else _LAYER_NAMES).items():
             name = f"model.layers.{i}.{hf}"
             tensor = norm(name) if hf.endswith("layernorm.weight") else f32(name)
-            if ours == "attn_q.weight" and not gemma2:
+            if ours == "attn_q.weight" and not gemma:
                 tensor = permute(tensor, n_head)
-            elif ours == "attn_k.weight" and not gemma2:
+            elif ours == "attn_k.weight" and not gemma:
                 tensor = permute(tensor, n_head_kv)
             writer.add_tensor(f"blk.{i}.{ours}", tensor)
     write_out(writer)

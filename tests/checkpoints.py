@@ -25,10 +25,18 @@ class TinyLlama:
     kv_heads: int = 2
     eps: float = 1e-5
     theta: float = 10000.0
-    gemma2: bool = False  # Gemma 2's layout: post-norms, soft-caps, a sliding window
+    family: str = "llama"  # "gemma": 1 + w norms, GELU, tied output; "gemma2": post-norms, soft-caps, a window too
     window: int = 4  # Gemma 2's sliding window on even layers, short enough to matter here
     attn_cap: float = 50.0
     final_cap: float = 30.0
+
+    @property
+    def gemma(self) -> bool:
+        return self.family in ("gemma", "gemma2")
+
+    @property
+    def gemma2(self) -> bool:
+        return self.family == "gemma2"
 
     @property
     def head_dim(self) -> int:
@@ -65,7 +73,7 @@ def make_checkpoint(folder: Path, shape: TinyLlama = TinyLlama(), seed: int = 0)
         return (1 + 0.1 * rng.standard_normal(h)).astype(np.float32)
 
     weights = {"model.embed_tokens.weight": matrix(shape.vocab, h), "model.norm.weight": norm()}
-    if not shape.gemma2:  # Gemma ties the output to the embeddings
+    if not shape.gemma:  # Gemma ties the output to the embeddings
         weights["lm_head.weight"] = matrix(shape.vocab, h)
     for i in range(shape.layers):
         p = f"model.layers.{i}."
@@ -83,8 +91,10 @@ def make_checkpoint(folder: Path, shape: TinyLlama = TinyLlama(), seed: int = 0)
             weights[p + "post_feedforward_layernorm.weight"] = norm()
     save_file(weights, str(folder / "model.safetensors"))
     config: dict[str, object] = {
-        "architectures": ["Gemma2ForCausalLM" if shape.gemma2 else "LlamaForCausalLM"],
-        "model_type": "gemma2" if shape.gemma2 else "llama",
+        "architectures": [
+            {"gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM"}.get(shape.family, "LlamaForCausalLM")
+        ],
+        "model_type": shape.family,
         "vocab_size": shape.vocab,
         "hidden_size": h,
         "intermediate_size": f,
@@ -94,12 +104,13 @@ def make_checkpoint(folder: Path, shape: TinyLlama = TinyLlama(), seed: int = 0)
         "rms_norm_eps": shape.eps,
         "rope_theta": shape.theta,
         "max_position_embeddings": 256,
-        "tie_word_embeddings": shape.gemma2,
+        "tie_word_embeddings": shape.gemma,
         "torch_dtype": "float32",
     }
+    if shape.gemma:
+        config["head_dim"] = d
     if shape.gemma2:
         config |= {
-            "head_dim": d,
             "query_pre_attn_scalar": d,
             "sliding_window": shape.window,
             "attn_logit_softcapping": shape.attn_cap,
@@ -129,14 +140,14 @@ def reference_logits(weights: dict[str, np.ndarray], ids: list[int], shape: Tiny
         return x * cos[:, None, :] + half * sin[:, None, :]
 
     def norm(x: np.ndarray, name: str) -> np.ndarray:  # Gemma scales by 1 + w
-        return rms(x, 1 + w[name] if shape.gemma2 else w[name])
+        return rms(x, 1 + w[name] if shape.gemma else w[name])
 
     def act(x: np.ndarray) -> np.ndarray:  # SiLU; Gemma's GELU, tanh-approximated
-        if shape.gemma2:
+        if shape.gemma:
             return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
         return x / (1 + np.exp(-x))
 
-    h = w["model.embed_tokens.weight"][ids] * (np.sqrt(shape.hidden) if shape.gemma2 else 1)
+    h = w["model.embed_tokens.weight"][ids] * (np.sqrt(shape.hidden) if shape.gemma else 1)
     causal = np.triu(np.full((n, n), -np.inf), 1)
     for i in range(shape.layers):
         p = f"model.layers.{i}."
@@ -166,6 +177,6 @@ def reference_logits(weights: dict[str, np.ndarray], ids: list[int], shape: Tiny
             p + "mlp.down_proj.weight"
         ].T
         h = h + (norm(mlp, p + "post_feedforward_layernorm.weight") if shape.gemma2 else mlp)
-    head = w["model.embed_tokens.weight"] if shape.gemma2 else w["lm_head.weight"]
+    head = w["model.embed_tokens.weight"] if shape.gemma else w["lm_head.weight"]
     logits = norm(h, "model.norm.weight") @ head.T
     return np.tanh(logits / shape.final_cap) * shape.final_cap if shape.gemma2 else logits

@@ -26,7 +26,7 @@ def _folder(tmp_path: Path, files: dict[str, object]) -> Path:
         (
             {"config.json": {"architectures": ["GPT2LMHeadModel"]}, "model.safetensors": {}},
             "is a Hugging Face checkpoint (GPT2LMHeadModel); llamabin converts LlamaForCausalLM,"
-            " MistralForCausalLM, Gemma2ForCausalLM: convert this one with llama.cpp's convert_hf_to_gguf.py",
+            " MistralForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM: convert this one with llama.cpp's convert_hf_to_gguf.py",
         ),
         (
             {"config.json": {"architectures": ["LlamaForCausalLM"]}, "model.safetensors": {}},
