@@ -117,12 +117,17 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
         weights.update(load_file(str(shard)))
     tmp = workdir / f".{folder.name}.convert.{os.getpid()}.gguf"
     try:
-        _write(tmp, folder, config, weights, sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_model)), np)
+        try:  # only the writing: what the caller's block raises passes through as it is
+            _write(
+                tmp, folder, config, weights, sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_model)), np
+            )
+        except KeyError as exc:
+            raise UsageError(f"{folder}: {exc.args[0]} is missing from its config.json or weights") from None
+        except OSError as exc:
+            raise BuildError(
+                f"cannot write the converted model in {workdir}: {exc.strerror or f'{exc}, is the disk full?'}"
+            ) from None
         yield tmp
-    except KeyError as exc:
-        raise UsageError(f"{folder}: {exc.args[0]} is missing from its config.json or weights") from None
-    except OSError as exc:
-        raise BuildError(f"cannot write the converted model in {workdir}: {exc.strerror}") from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -28,9 +28,6 @@ MiB = 2**20
 @contextmanager
 def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callable[[str], None]) -> Iterator[Path]:
     """`model` with `adapter` merged in, as a file that exists inside the block."""
-    import gguf
-    import numpy as np
-
     base = _reader(model, "model")
     lora = _reader(adapter, "LoRA adapter")
     if _field(lora, "general.type") != "adapter" or _field(lora, "adapter.type") != "lora":
@@ -67,32 +64,49 @@ def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callabl
     say(f"merging {adapter} into {model} ({len(targets)} weights, scale {scale:g})")
     tmp = workdir / f".{model.stem}.lora.{os.getpid()}.gguf"
     try:
-        writer = gguf.GGUFWriter(tmp, str(arch))
-        copy_metadata(base, writer)
-        for tensor in base.tensors:
-            if tensor.name not in targets:
-                writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
-                continue
-            a_part, b_part = targets[tensor.name]
-            a = gguf.quants.dequantize(a_part.data, a_part.tensor_type).reshape(_numpy_shape(a_part))
-            b = gguf.quants.dequantize(b_part.data, b_part.tensor_type).reshape(_numpy_shape(b_part))
-            w = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(_numpy_shape(tensor))
-            rank = a.shape[0]
-            if b.shape != (w.shape[0], rank) or a.shape != (rank, w.shape[1]):
-                raise UsageError(
-                    f"{adapter}: {tensor.name} is {w.shape[0]}x{w.shape[1]} in {model},"
-                    f" the adapter's B*A is {b.shape[0]}x{a.shape[1]}: is it this model's adapter?"
-                )
-            factor = scale * (alpha / rank if alpha else 1.0)  # llama.cpp's rule for alpha 0
-            writer.add_tensor(
-                tensor.name, w.astype(np.float32) + factor * (b.astype(np.float32) @ a.astype(np.float32))
-            )
-        write_out(writer)
+        try:  # only the writing: what the caller's block raises passes through as it is
+            _write_merged(tmp, base, str(arch), targets, scale, alpha, adapter, model)
+        except OSError as exc:
+            raise BuildError(
+                f"cannot write the merged model in {workdir}: {exc.strerror or f'{exc}, is the disk full?'}"
+            ) from None
         yield tmp
-    except OSError as exc:
-        raise BuildError(f"cannot write the merged model in {workdir}: {exc.strerror}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_merged(
+    dst: Path,
+    base: Any,
+    arch: str,
+    targets: dict[str, tuple[Any, Any]],
+    scale: float,
+    alpha: float,
+    adapter: Path,
+    model: Path,
+) -> None:
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(dst, arch)
+    copy_metadata(base, writer)
+    for tensor in base.tensors:
+        if tensor.name not in targets:
+            writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
+            continue
+        a_part, b_part = targets[tensor.name]
+        a = gguf.quants.dequantize(a_part.data, a_part.tensor_type).reshape(_numpy_shape(a_part))
+        b = gguf.quants.dequantize(b_part.data, b_part.tensor_type).reshape(_numpy_shape(b_part))
+        w = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(_numpy_shape(tensor))
+        rank = a.shape[0]
+        if b.shape != (w.shape[0], rank) or a.shape != (rank, w.shape[1]):
+            raise UsageError(
+                f"{adapter}: {tensor.name} is {w.shape[0]}x{w.shape[1]} in {model},"
+                f" the adapter's B*A is {b.shape[0]}x{a.shape[1]}: is it this model's adapter?"
+            )
+        factor = scale * (alpha / rank if alpha else 1.0)  # llama.cpp's rule for alpha 0
+        writer.add_tensor(tensor.name, w.astype(np.float32) + factor * (b.astype(np.float32) @ a.astype(np.float32)))
+    write_out(writer)
 
 
 def _reader(path: Path, what: str) -> Any:

@@ -5,6 +5,9 @@ quantizes and packs into a running file."""
 
 from __future__ import annotations
 
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from packager.convert import converted
 from tests.checkpoints import TinyLlama, make_checkpoint, reference_logits
 from tests.helpers import llamabin, run_file
 
+ROOT = Path(__file__).resolve().parent.parent
 TEXT = "The file carries llama.cpp's CPU kernels for every x86-64 level."
 # llama.cpp keeps its KV cache in F16: its scores differ from a float64
 # reference by 2e-3 (Llama) to 4e-3 (Gemma 2) here, on an AVX-512 EPYC.
@@ -74,3 +78,28 @@ def test_build_converts_quantizes_and_packs_a_checkpoint(
     assert "architecture:     llama" in shown
     assert "quantization:     Q8_0" in shown
     assert "template:         the model's own" in shown  # tokenizer_config.json's chat_template came along
+
+
+def test_a_conversion_that_cannot_be_written_leaves_nothing(
+    checkpoint: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    folder, _ = checkpoint
+    out = tmp_path / "dist"
+    out.mkdir()
+    limit = 64 * 2**10  # the converted model is about 250 KiB
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "packager", "build", str(folder), "-o", f"{out}/"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        preexec_fn=limited,
+        timeout=600,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot write the converted model in {out}: " in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(out.iterdir()) == []

@@ -4,6 +4,7 @@ merged here with numpy), and both differ from the base."""
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,30 @@ def test_build_refuses_what_it_cannot_merge(
     assert "--lora-scale is used only with --lora ADAPTER" in scale_alone.stderr
     for result in (quantized_base, not_adapter, scale_alone):
         assert "Traceback" not in result.stderr
+
+
+def test_a_merge_that_cannot_be_written_leaves_nothing(
+    smollm2_f16: Path, adapter_and_merged: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A file-size limit stands in for a disk that fills up while the merged
+    model is written: one line, exit 1, and no half-written file."""
+    adapter, _ = adapter_and_merged
+    out = tmp_path / "dist"
+    out.mkdir()
+    limit = 64 * 2**20  # the merged model is about 330 MiB
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "packager", "build", str(smollm2_f16), "--lora", str(adapter), "-o", f"{out}/"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        preexec_fn=limited,
+        timeout=600,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot write the merged model in {out}: " in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(out.iterdir()) == []
