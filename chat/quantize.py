@@ -4,8 +4,8 @@ does) as `RUNTIME __quantize__ SRC DST TYPE [IMATRIX]` (payload.quantize).
 
 The importance matrix is read as llama.cpp's tools/quantize does: each
 `NAME.in_sum2` tensor divided by its `NAME.counts`, per expert. The file is
-parsed by ggml's own GGUF reader (libggml-base, already loaded), so the
-runtime needs no GGUF code of its own.
+parsed by ggml's own GGUF reader (in libggml-base, which libllama loads),
+so the runtime needs no GGUF code of its own.
 """
 
 from __future__ import annotations
@@ -100,7 +100,10 @@ def _floats(f: object, offset: int, n: int) -> array[float]:
 
 
 def _ggml_gguf() -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(backends.lib_dir() / _ggml_base_name()))
+    """ggml's GGUF functions, found through libllama (they live in the
+    libggml-base it links): a handle of our own, so the argument types set
+    here stay out of llama-cpp-python's."""
+    lib = ctypes.CDLL(C._lib._name)
     lib.gguf_init_from_file.argtypes = [ctypes.c_char_p, _GgufInitParams]
     lib.gguf_init_from_file.restype = ctypes.c_void_p
     lib.gguf_free.argtypes = [ctypes.c_void_p]
@@ -117,14 +120,6 @@ def _ggml_gguf() -> ctypes.CDLL:
         getattr(lib, fn).argtypes = [ctypes.c_void_p, ctypes.c_int64]
         getattr(lib, fn).restype = restype
     return lib
-
-
-def _ggml_base_name() -> str:
-    if sys.platform == "win32":
-        return "ggml-base.dll"
-    if sys.platform == "darwin":
-        return "libggml-base.0.dylib"
-    return "libggml-base.so.0"
 
 
 def quantize(src: Path, dst: Path, kind: str, imatrix: Path | None = None, threads: int = 0) -> None:

@@ -15,7 +15,6 @@ sentencepiece).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import BuildError
-from packager.gguf_write import write_out
+from packager.gguf_write import scratch_path, write_out
 from payload.errors import UsageError
 
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM")
@@ -65,11 +64,7 @@ _LAYER_NAMES = {
 
 def architecture(folder: Path) -> str | None:
     """The checkpoint's class name from config.json, or None if it has none."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    names = config.get("architectures") if isinstance(config, dict) else None
+    names = read_json(folder / "config.json").get("architectures")
     return str(names[0]) if isinstance(names, list) and names else None
 
 
@@ -115,7 +110,7 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
     weights: dict[str, Any] = {}
     for shard in shards:
         weights.update(load_file(str(shard)))
-    tmp = workdir / f".{folder.name}.convert.{os.getpid()}.gguf"
+    tmp = scratch_path(workdir, folder, "convert")
     try:
         try:  # only the writing: what the caller's block raises passes through as it is
             _write(
@@ -207,7 +202,7 @@ def _add_tokenizer(writer: Any, folder: Path, sp: Any, gguf: Any) -> None:
     for name, token_id in (("bos", sp.bos_id()), ("eos", sp.eos_id()), ("unk", sp.unk_id())):
         if token_id >= 0:
             getattr(writer, f"add_{name}_token_id")(token_id)
-    settings = _json(folder / "tokenizer_config.json")
+    settings = read_json(folder / "tokenizer_config.json")
     writer.add_add_bos_token(bool(settings.get("add_bos_token", True)))
     writer.add_add_eos_token(bool(settings.get("add_eos_token", False)))
     template = settings.get("chat_template")
@@ -215,7 +210,8 @@ def _add_tokenizer(writer: Any, folder: Path, sp: Any, gguf: Any) -> None:
         writer.add_chat_template(template)
 
 
-def _json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file; {} if it is missing, unreadable or not an object."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -1,10 +1,19 @@
-"""Writing GGUFs with the `gguf` library: what the merge (and the tests'
-model makers) share."""
+"""Writing GGUFs with the `gguf` library: what the build's steps (and the
+tests' model makers) share."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+
+def scratch_path(workdir: Path, source: Path, step: str) -> Path:
+    """Where a build step (convert, lora, Q4_K_M, ...) writes its GGUF: a
+    hidden file next to the output, named after the source and the step."""
+    name = source.name if source.is_dir() else source.stem
+    return workdir / f".{name.lstrip('.')}.{step}.{os.getpid()}.gguf"
 
 
 def copy_metadata(reader: Any, writer: Any, skip: Iterable[str] = ()) -> None:

@@ -4,11 +4,9 @@ do, before any work (exit 2)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-from packager.convert import SUPPORTED
+from packager.convert import SUPPORTED, architecture, read_json
 from payload.errors import UsageError
 
 CONVERT = "llama.cpp's convert_hf_to_gguf.py"
@@ -18,22 +16,22 @@ def check_model_input(path: Path) -> None:
     """Refuse a checkpoint folder or an adapter with a message naming it."""
     if not path.is_dir():
         return
-    config = _json(path / "config.json")
+    config = read_json(path / "config.json")
     if (path / "adapter_config.json").is_file():
-        base = _json(path / "adapter_config.json").get("base_model_name_or_path") or "its base model"
+        base = read_json(path / "adapter_config.json").get("base_model_name_or_path") or "its base model"
         raise UsageError(
             f"{path} is a PEFT LoRA adapter (for {base}): convert it with llama.cpp's convert_lora_to_gguf.py"
             " --base BASE_DIR, then run the file with --lora ADAPTER.gguf"
         )
-    if isinstance(config.get("architectures"), list) and config["architectures"]:
-        arch = ", ".join(str(a) for a in config["architectures"])
+    arch = architecture(path)
+    if arch is not None:
         if arch in SUPPORTED:
             return  # packager.convert takes it from here
         raise UsageError(
             f"{path} is a Hugging Face checkpoint ({arch}); llamabin converts {', '.join(SUPPORTED)}:"
             f" convert this one with {CONVERT} {path} --outtype f16, then: llamabin build MODEL-F16.gguf --quant Q4_K_M"
         )
-    metadata = _json(path / "metadata.json")
+    metadata = read_json(path / "metadata.json")
     if "keras_version" in metadata or "registered_name" in config:
         raise UsageError(
             f"{path} is a Keras preset: llamabin does not convert Keras presets yet"
@@ -42,11 +40,3 @@ def check_model_input(path: Path) -> None:
     if config:
         raise UsageError(f"{path} has a config.json without `architectures`: {CONVERT} needs it to tell the model")
     raise UsageError(f"{path} is a folder, not a GGUF model file or a checkpoint (it has no config.json)")
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}

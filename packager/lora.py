@@ -10,7 +10,6 @@ the adapter is then applied at run time with the file's --lora.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import BuildError
-from packager.gguf_write import copy_metadata, write_out
+from packager.gguf_write import copy_metadata, scratch_path, write_out
 from payload.errors import UsageError
 from payload.quantize import SOURCE_TYPES
 
@@ -62,7 +61,7 @@ def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callabl
             f"not enough disk space in {workdir} to merge: up to {need // MiB} MiB, {free // MiB} MiB free"
         )
     say(f"merging {adapter} into {model} ({len(targets)} weights, scale {scale:g})")
-    tmp = workdir / f".{model.stem}.lora.{os.getpid()}.gguf"
+    tmp = scratch_path(workdir, model, "lora")
     try:
         try:  # only the writing: what the caller's block raises passes through as it is
             _write_merged(tmp, base, str(arch), targets, scale, alpha, adapter, model)

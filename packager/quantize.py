@@ -9,7 +9,6 @@ build ends, however it ends.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from packager.errors import BuildError
 from packager.gguf_info import read_gguf_info
+from packager.gguf_write import scratch_path
 from payload.errors import UsageError
 from payload.quantize import COMMAND, NEEDS_IMATRIX, QUANT_TYPES, SOURCE_TYPES
 
@@ -68,7 +68,7 @@ def quantized(
             f"not enough disk space in {workdir} to quantize: up to {info.size // MiB} MiB needed,"
             f" {free // MiB} MiB free"
         )
-    tmp = workdir / f".{model.stem.lstrip('.')}.{quant}.{os.getpid()}.gguf"
+    tmp = scratch_path(workdir, model, quant)
     argv = [str(runtime), COMMAND, str(model), str(tmp), quant] + ([str(imatrix)] if imatrix else [])
     say(f"quantizing to {quant}{' with ' + str(imatrix) if imatrix else ''} (llama.cpp's quantizer)")
     started = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,23 @@ def run_chat(*args: str, input: str | None = None, timeout: float = 120) -> subp
 def llamabin(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "packager", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def llamabin_with_file_limit(limit: int, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`llamabin ARGS` unable to write a file past `limit` bytes (RLIMIT_FSIZE;
+    Python ignores SIGXFSZ, so the write fails): a disk that fills up mid-write."""
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run(
+        [sys.executable, "-m", "packager", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        preexec_fn=limited,
     )
 
 

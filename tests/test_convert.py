@@ -5,9 +5,6 @@ quantizes and packs into a running file."""
 
 from __future__ import annotations
 
-import resource
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +15,8 @@ from chat.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from chat.engine.llama import ModelSource
 from packager.convert import converted
 from tests.checkpoints import TinyLlama, make_checkpoint, reference_logits
-from tests.helpers import llamabin, run_file
+from tests.helpers import llamabin, llamabin_with_file_limit, run_file
 
-ROOT = Path(__file__).resolve().parent.parent
 TEXT = "The file carries llama.cpp's CPU kernels for every x86-64 level."
 # llama.cpp keeps its KV cache in F16: its scores differ from a float64
 # reference by 2e-3 (Llama) to 4e-3 (Gemma 2) here, on an AVX-512 EPYC.
@@ -87,18 +83,7 @@ def test_a_conversion_that_cannot_be_written_leaves_nothing(
     out = tmp_path / "dist"
     out.mkdir()
     limit = 64 * 2**10  # the converted model is about 250 KiB
-
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    result = subprocess.run(
-        [sys.executable, "-m", "packager", "build", str(folder), "-o", f"{out}/"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        preexec_fn=limited,
-        timeout=600,
-    )
+    result = llamabin_with_file_limit(limit, "build", str(folder), "-o", f"{out}/")
     assert result.returncode == 1, result.stderr
     assert f"cannot write the converted model in {out}: " in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,7 +4,6 @@ merged here with numpy), and both differ from the base."""
 
 from __future__ import annotations
 
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from chat.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from chat.engine.llama import LoraAdapter, ModelSource
 from tests.ggufs import lora_adapter, merged_copy
-from tests.helpers import llamabin, run_file
+from tests.helpers import llamabin, llamabin_with_file_limit, run_file
 
 ROOT = Path(__file__).resolve().parent.parent
 GREEDY = SamplingParams(temperature=0, seed=1)
@@ -131,18 +130,7 @@ def test_a_merge_that_cannot_be_written_leaves_nothing(
     out = tmp_path / "dist"
     out.mkdir()
     limit = 64 * 2**20  # the merged model is about 330 MiB
-
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    result = subprocess.run(
-        [sys.executable, "-m", "packager", "build", str(smollm2_f16), "--lora", str(adapter), "-o", f"{out}/"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        preexec_fn=limited,
-        timeout=600,
-    )
+    result = llamabin_with_file_limit(limit, "build", str(smollm2_f16), "--lora", str(adapter), "-o", f"{out}/")
     assert result.returncode == 1, result.stderr
     assert f"cannot write the merged model in {out}: " in result.stderr
     assert "Traceback" not in result.stderr

@@ -5,7 +5,6 @@ llama.cpp's own quantizer inside the runtime."""
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import gguf
 import pytest
 
 from tests.ggufs import importance_matrix
-from tests.helpers import llamabin, run_file
+from tests.helpers import llamabin, llamabin_with_file_limit, run_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,18 +125,8 @@ def test_a_write_that_fails_half_way_leaves_no_output(smollm2_f16: Path, portabl
     out = tmp_path / "dist"
     out.mkdir()
     limit = 40 * 2**20  # the quantized model is about 100 MiB
-
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    result = subprocess.run(
-        [sys.executable, "-m", "packager", "build", str(smollm2_f16), "--quant", "Q8_0"]
-        + ["--llama-lib", str(portable_lib), "-o", f"{out}/"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        preexec_fn=limited,
-        timeout=600,
+    result = llamabin_with_file_limit(
+        limit, "build", str(smollm2_f16), "--quant", "Q8_0", "--llama-lib", str(portable_lib), "-o", f"{out}/"
     )
     assert result.returncode == 1, result.stderr
     assert "failed (is the disk full, or a file-size limit set?)" in result.stderr
