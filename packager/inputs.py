@@ -7,13 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from packager.convert import SUPPORTED, architecture, read_json
+from packager.errors import BuildError
 from payload.errors import UsageError
 
 CONVERT = "llama.cpp's convert_hf_to_gguf.py"
 
 
 def check_model_input(path: Path) -> None:
-    """Refuse a checkpoint folder or an adapter with a message naming it."""
+    """Refuse a checkpoint folder or an adapter with a message naming it,
+    and a missing model before any runtime is prepared for it."""
+    if not path.exists():
+        raise BuildError(f"model file not found: {path}")  # as packager.gguf_info says it
     if not path.is_dir():
         return
     config = read_json(path / "config.json")

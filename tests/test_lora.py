@@ -77,7 +77,10 @@ def test_the_command_line_applies_it_and_names_bad_adapters(
     not_an_adapter = _cli("-m", str(smollm2_f16), "--lora", str(smollm2), *ask)
     assert not_an_adapter.returncode == 1
     assert f"cannot load LoRA adapter {smollm2}:" in not_an_adapter.stderr
-    for result in (missing, not_an_adapter):
+    not_gguf = _cli("-m", str(smollm2_f16), "--lora", str(ROOT / "README.md"), *ask)
+    assert not_gguf.returncode == 1
+    assert f"not a GGUF LoRA adapter file: {ROOT / 'README.md'}" in not_gguf.stderr
+    for result in (missing, not_an_adapter, not_gguf):
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
 

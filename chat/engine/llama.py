@@ -78,20 +78,21 @@ class LlamaLog:
         return self.recent[-1] if self.recent else "no details from llama.cpp"
 
 
-def check_gguf_header(path: Path, offset: int = 0) -> None:
-    """Fail early, with a clear message, on a file that is not a GGUF."""
+def check_gguf_header(path: Path, offset: int = 0, what: str = "model") -> None:
+    """Fail early, with a clear message, on a file that is not a GGUF;
+    `what` names the file in it ("model", "LoRA adapter")."""
     if not path.exists():
-        raise ModelMissingError(f"model file not found: {path}")
+        raise ModelMissingError(f"{what} file not found: {path}")
     if path.is_dir():
-        raise ModelMissingError(f"model path is a directory, not a GGUF file: {path}")
+        raise ModelMissingError(f"{what} path is a directory, not a GGUF file: {path}")
     try:
         with path.open("rb") as f:
             f.seek(offset)
             head = f.read(24)
     except OSError as exc:
-        raise ModelFileError(f"cannot read model file {path}: {exc.strerror}") from exc
+        raise ModelFileError(f"cannot read {what} file {path}: {exc.strerror}") from exc
     if len(head) < 24 or head[:4] != GGUF_MAGIC:
-        raise ModelFileError(f"not a GGUF model file: {path}")
+        raise ModelFileError(f"not a GGUF {what} file: {path}")
     version = struct.unpack_from("<I", head, 4)[0]
     if version not in (2, 3):
         raise ModelFileError(f"unsupported GGUF version {version} in {path}")
@@ -156,7 +157,7 @@ class Model:
     def load_lora(self, adapter: LoraAdapter, log: LlamaLog) -> Any:
         """A LoRA adapter for this model, valid while the model is; llama.cpp
         checks that its tensors fit this model's."""
-        check_gguf_header(adapter.path)
+        check_gguf_header(adapter.path, what="LoRA adapter")
         ptr = C.llama_adapter_lora_init(self._ptr, str(adapter.path).encode())
         if not ptr:
             raise ModelFileError(f"cannot load LoRA adapter {adapter.path}: {log.last_error()}")
