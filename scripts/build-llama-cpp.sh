@@ -25,7 +25,8 @@
 # without them: CMAKE_ARGS="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF".
 #
 # The patches in patches/llama-cpp-*.patch are applied to that source first
-# (AMX on Linux, see the patch); they are part of the cache key, as are
+# (AMX on Linux; a minimum log level, so DEBUG lines never reach Python); they
+# are part of the cache key, as are the flavour's CMake arguments and
 # extra CMake arguments (a GPU backend, say) from CMAKE_ARGS. PYTHON (default python3) fetches the sdist. Runs on
 # Linux, macOS and Windows (Git Bash), as the release matrix needs.
 set -euo pipefail
@@ -54,27 +55,18 @@ if [ -n "$arm_cc" ]; then
     compiler="$arm_cc $("$arm_cc" -dumpfullversion 2>/dev/null || "$arm_cc" -dumpversion)"
     [ -z "$cross" ] || compiler="$compiler $(cat "$here/scripts/cmake/$cross.cmake")"
 fi
-patches=("$here"/patches/llama-cpp-*.patch)
-[ -e "${patches[0]}" ] || patches=()
-key="$flavor-$( { printf %s "$extra$compiler"; cat ${patches[@]+"${patches[@]}"}; } | cksum | cut -d' ' -f1)"
-out="$cache/llama.cpp-$version-$key"
-if [ -f "$out/.done" ]; then
-    echo "$out"
-    exit 0
-fi
-
 case $flavor in
 portable)
     args=(-DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON
-          -DGGML_CPU_ALL_VARIANTS=ON -DLLAMA_BUILD_COMMON=OFF)
+          -DGGML_CPU_ALL_VARIANTS=ON -DGGML_RPC=ON -DLLAMA_BUILD_COMMON=OFF)
     targets=(all) ;;
 portable-tools)
     # libggml depends on every CPU variant module, so the tools' targets
     # build them all, with the same flags as the portable flavour's.
     args=(-DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON
-          -DGGML_CPU_ALL_VARIANTS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON
+          -DGGML_CPU_ALL_VARIANTS=ON -DGGML_RPC=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON
           -DLLAMA_BUILD_SERVER=ON)
-    targets=(llama llama-server llama-completion llama-bench) ;;
+    targets=(llama ggml-rpc llama-server llama-completion llama-bench) ;;
 native)
     args=(-DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON
           -DLLAMA_BUILD_SERVER=ON)
@@ -86,13 +78,25 @@ portable-aarch64)
     # libggml depends on every CPU variant module, so building llama and
     # llama-completion builds them all, and none of the other tools.
     args=(-DCMAKE_TOOLCHAIN_FILE="$here/scripts/cmake/$cross.cmake" -DBUILD_SHARED_LIBS=ON
-          -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON
+          -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DGGML_RPC=ON
           -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=OFF)
-    targets=(llama llama-completion) ;;
+    targets=(llama ggml-rpc llama-completion) ;;
 *)
     echo "build-llama-cpp: unknown flavour '$flavor' (portable, portable-tools, native, native-lib or portable-aarch64)" >&2
     exit 2 ;;
 esac
+
+# The key: everything that changes what is built. The checkout's own path
+# (in the cross toolchain file's argument) is left out, so every clone on a
+# machine shares one build.
+patches=("$here"/patches/llama-cpp-*.patch)
+[ -e "${patches[0]}" ] || patches=()
+key="$flavor-$( { printf %s "${args[*]//$here/}|${targets[*]}|$extra$compiler"; cat ${patches[@]+"${patches[@]}"}; } | cksum | cut -d' ' -f1)"
+out="$cache/llama.cpp-$version-$key"
+if [ -f "$out/.done" ]; then
+    echo "$out"
+    exit 0
+fi
 
 # Everything happens in a private folder that is renamed at the end, so an
 # interrupted build never looks finished.
