@@ -17,10 +17,12 @@ from chat import __version__
 from chat.bundle import Bundle, find_bundle
 from chat.engine.llama import LoraAdapter, ModelSource
 from chat.engine.lookup import DEFAULT_DRAFT_MAX
+from chat.engine.rpc import DEFAULT_WORKER_PORT, Endpoint, parse_endpoints
 from chat.engine.types import SamplingParams
 from chat.errors import EXIT_INTERRUPTED, EXIT_USAGE, LlamabinError, UsageError
 from chat.loading import EngineLoad
 from chat.oneshot import OneShotOptions, run_ask, run_completion
+from chat.rpcworker import WorkerOptions
 from chat.server.listen import listen, listen_beside_chat
 from chat.server.settings import (
     DEFAULT_HOST,
@@ -44,6 +46,7 @@ Modes (pick at most one; the default is the chat):
   --chat        the terminal chat alone; -p sets the system prompt
   --cli         one raw completion of -p/-f/stdin, printed to stdout
   --ask TEXT    one chat-templated question, its answer printed to stdout
+  --rpc-worker  lend this machine's CPU to a main process run with --rpc
 
 \b
 Examples:
@@ -54,6 +57,8 @@ Examples:
   llamabin -m model.gguf --ask 'What is the capital of France?' --temp 0
   llamabin -m model.gguf --ask 'List three colors' --json
   llamabin -m model.gguf --server --port 8080 --nobrowser
+  llamabin --rpc-worker --port 50052                  (on each helper machine)
+  llamabin -m model.gguf --rpc 10.0.0.2:50052,10.0.0.3:50052 --cli -p 'Hello'
 
 \b
 In --cli mode the prompt is used as it is: no chat template is applied, as
@@ -72,12 +77,20 @@ port and prints it. --ollama-port 11434 also serves on Ollama's own port,
 for apps that cannot be told another.
 
 \b
+--rpc spreads the model's layers over other machines running --rpc-worker
+(llama.cpp's RPC backend), as if they were GPUs: -ngl (all layers by default
+with --rpc) and --tensor-split say how many go where. The RPC protocol has
+no authentication: a worker listens on 127.0.0.1 unless --host says
+otherwise; reach it through an SSH tunnel or a private network.
+
+\b
 Exit codes: 0 success, 1 runtime error (bad model file, out of memory),
 2 usage error (bad flag, missing file, empty prompt), 130 interrupted.
 """
 
 
 SERVER_SLOTS = 4
+ALL_LAYERS = 999
 # The flags' defaults are the engine's own: declared once, in SamplingParams.
 SAMPLING = SamplingParams()
 
@@ -105,6 +118,23 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
 @click.option("--chat", "chat_mode", is_flag=True, help="Run the terminal chat alone.")
 @click.option("--cli", "cli_mode", is_flag=True, help="Print one raw completion and exit.")
 @click.option("--server", "server_mode", is_flag=True, help="Run the HTTP server alone.")
+@click.option(
+    "--rpc-worker",
+    "rpc_worker_mode",
+    is_flag=True,
+    help=f"Serve this machine's CPU to a main process's --rpc on --host:--port [default port: {DEFAULT_WORKER_PORT}]; loads no model.",
+)
+@click.option(
+    "--rpc",
+    metavar="HOST:PORT[,...]",
+    help="Offload layers to these --rpc-worker processes (llama.cpp's RPC backend).",
+)
+@click.option(
+    "-ts",
+    "--tensor-split",
+    metavar="N0,N1,...",
+    help="How to split the offloaded layers over the devices (--rpc workers, GPUs), as proportions [default: by free memory].",
+)
 @click.option("--ask", metavar="TEXT", help="Ask one templated question ('-' reads stdin) and exit.")
 @click.option("-p", "--prompt", metavar="TEXT", help="Prompt for --cli; system prompt for the chat.")
 @click.option(
@@ -197,9 +227,7 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     "--n-gpu-layers",
     "--gpu-layers",
     type=int,
-    default=0,
-    show_default=True,
-    help="Layers to offload to a GPU, if this build has one (999 = all).",
+    help="Layers to offload to a GPU or --rpc workers (999 = all) [default: 0; all with --rpc].",
 )
 @click.option(
     "--template",
@@ -218,7 +246,9 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
 @click.option("--verbose", is_flag=True, help="Show llama.cpp's logs and full tracebacks.")
 @click.option("--host", default=DEFAULT_HOST, help="Address the server listens on (0.0.0.0: every interface).")
 @click.option(
-    "--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, help="Port the server listens on (0: any free one)."
+    "--port",
+    type=click.IntRange(0, 65535),
+    help=f"Port the server listens on (0: any free one) [default: {DEFAULT_PORT}; {DEFAULT_WORKER_PORT} with --rpc-worker].",
 )
 @click.option(
     "--ollama-port",
@@ -268,6 +298,10 @@ def command(ctx: click.Context, **opts: Any) -> int:
     bundle: Bundle | None = ctx.obj
     if opts["verify"]:
         return verify_bundle(bundle, opts["log_disable"])
+    if opts["rpc_worker_mode"]:
+        from chat.rpcworker import run_worker
+
+        return run_worker(worker_options(opts))
     settings = build_settings(opts, bundle)
     if opts["doctor"]:
         from chat.doctor import run_doctor
@@ -312,6 +346,20 @@ def dispatch(settings: Settings) -> int:
             return run_repl(session, chat, settings.history_file, settings.verbose)
 
 
+def worker_options(opts: dict[str, Any]) -> WorkerOptions:
+    """An RPC worker's few settings; the flags that only mean something
+    with a model are refused rather than ignored."""
+    _mode(opts)  # --rpc-worker with another mode is refused there
+    for name in ("model", "rpc", "prompt", "doctor"):
+        if opts[name]:
+            raise UsageError(f"--rpc-worker loads no model: --{name} cannot be used with it")
+    port = DEFAULT_WORKER_PORT if opts["port"] is None else opts["port"]
+    if port == 0:
+        raise UsageError("--rpc-worker needs a fixed --port: main processes name it in --rpc")
+    threads = opts["threads"] or default_threads()
+    return WorkerOptions(opts["host"], port, threads, announce=not opts["log_disable"], verbose=opts["verbose"])
+
+
 def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settings:
     mode = _mode(opts)
     if opts["model"] is not None:
@@ -325,7 +373,8 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         raise UsageError("no model given: pass -m MODEL.gguf")
     chat_mode = mode in (Mode.CHAT, Mode.DEFAULT)
     _check_template(opts["template"])
-    if opts["ollama_port"] is not None and opts["ollama_port"] == opts["port"]:
+    rpc = parse_endpoints(opts["rpc"]) if opts["rpc"] is not None else ()
+    if opts["ollama_port"] is not None and opts["ollama_port"] == (opts["port"] or DEFAULT_PORT):
         raise UsageError(f"--ollama-port {opts['ollama_port']} is the server's --port already: give another one")
     return Settings(
         mode=mode,
@@ -337,7 +386,9 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         threads=opts["threads"] or default_threads(),
         draft_max=opts["draft_max"],
         lora=_loras(opts),
-        n_gpu_layers=opts["n_gpu_layers"],
+        n_gpu_layers=_gpu_layers(opts, rpc),
+        rpc=rpc,
+        tensor_split=_tensor_split(opts["tensor_split"]),
         parallel=opts["parallel"] or (SERVER_SLOTS if mode in (Mode.DEFAULT, Mode.SERVER) else 1),
         # llama.cpp's rule: shared when the slot count is automatic.
         kv_unified=opts["kv_unified"] or not opts["parallel"],
@@ -349,7 +400,7 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         log_disable=opts["log_disable"],
         verbose_prompt=opts["verbose_prompt"],
         host=opts["host"],
-        port=opts["port"],
+        port=DEFAULT_PORT if opts["port"] is None else opts["port"],
         ollama_port=opts["ollama_port"],
         api_key=_api_key(opts),
         allowed_hosts=tuple(opts["allowed_hosts"]),
@@ -358,6 +409,26 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         request_timeout=opts["request_timeout"],
         open_browser=not opts["nobrowser"],
     )
+
+
+def _gpu_layers(opts: dict[str, Any], rpc: tuple[Endpoint, ...]) -> int:
+    """-ngl as given; without it, every layer when there are workers to
+    take them (llama.cpp's own default, where it can offload), else none."""
+    if opts["n_gpu_layers"] is not None:
+        return int(opts["n_gpu_layers"])
+    return ALL_LAYERS if rpc else 0
+
+
+def _tensor_split(text: str | None) -> tuple[float, ...]:
+    if text is None:
+        return ()
+    try:
+        parts = tuple(float(p) for p in text.replace("/", ",").split(","))
+    except ValueError:
+        parts = ()
+    if not parts or any(p < 0 for p in parts) or sum(parts) <= 0:
+        raise UsageError(f"--tensor-split {text!r}: give proportions such as 3,1 (one per device)")
+    return parts
 
 
 def _loras(opts: dict[str, Any]) -> tuple[LoraAdapter, ...]:
@@ -400,7 +471,9 @@ def _check_template(choice: str | None) -> None:
 
 def _mode(opts: dict[str, Any]) -> Mode:
     """One mode at most: two are refused rather than one silently winning."""
-    chosen = [m for m in (Mode.CHAT, Mode.CLI, Mode.SERVER) if opts[f"{m.value}_mode"]]
+    chosen = [
+        m for m in (Mode.CHAT, Mode.CLI, Mode.SERVER, Mode.RPC_WORKER) if opts[f"{m.value.replace('-', '_')}_mode"]
+    ]
     if opts["ask"] is not None:
         chosen.append(Mode.ASK)
     if len(chosen) > 1:

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from chat import __version__, hwcap
 from chat.bundle import Bundle, verify
-from chat.engine import Engine, backends
+from chat.engine import Engine, backends, rpc
 from chat.engine.bindings import llama_cpp as C
 from chat.engine.engine import EngineConfig
 from chat.engine.llama import LlamaLog, ModelSource
@@ -62,6 +62,8 @@ def run_doctor(config: EngineConfig, template_choice: TemplateChoice, bundle: Bu
         )
         name = "the model's own" if template.origin == "gguf" else f"{template.name} ({template.origin})"
         print(f"template:  {name}; stops on {', '.join(template.stop)}")
+        for worker in engine.info.rpc_workers:
+            print(f"rpc:       {worker}")
     print("start-up:  " + ", ".join(f"{name} {secs:.2f} s" for name, secs in phases))
     return EXIT_OK
 
@@ -107,6 +109,8 @@ def _cpu_features() -> str:
 
 
 def _gpu() -> str:
-    if C.llama_supports_gpu_offload():
-        return "this build can offload layers to a GPU (use -ngl N)"
-    return "none: this build of llama.cpp has only the CPU backend (-ngl is ignored)"
+    # llama_supports_gpu_offload() also says yes for the RPC backend alone.
+    gpus = rpc.gpu_devices()
+    if gpus:
+        return f"{'; '.join(rpc.describe_devices(gpus))}: offload layers with -ngl N"
+    return "none: llama.cpp found no GPU (-ngl offloads only to --rpc workers)"

@@ -11,6 +11,7 @@ from chat.conversation import ConversationOptions
 from chat.engine.engine import EngineConfig, default_threads
 from chat.engine.llama import LoraAdapter, ModelSource
 from chat.engine.lookup import DEFAULT_DRAFT_MAX
+from chat.engine.rpc import Endpoint
 from chat.engine.types import SamplingParams
 from chat.server.settings import (
     DEFAULT_HOST,
@@ -28,6 +29,7 @@ class Mode(str, enum.Enum):
     CLI = "cli"  # one raw completion
     ASK = "ask"  # one templated question
     SERVER = "server"  # the server alone
+    RPC_WORKER = "rpc-worker"  # no model: this machine's devices lent to another's --rpc
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Settings:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     threads: int = field(default_factory=default_threads)
     n_gpu_layers: int = 0
+    rpc: tuple[Endpoint, ...] = ()  # RPC workers whose devices take offloaded layers
+    tensor_split: tuple[float, ...] = ()  # proportions per device; empty: by free memory
     draft_max: int = DEFAULT_DRAFT_MAX  # prompt-lookup drafts; 0: off
     lora: tuple[LoraAdapter, ...] = ()  # adapters applied at run time
     parallel: int = 1  # sequences decoded together (the server's slots)
@@ -73,6 +77,8 @@ class Settings:
             draft_max=self.draft_max,
             lora=self.lora,
             n_gpu_layers=self.n_gpu_layers,
+            rpc=self.rpc,
+            tensor_split=self.tensor_split,
             verbose=self.verbose,
         )
 

@@ -40,13 +40,14 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("chat.server", 3),
     ("chat.doctor", 3),
     ("chat.quantize", 3),
+    ("chat.rpcworker", 3),
     ("chat.settings", 4),
     ("chat.loading", 4),
     ("chat.cli", 5),
     ("chat.__main__", 6),
     ("chat", 0),  # the package itself: __version__ only
 )
-FRONT_ENDS = ("chat.repl", "chat.oneshot", "chat.server", "chat.doctor", "chat.quantize")
+FRONT_ENDS = ("chat.repl", "chat.oneshot", "chat.server", "chat.doctor", "chat.quantize", "chat.rpcworker")
 
 
 def modules() -> dict[str, Path]:

@@ -94,6 +94,20 @@ def load() -> Backends:
     return Backends(directory, variants, choice.variant, choice.summary(), choice.notes)
 
 
+def ggml_library() -> ctypes.CDLL:
+    """The libggml libllama uses (its backend registry, its devices), after
+    `load()`."""
+    _prefix, _suffix, ggml_name = _names()
+    return ctypes.CDLL(str(_mapped(ggml_name) or lib_dir() / ggml_name))
+
+
+def ggml_base_library() -> ctypes.CDLL | None:
+    """libggml-base, where ggml's logger lives; None when this process has
+    not mapped it under its usual name."""
+    found = next((p for p in _mapped_files() if p.name.startswith(("libggml-base.", "ggml-base."))), None)
+    return ctypes.CDLL(str(found)) if found else None
+
+
 def _load_other_backends(ggml: ctypes.CDLL, directory: Path, prefix: str, suffix: str) -> None:
     """GPU and other backends shipped beside the CPU variants (libggml-cuda.so,
     ...), loaded as ggml_backend_load_all_from_path would."""

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from chat.engine import rpc
 from chat.engine.generation import Generation
 from chat.engine.llama import (
     Context,
@@ -36,6 +37,7 @@ from chat.engine.llama import (
 )
 from chat.engine.lookup import DEFAULT_DRAFT_MAX, LookupSettings
 from chat.engine.memory import check_context_fits
+from chat.engine.rpc import Endpoint
 from chat.engine.scheduler import Scheduler
 from chat.engine.types import EngineInfo, EngineStats, GenerationRequest, PromptPart
 from chat.errors import ContextLengthExceededError, UsageError
@@ -61,6 +63,8 @@ class EngineConfig:
     kv_unified: bool = True  # one KV pool for all slots; False: n_ctx / n_parallel each
     n_threads: int = field(default_factory=default_threads)
     n_gpu_layers: int = 0
+    rpc: tuple[Endpoint, ...] = ()  # llama.cpp RPC workers, attached before the model loads
+    tensor_split: tuple[float, ...] = ()  # offloaded layers per device, as proportions
     verbose: bool = False
     # Tokens guessed at most per step by prompt lookup, for a generation
     # running alone (chat.engine.lookup); 0 turns the drafts off.
@@ -74,7 +78,8 @@ class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self._config = config
         self._log = LlamaLog.install(config.verbose)
-        self._model = Model(config.model, config.n_gpu_layers, self._log)
+        workers = rpc.attach(config.rpc) if config.rpc else ()
+        self._model = Model(config.model, config.n_gpu_layers, self._log, config.tensor_split)
         try:
             n_ctx = resolve_n_ctx(config.n_ctx, self._model.n_ctx_train, config.ctx_force)
             check_context_fits(self._model.metadata, n_ctx)
@@ -93,7 +98,7 @@ class Engine:
             self._model.close()
             raise
         self.n_ctx = self._ctx.n_ctx_seq  # what one request may use
-        self._info = _describe(config, self._model, self.n_ctx)
+        self._info = _describe(config, self._model, self.n_ctx, workers)
         self._embedder: EmbeddingContext | None = None
         self._embed_lock = threading.Lock()
         self._special_texts: frozenset[str] | None = None
@@ -247,7 +252,7 @@ def resolve_n_ctx(requested: int | None, n_ctx_train: int, force: bool) -> int:
     return requested
 
 
-def _describe(config: EngineConfig, model: Model, n_ctx: int) -> EngineInfo:
+def _describe(config: EngineConfig, model: Model, n_ctx: int, workers: tuple[rpc.WorkerDevice, ...]) -> EngineInfo:
     return EngineInfo(
         model_name=model.source.name,
         model_path=model.source.path,
@@ -260,6 +265,7 @@ def _describe(config: EngineConfig, model: Model, n_ctx: int) -> EngineInfo:
         n_parallel=config.n_parallel,
         n_threads=config.n_threads,
         metadata=MappingProxyType(dict(model.metadata)),
+        rpc_workers=tuple(worker.describe() for worker in workers),
     )
 
 

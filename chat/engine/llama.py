@@ -59,6 +59,7 @@ class LlamaLog:
             cls._installed = cls()
             C.llama_log_set(cls._installed._callback, ctypes.c_void_p(0))
         cls._installed.verbose = verbose
+        _set_min_level(GGML_LOG_LEVEL_NONE if verbose else GGML_LOG_LEVEL_INFO)
         return cls._installed
 
     def _on_log(self, level: int, text: bytes, _user: Any) -> None:
@@ -76,6 +77,23 @@ class LlamaLog:
                 if word in line.lower():
                     return line.split(" error loading model: ")[-1]
         return self.recent[-1] if self.recent else "no details from llama.cpp"
+
+
+GGML_LOG_LEVEL_NONE = 0  # every line
+GGML_LOG_LEVEL_INFO = 2  # all but DEBUG
+
+
+def _set_min_level(level: int) -> None:
+    """Have ggml drop lines below `level` before they reach Python
+    (patches/llama-cpp-log-level.patch). A model load logs thousands of
+    DEBUG lines, and each call into Python takes the GIL from the thread
+    importing the front end meanwhile. A llama.cpp without the patch keeps
+    sending every line."""
+    base = backends.ggml_base_library()
+    setter = getattr(base, "ggml_log_set_min_level", None) if base is not None else None
+    if setter is not None:
+        setter.argtypes, setter.restype = [ctypes.c_int], None
+        setter(level)
 
 
 def check_gguf_header(path: Path, offset: int = 0, what: str = "model") -> None:
@@ -126,12 +144,22 @@ class LoraAdapter:
 class Model:
     """A loaded llama_model and its vocabulary."""
 
-    def __init__(self, source: ModelSource, n_gpu_layers: int, log: LlamaLog) -> None:
+    def __init__(
+        self, source: ModelSource, n_gpu_layers: int, log: LlamaLog, tensor_split: Sequence[float] = ()
+    ) -> None:
         check_gguf_header(source.path, source.offset)
         backends.load()
         C.llama_backend_init()
         params = C.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        if tensor_split:
+            if len(tensor_split) > C.LLAMA_MAX_DEVICES:
+                raise UsageError(
+                    f"--tensor-split has {len(tensor_split)} parts; llama.cpp takes at most {C.LLAMA_MAX_DEVICES}"
+                )
+            # Kept on self: llama.cpp reads the array during the load.
+            self._split = (ctypes.c_float * C.LLAMA_MAX_DEVICES)(*tensor_split)
+            params.tensor_split = self._split
         self.source = source
         self._ptr = _load(source, params)
         if not self._ptr:

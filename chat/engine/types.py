@@ -142,6 +142,7 @@ class EngineInfo:
     n_parallel: int  # slots decoded together
     n_threads: int
     metadata: Mapping[str, str] = field(hash=False)  # the GGUF's key-value pairs, read-only
+    rpc_workers: tuple[str, ...] = ()  # each attached worker's device: where, what, free memory
 
 
 @dataclass(frozen=True)
