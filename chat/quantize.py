@@ -11,6 +11,7 @@ so the runtime needs no GGUF code of its own.
 from __future__ import annotations
 
 import ctypes
+import re
 import sys
 from array import array
 from collections.abc import Sequence
@@ -21,7 +22,9 @@ from chat.engine import backends
 from chat.engine.bindings import llama_cpp as C
 from chat.engine.llama import LlamaLog
 from chat.errors import EXIT_OK, EXIT_USAGE, LlamabinError, ModelFileError, UsageError
-from payload.quantize import COMMAND, NEEDS_IMATRIX, QUANT_TYPES
+from payload.quantize import COMMAND, NEEDS_IMATRIX, PROGRESS, QUANT_TYPES
+
+_TENSOR_LINE = re.compile(r"\[\s*(\d+)/\s*(\d+)\]")
 
 # llama.cpp's ftype for each name.
 FTYPES: dict[str, str] = {name: f"LLAMA_FTYPE_MOSTLY_{name}" for name in QUANT_TYPES} | {"F32": "LLAMA_FTYPE_ALL_F32"}
@@ -130,6 +133,7 @@ def quantize(src: Path, dst: Path, kind: str, imatrix: Path | None = None, threa
     if kind in NEEDS_IMATRIX and imatrix is None:
         raise UsageError(f"{kind} needs an importance matrix: give one with --imatrix FILE")
     log = LlamaLog.install(verbose=False)
+    log.listener = _report_progress
     backends.load()
     params = C.llama_model_quantize_default_params()
     params.ftype = getattr(C, FTYPES[kind])
@@ -145,6 +149,14 @@ def quantize(src: Path, dst: Path, kind: str, imatrix: Path | None = None, threa
         if "iostream error" in reason:  # llama.cpp's words for a failed write
             reason = f"writing {dst.name} failed (is the disk full, or a file-size limit set?)"
         raise ModelFileError(f"cannot quantize {src} to {kind}: {reason}")
+
+
+def _report_progress(line: str) -> None:
+    """llama.cpp logs "[  12/ 272] blk.0.attn_k.weight - ..." as it starts
+    each tensor: passed on as "progress 11 272" for the packer's bar."""
+    found = _TENSOR_LINE.match(line)
+    if found:
+        print(PROGRESS, int(found[1]) - 1, found[2], flush=True)
 
 
 def main(argv: Sequence[str]) -> int:

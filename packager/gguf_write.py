@@ -4,6 +4,7 @@ tests' model makers) share."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,9 @@ def copy_metadata(reader: Any, writer: Any, skip: Iterable[str] = ()) -> None:
 
 
 def write_out(writer: Any) -> None:
-    """Header, metadata and tensors to the file, then close it."""
+    """Header, metadata and tensors to the file, then close it, with the
+    `gguf` library's own byte bar when stderr is a terminal."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    writer.write_tensors_to_file(progress=sys.stderr.isatty())
     writer.close()

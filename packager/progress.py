@@ -24,3 +24,18 @@ def bar(total: int, desc: str) -> Iterator[Callable[[int], None]]:
         leave=False,
     ) as t:
         yield t.update
+
+
+@contextlib.contextmanager
+def steps(desc: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar of counted steps (tensors, say) whose total is learnt as they
+    come; yields `update(done, total)`. Silent when stderr is not a terminal."""
+    with tqdm(desc=desc, unit=unit, file=sys.stderr, disable=not sys.stderr.isatty(), leave=False) as t:
+
+        def update(done: int, total: int) -> None:
+            if t.total != total:
+                t.total = total
+            t.n = done
+            t.refresh()
+
+        yield update

@@ -12,16 +12,18 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from packager import progress
 from packager.errors import BuildError
 from packager.gguf_info import read_gguf_info
 from packager.gguf_write import scratch_path
 from payload.errors import UsageError
-from payload.quantize import COMMAND, NEEDS_IMATRIX, QUANT_TYPES, SOURCE_TYPES
+from payload.quantize import COMMAND, NEEDS_IMATRIX, PROGRESS, QUANT_TYPES, SOURCE_TYPES
 
 MiB = 2**20
 SPARE_BYTES = 64 * MiB  # beyond the quantized file's own size, for the file system's sake
@@ -52,6 +54,29 @@ def quantized_name(stem: str, quant: str) -> str:
     return renamed if n else f"{stem}.{quant}"
 
 
+def _run_with_bar(argv: list[str], desc: str) -> subprocess.CompletedProcess[str]:
+    """Run the quantizer, its "progress DONE TOTAL" lines (stdout) driving a
+    bar; its stderr (one line on failure) is kept for the caller."""
+    with (
+        subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as proc,
+        progress.steps(desc, "tensor") as update,
+    ):
+        assert proc.stdout is not None and proc.stderr is not None
+        errors: list[str] = []
+        # Read beside stdout, so a long stderr can never fill its pipe and stall both.
+        drain = threading.Thread(target=lambda: errors.append(proc.stderr.read() if proc.stderr else ""), daemon=True)
+        drain.start()
+        for line in proc.stdout:
+            words = line.split()
+            if len(words) == 3 and words[0] == PROGRESS and words[1].isdigit() and words[2].isdigit():
+                update(int(words[1]), int(words[2]))
+        returncode = proc.wait()
+        drain.join()
+    return subprocess.CompletedProcess(argv, returncode, "", "".join(errors))
+
+
 @contextmanager
 def quantized(
     model: Path, quant: str, imatrix: Path | None, workdir: Path, runtime: Path, say: Callable[[str], None]
@@ -73,7 +98,7 @@ def quantized(
     say(f"quantizing to {quant}{' with ' + str(imatrix) if imatrix else ''} (llama.cpp's quantizer)")
     started = time.monotonic()
     try:
-        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        result = _run_with_bar(argv, f"quantizing to {quant}")
         if result.returncode < 0:  # a signal: out of memory, or a file-size limit (SIGXFSZ)
             raise BuildError(f"the quantizer was killed by signal {-result.returncode}; nothing was written")
         if result.returncode != 0:

@@ -3,6 +3,9 @@ packer runs inside the runtime (which holds llama.cpp) and the types it
 takes, named as llama.cpp's llama-quantize names them."""
 
 COMMAND = "__quantize__"  # RUNTIME __quantize__ SRC DST TYPE [IMATRIX]
+# What the command prints on stdout as it goes: "progress DONE TOTAL" per
+# tensor, for the packer's progress bar.
+PROGRESS = "progress"
 
 QUANT_TYPES = (
     "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",

@@ -139,3 +139,18 @@ def test_a_write_that_fails_half_way_leaves_no_output(smollm2_f16: Path, portabl
     assert "failed (is the disk full, or a file-size limit set?)" in result.stderr
     assert "Traceback" not in result.stderr
     assert list(out.iterdir()) == []
+
+
+def test_a_terminal_sees_the_quantizer_count_the_tensors(smollm2_f16: Path, portable_lib: Path, tmp_path: Path) -> None:
+    """On a terminal, quantizing shows a bar that counts llama.cpp's tensors
+    (SmolLM2 has 272), fed by the runtime as it goes, not a silent wait."""
+    pexpect = pytest.importorskip("pexpect")
+    total = len(gguf.GGUFReader(smollm2_f16).tensors)
+    argv = ["-m", "packager", "build", str(smollm2_f16), "--quant", "Q8_0", "--llama-lib", str(portable_lib)]
+    child = pexpect.spawn(
+        sys.executable, [*argv, "-o", f"{tmp_path}/dist/"], cwd=str(ROOT), timeout=120, dimensions=(24, 120)
+    )
+    child.expect(rf"quantizing to Q8_0: +\d+%[^\r\n]*\| *\d+/{total} \[")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before

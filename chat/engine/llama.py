@@ -17,7 +17,7 @@ import tempfile
 import threading
 from array import array
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -51,6 +51,7 @@ class LlamaLog:
     def __init__(self) -> None:
         self.verbose = False
         self.recent: deque[str] = deque(maxlen=20)
+        self.listener: Callable[[str], None] | None = None  # sees every line, as it comes
         self._callback = C.llama_log_callback(self._on_log)
 
     @classmethod
@@ -66,6 +67,8 @@ class LlamaLog:
         line = text.decode("utf-8", errors="replace")
         if line.strip():
             self.recent.append(line.strip())
+        if self.listener is not None:
+            self.listener(line)
         if self.verbose:
             os.write(2, text)
 

@@ -15,6 +15,7 @@ import ctypes
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -162,7 +163,7 @@ class _AbortHandler:
     def _on_abort(self, message: bytes) -> None:
         # ggml calls abort() once this returns, so this never returns.
         text = message.decode("utf-8", errors="replace").strip().split(": ", 1)[-1]
-        lost = [f"{e} ({why})" for e in self.endpoints if (why := unreachable(e, timeout=1.0))]
+        lost = self._lost()
         who = (
             f"lost RPC worker {', '.join(lost)}"
             if lost
@@ -174,6 +175,17 @@ class _AbortHandler:
             pass
         os.write(2, f"llamabin: error: {who}: {text}\n".encode())
         os._exit(EXIT_RUNTIME)
+
+    def _lost(self) -> list[str]:
+        """The workers that no longer answer. A killed worker's connection
+        can break a moment before its listening socket closes, so they are
+        asked again for a few seconds before giving up on naming one."""
+        deadline = time.monotonic() + 3.0
+        while True:
+            lost = [f"{e} ({why})" for e in self.endpoints if (why := unreachable(e, timeout=1.0))]
+            if lost or time.monotonic() > deadline:
+                return lost
+            time.sleep(0.1)
 
 
 def attach(endpoints: Sequence[Endpoint]) -> tuple[WorkerDevice, ...]:
