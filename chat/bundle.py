@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chat.engine.llama import ModelSource
+from chat.engine.llama import LoraAdapter, ModelSource
 from chat.errors import ModelFileError
 from chat.paths import NoHomeError, cache_dir, make_private_dir
 from payload.find import Payload, find_payload
@@ -50,6 +50,19 @@ class Bundle:
     def args(self) -> list[str]:
         """The baked flags that apply: only model, sampling and context ones."""
         return self.baked.allowed
+
+    @property
+    def lora(self) -> LoraAdapter | None:
+        """An adapter built in after the weights (a quantized base's
+        fine-tune), applied at run time."""
+        entry = self.manifest.get("lora")
+        if not isinstance(entry, dict):
+            return None
+        if entry["offset"] + entry["size"] > self.payload.blob_size:
+            raise ModelFileError("this file's manifest places its LoRA adapter beyond its weights: download it again")
+        return LoraAdapter(
+            self.payload.path, float(entry["scale"]), self.payload.blob_offset + entry["offset"], entry["size"]
+        )
 
     @property
     def chat_template(self) -> dict[str, str] | None:

@@ -385,7 +385,7 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         sampling=_sampling(opts),
         threads=opts["threads"] or default_threads(),
         draft_max=opts["draft_max"],
-        lora=_loras(opts),
+        lora=_builtin_lora(bundle, model) + _loras(opts),
         n_gpu_layers=_gpu_layers(opts, rpc),
         rpc=rpc,
         tensor_split=_tensor_split(opts["tensor_split"]),
@@ -429,6 +429,14 @@ def _tensor_split(text: str | None) -> tuple[float, ...]:
     if not parts or any(p < 0 for p in parts) or sum(parts) <= 0:
         raise UsageError(f"--tensor-split {text!r}: give proportions such as 3,1 (one per device)")
     return parts
+
+
+def _builtin_lora(bundle: Bundle | None, model: ModelSource) -> tuple[LoraAdapter, ...]:
+    """The adapter packed beside this file's weights, applied to them (not
+    to a model given with -m)."""
+    if bundle is None or model != bundle.source or bundle.lora is None:
+        return ()
+    return (bundle.lora,)
 
 
 def _loras(opts: dict[str, Any]) -> tuple[LoraAdapter, ...]:

@@ -51,7 +51,7 @@ def run_doctor(config: EngineConfig, template_choice: TemplateChoice, bundle: Bu
     weights = _weights(config.model, bundle, timed)
     print(f"weights:   {weights}")
     for adapter in config.lora:  # loaded (and so checked against the model) with the engine below
-        print(f"lora:      {adapter.path}, applied at run time, scale {adapter.scale:g}")
+        print(f"lora:      {adapter.describe()}")
     with timed("load model and context", lambda: Engine(config)) as engine:
         template = template_choice.resolve(engine)
         need = engine.info.size_bytes + kv_cache_bytes(engine.info.metadata, engine.n_ctx)

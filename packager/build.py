@@ -44,6 +44,7 @@ class BuildOptions:
     find_links: tuple[Path, ...] = ()  # wheelhouses to take runtime wheels from
     no_index: bool = False  # never ask pip's index for a runtime
     gguf_file: str | None = None  # the GGUF's file name to record; None: the model's (--quant's is temporary)
+    lora: dict[str, Any] | None = None  # a LoRA adapter after the weights in the blob: the manifest's `lora`
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,8 @@ def _manifest(
     }
     if template is not None:
         manifest["chat_template"] = template
+    if opts.lora is not None:
+        manifest["lora"] = opts.lora
     try:  # never write one the runtime would refuse (text from argv may hold lone surrogates)
         check_manifest(decode_manifest(encode_manifest(manifest)))
     except ManifestError as exc:
@@ -356,6 +359,12 @@ def iter_manifest_lines(manifest: dict[str, Any]) -> Iterator[str]:
     if baked.refused:
         yield f"ignored defaults: {' '.join(baked.refused)} (the runtime never applies these)"
     yield f"template:         {manifest.get('template')}"
+    lora = manifest.get("lora")
+    if lora:
+        yield (
+            f"lora:             {lora.get('file')} ({lora.get('size', 0):,} bytes after the weights),"
+            f" applied at run time, scale {lora.get('scale'):g}"
+        )
     yield f"license:          {lic.get('name') or 'unknown'}" + (" (text included)" if lic.get("text") else "")
     for key in ("llamabin", "llama-cpp-python", "llama.cpp", "cpu kernels", "pyinstaller"):
         yield f"{key + ':':<18}{versions.get(key, 'unknown')}"

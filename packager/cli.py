@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,7 +16,7 @@ from packager.build import BuildOptions, build, iter_manifest_lines, output_path
 from packager.convert import converted
 from packager.errors import BuildError
 from packager.inputs import check_model_input
-from packager.lora import merged
+from packager.lora import beside, is_quantized, merged
 from packager.quantize import check_options as check_quant_options
 from packager.quantize import quantized, quantized_name
 from packager.rewrite import NewDefaults, load_payload, set_defaults, upgrade
@@ -183,14 +184,19 @@ def build_cmd(
     name = name or (f"{stem}-{lora_adapter.stem}" if lora_adapter else stem)
     with ExitStack() as steps:  # each step's file is removed when the build ends, however it ends
         gguf = steps.enter_context(converted(model, workdir, _say)) if convert else model
-        if lora_adapter is not None:
-            gguf = steps.enter_context(
-                merged(gguf, lora_adapter, 1.0 if lora_scale is None else lora_scale, workdir, _say)
-            )
+        packed: dict[str, Any] | None = None
+        scale = 1.0 if lora_scale is None else lora_scale
+        if lora_adapter is not None and quant_type is None and is_quantized(gguf):
+            # No full-precision weights to merge into: the adapter goes in
+            # the file beside them, applied at each start.
+            gguf, packed = steps.enter_context(beside(gguf, lora_adapter, scale, workdir, _say))
+        elif lora_adapter is not None:
+            gguf = steps.enter_context(merged(gguf, lora_adapter, scale, workdir, _say))
         if quant_type is not None:
             host_runtime = select_runtime(dataclasses.replace(opts, target=None), _say)
             gguf = steps.enter_context(quantized(gguf, quant_type, imatrix, workdir, host_runtime, _say))
-        _build_targets(dataclasses.replace(opts, model=gguf, name=name, gguf_file=f"{name}.gguf"), target_spec)
+        base_file = f"{name}.gguf" if packed is None else model.name
+        _build_targets(dataclasses.replace(opts, model=gguf, name=name, gguf_file=base_file, lora=packed), target_spec)
 
 
 def _build_targets(opts: BuildOptions, targets: list[str]) -> None:

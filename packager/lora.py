@@ -5,7 +5,8 @@ W' = W + S * alpha / rank * B @ A, as llama.cpp applies it at run time.
 The merged weights are kept in F32, so the merge adds no rounding of its
 own before --quant. A quantized base cannot take a merge (its weights are
 no longer the ones the adapter was trained against, to full precision):
-the adapter is then applied at run time with the file's --lora.
+the adapter is then packed beside the weights (`beside`) and the file
+applies it at run time, as llama.cpp's --lora does.
 """
 
 from __future__ import annotations
@@ -22,25 +23,23 @@ from payload.errors import UsageError
 from payload.quantize import SOURCE_TYPES
 
 MiB = 2**20
+ADAPTER_ALIGN = 65536  # where the adapter starts in the blob: a page boundary on every system
 
 
-@contextmanager
-def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callable[[str], None]) -> Iterator[Path]:
-    """`model` with `adapter` merged in, as a file that exists inside the block."""
-    base = _reader(model, "model")
-    lora = _reader(adapter, "LoRA adapter")
+def is_quantized(model: Path) -> bool:
+    """Whether `model` is too quantized to merge into: then an adapter is
+    packed beside it instead (`beside`)."""
+    return _file_type(_reader(model, "model")) not in SOURCE_TYPES
+
+
+def _adapter_targets(base: Any, lora: Any, model: Path, adapter: Path) -> dict[str, tuple[Any, Any]]:
+    """The base's weights the adapter changes, each with its (A, B) parts;
+    an adapter that is not one, or not this model's, is refused."""
     if _field(lora, "general.type") != "adapter" or _field(lora, "adapter.type") != "lora":
         raise UsageError(f"{adapter} is not a LoRA adapter GGUF (llama.cpp's convert_lora_to_gguf.py writes them)")
     arch, lora_arch = _field(base, "general.architecture"), _field(lora, "general.architecture")
     if arch != lora_arch:
         raise UsageError(f"{adapter} is an adapter for {lora_arch} models, and {model} is {arch}")
-    kind = _file_type(base)
-    if kind not in SOURCE_TYPES:
-        raise UsageError(
-            f"{model} is quantized ({kind}): --lora merges into an F16, BF16 or F32 base;"
-            f" for this one, run the file with --lora {adapter.name}"
-        )
-    alpha = float(_field(lora, "adapter.lora.alpha") or 0)
     parts = {t.name: t for t in lora.tensors}
     weights = {t.name: t for t in base.tensors}
     targets: dict[str, tuple[Any, Any]] = {}
@@ -54,6 +53,23 @@ def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callabl
             targets[target] = (parts[name], parts[f"{target}.lora_b"])
     if not targets:
         raise UsageError(f"{adapter} holds no LoRA tensors")
+    return targets
+
+
+@contextmanager
+def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callable[[str], None]) -> Iterator[Path]:
+    """`model` with `adapter` merged in, as a file that exists inside the block."""
+    base = _reader(model, "model")
+    lora = _reader(adapter, "LoRA adapter")
+    targets = _adapter_targets(base, lora, model, adapter)
+    arch = _field(base, "general.architecture")
+    kind = _file_type(base)
+    if kind not in SOURCE_TYPES:
+        raise UsageError(
+            f"{model} is quantized ({kind}): --lora merges into an F16, BF16 or F32 base;"
+            f" for this one, run the file with --lora {adapter.name}"
+        )
+    alpha = float(_field(lora, "adapter.lora.alpha") or 0)
     free = shutil.disk_usage(workdir).free
     need = model.stat().st_size * 2  # the changed weights grow to F32
     if free < need:
@@ -70,6 +86,41 @@ def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callabl
                 f"cannot write the merged model in {workdir}: {exc.strerror or f'{exc}, is the disk full?'}"
             ) from None
         yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def beside(
+    model: Path, adapter: Path, scale: float, workdir: Path, say: Callable[[str], None]
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A quantized `model` cannot take the adapter's weights without losing
+    precision twice, so the adapter travels beside it, in the same blob:
+    the model's bytes, zeros up to ADAPTER_ALIGN, the adapter's bytes. The
+    runtime applies it at load (llama.cpp's --lora). Yields that blob and
+    the manifest's `lora` entry (offset and size within the blob)."""
+    _adapter_targets(_reader(model, "model"), _reader(adapter, "LoRA adapter"), model, adapter)
+    size, extra = model.stat().st_size, adapter.stat().st_size
+    offset = -(-size // ADAPTER_ALIGN) * ADAPTER_ALIGN
+    free = shutil.disk_usage(workdir).free
+    if free < offset + extra + 64 * MiB:
+        raise BuildError(
+            f"not enough disk space in {workdir} to pack the adapter: {(offset + extra) // MiB} MiB, {free // MiB} MiB free"
+        )
+    say(f"packing {adapter} beside the quantized weights, applied at run time (scale {scale:g})")
+    tmp = scratch_path(workdir, model, "with-lora")
+    try:
+        try:
+            with tmp.open("wb") as out:
+                for part, at in ((model, 0), (adapter, offset)):
+                    out.seek(at)
+                    with part.open("rb") as src:
+                        shutil.copyfileobj(src, out, 1 << 20)
+        except OSError as exc:
+            raise BuildError(
+                f"cannot write the model and adapter in {workdir}: {exc.strerror or f'{exc}, is the disk full?'}"
+            ) from None
+        yield tmp, {"file": adapter.name, "offset": offset, "size": extra, "scale": scale}
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -91,6 +91,12 @@ _GGUF_SPEC: _Spec = {
     "quantization": (str, False),
     "context_length": (int, False),
 }
+_LORA_SPEC: _Spec = {  # an adapter in the blob after the weights, applied at run time
+    "file": (str, False),
+    "offset": (int, True),  # from the blob's start
+    "size": (int, True),
+    "scale": ("number", True),
+}
 _MANIFEST_SPEC: _Spec = {
     "format": (int, False),
     "name": (str, True),
@@ -102,12 +108,14 @@ _MANIFEST_SPEC: _Spec = {
     "chat_template": ({"name": (str, True), "source": (str, True)}, False),
     "license": ({"name": (str, False), "text": (str, False)}, False),
     "versions": ("text map", False),
+    "lora": (_LORA_SPEC, False),
 }
 _KIND_NAMES = {
     str: "a string",
     int: "a whole number",
     "text list": "a list of strings",
     "text map": "an object of strings",
+    "number": "a number",
 }
 
 
@@ -138,6 +146,8 @@ def _is_kind(value: Any, kind: _Kind) -> bool:
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if kind == "text map":
         return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:  # JSON true/false are bools, which Python counts as ints
         return isinstance(value, int) and not isinstance(value, bool) and value >= 0
     return isinstance(value, kind)

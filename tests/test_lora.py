@@ -106,21 +106,60 @@ def test_build_merges_an_adapter_into_an_f16_base(
     assert packed.stdout == applied.stdout
 
 
+def test_build_packs_an_adapter_beside_a_quantized_base(
+    smollm2: Path, adapter_and_merged: tuple[Path, Path], portable_lib: Path, tmp_path: Path
+) -> None:
+    """A fine-tune of a quantized base (seed 003's row: with the alpaca
+    template): the adapter travels inside the file, after the weights, and
+    the file answers as the base with --lora does; inspect and --doctor say
+    so, and a model given with -m does not get it."""
+    adapter, _ = adapter_and_merged
+    out = tmp_path / "dist"
+    result = llamabin(
+        "build", str(smollm2), "--lora", str(adapter), "--template", "alpaca", "--llama-lib", str(portable_lib),
+        "-o", f"{out}/",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    exe = out / "SmolLM2-135M-Instruct.Q4_1-adapter-linux-x86_64"
+    assert result.stdout.strip() == str(exe)
+    assert "beside the quantized weights" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [exe.name], "no scratch file is left behind"
+    ask = ["--cli", "-p", "The capital of France is", "-n", "12", "--temp", "0", "--log-disable"]
+    packed = run_file(exe, *ask, cwd=tmp_path)
+    applied = _cli("-m", str(smollm2), "--lora", str(adapter), *ask)
+    plain = _cli("-m", str(smollm2), *ask)
+    other = run_file(exe, "-m", str(smollm2), *ask, cwd=tmp_path)
+    assert packed.returncode == applied.returncode == plain.returncode == other.returncode == 0, packed.stderr
+    assert packed.stdout == applied.stdout != plain.stdout
+    assert other.stdout == plain.stdout, "-m MODEL must not get the file's adapter"
+    chat = run_file(exe, "--ask", "Name a color.", "-n", "8", "--temp", "0", "--verbose-prompt", cwd=tmp_path)
+    assert chat.returncode == 0, chat.stderr
+    assert "### Instruction:" in chat.stderr, "the alpaca template is the file's"
+
+    shown = llamabin("inspect", str(exe))
+    assert f"lora:             {adapter.name} ({adapter.stat().st_size:,} bytes after the weights)," in shown.stdout
+    assert "template:         alpaca" in shown.stdout
+    doctor = run_file(exe, "--doctor", cwd=tmp_path)
+    assert doctor.returncode == 0, doctor.stderr
+    assert "lora:      built into this file (" in doctor.stdout and "scale 1" in doctor.stdout
+    verified = run_file(exe, "--verify", cwd=tmp_path, env={"HOME": str(tmp_path)})
+    assert verified.returncode == 0, verified.stderr
+
+
 def test_build_refuses_what_it_cannot_merge(
-    smollm2: Path, smollm2_f16: Path, adapter_and_merged: tuple[Path, Path], tmp_path: Path
+    smollm2: Path, smollm2_f16: Path, gemma: Path, adapter_and_merged: tuple[Path, Path], tmp_path: Path
 ) -> None:
     adapter, _ = adapter_and_merged
-    quantized_base = llamabin("build", str(smollm2), "--lora", str(adapter), "-o", f"{tmp_path}/")
-    assert quantized_base.returncode == 2
-    assert "is quantized (Q4_1): --lora merges into an F16, BF16 or F32 base;" in quantized_base.stderr
-    assert f"run the file with --lora {adapter.name}" in quantized_base.stderr
+    other_model = llamabin("build", str(gemma), "--lora", str(adapter), "-o", f"{tmp_path}/")
+    assert other_model.returncode == 2
+    assert f"{adapter} is an adapter for llama models, and {gemma} is gemma3" in other_model.stderr
     not_adapter = llamabin("build", str(smollm2_f16), "--lora", str(smollm2), "-o", f"{tmp_path}/")
     assert not_adapter.returncode == 2
     assert f"{smollm2} is not a LoRA adapter GGUF" in not_adapter.stderr
     scale_alone = llamabin("build", str(smollm2_f16), "--lora-scale", "2")
     assert scale_alone.returncode == 2
     assert "--lora-scale is used only with --lora ADAPTER" in scale_alone.stderr
-    for result in (quantized_base, not_adapter, scale_alone):
+    for result in (other_model, not_adapter, scale_alone):
         assert "Traceback" not in result.stderr
 
 

@@ -138,10 +138,18 @@ class ModelSource:
 @dataclass(frozen=True)
 class LoraAdapter:
     """A LoRA adapter GGUF (llama.cpp's convert_lora_to_gguf.py writes
-    them), applied at run time at `scale` times its own alpha/rank."""
+    them), applied at run time at `scale` times its own alpha/rank. With a
+    `size`, it is that many bytes at `offset` inside `path` (an adapter
+    packed into the executable after its weights)."""
 
     path: Path
     scale: float = 1.0
+    offset: int = 0
+    size: int = 0
+
+    def describe(self) -> str:
+        where = f"built into this file ({self.size / 2**20:.1f} MiB)" if self.size else str(self.path)
+        return f"{where}, applied at run time, scale {self.scale:g}"
 
 
 class Model:
@@ -188,8 +196,9 @@ class Model:
     def load_lora(self, adapter: LoraAdapter, log: LlamaLog) -> Any:
         """A LoRA adapter for this model, valid while the model is; llama.cpp
         checks that its tensors fit this model's."""
-        check_gguf_header(adapter.path, what="LoRA adapter")
-        ptr = C.llama_adapter_lora_init(self._ptr, str(adapter.path).encode())
+        check_gguf_header(adapter.path, adapter.offset, what="LoRA adapter")
+        with _adapter_file(adapter) as path:
+            ptr = C.llama_adapter_lora_init(self._ptr, str(path).encode())
         if not ptr:
             raise ModelFileError(f"cannot load LoRA adapter {adapter.path}: {log.last_error()}")
         return ptr
@@ -258,6 +267,34 @@ class Model:
 
     def is_eog(self, token: int) -> bool:
         return bool(C.llama_vocab_is_eog(self.vocab, token))
+
+
+@contextlib.contextmanager
+def _adapter_file(adapter: LoraAdapter) -> Iterator[Path]:
+    """A path llama.cpp can open the adapter by. One packed into the
+    executable is copied out (llama.cpp reads an adapter only from the start
+    of a file, and reads all of it at load): into memory where Linux allows
+    it, else a private temporary file; either is gone after the load."""
+    if not adapter.size:
+        yield adapter.path
+        return
+    with adapter.path.open("rb") as src:
+        src.seek(adapter.offset)
+        data = src.read(adapter.size)
+    if len(data) != adapter.size:
+        raise ModelFileError(f"{adapter.path} is cut short: its built-in LoRA adapter is incomplete")
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("llamabin-lora")
+        try:
+            os.write(fd, data)
+            yield Path(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="llamabin-lora-") as tmp:
+        path = Path(tmp) / "adapter.gguf"
+        path.write_bytes(data)
+        yield path
 
 
 def _load(source: ModelSource, params: Any) -> Any:
