@@ -26,6 +26,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(wildcard patches/pyinstalle
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) scripts/dev-requirements.py runtime build convert test bench > $(VENV)/requirements-dev.txt
 	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip install -q -c constraints.txt -r $(VENV)/requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -c constraints.txt $$($(PY) scripts/dev-requirements.py keras-test)
 	$(PY) -m pip install -q --no-deps -e . -C editable_mode=compat
 	$(PY) -m pip install -q --no-deps --force-reinstall "$$(scripts/build-pyinstaller.sh $(PY))"
 	touch $@

@@ -16,6 +16,8 @@ from packager.build import BuildOptions, build, iter_manifest_lines, output_path
 from packager.convert import converted
 from packager.errors import BuildError
 from packager.inputs import check_model_input
+from packager.keras_preset import converted as keras_converted
+from packager.keras_preset import is_keras_preset
 from packager.lora import beside, is_quantized, merged
 from packager.quantize import check_options as check_quant_options
 from packager.quantize import quantized, quantized_name
@@ -133,8 +135,9 @@ def build_cmd(
 ) -> None:
     """Build one executable from MODEL for this OS and architecture, or for each --target.
 
-    MODEL is a GGUF, or a Hugging Face checkpoint folder of a Llama-architecture
-    model with a SentencePiece tokenizer, which is converted first.
+    MODEL is a GGUF, a Hugging Face checkpoint folder of a Llama-architecture
+    model with a SentencePiece tokenizer, or a keras-hub preset folder of Gemma
+    or Gemma 2; a folder is converted first.
 
     Arguments after `--` become the file's default runtime flags (like
     llamafile's .args); flags given when running the file override them.
@@ -183,7 +186,8 @@ def build_cmd(
     stem = quantized_name(base_name, quant_type) if quant_type else base_name
     name = name or (f"{stem}-{lora_adapter.stem}" if lora_adapter else stem)
     with ExitStack() as steps:  # each step's file is removed when the build ends, however it ends
-        gguf = steps.enter_context(converted(model, workdir, _say)) if convert else model
+        convert_step = keras_converted if convert and is_keras_preset(model) else converted
+        gguf = steps.enter_context(convert_step(model, workdir, _say)) if convert else model
         packed: dict[str, Any] | None = None
         scale = 1.0 if lora_scale is None else lora_scale
         if lora_adapter is not None and quant_type is None and is_quantized(gguf):

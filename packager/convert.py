@@ -113,7 +113,7 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
     tmp = scratch_path(workdir, folder, "convert")
     try:
         try:  # only the writing: what the caller's block raises passes through as it is
-            _write(
+            write_gguf(
                 tmp, folder, config, weights, sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_model)), np
             )
         except KeyError as exc:
@@ -127,7 +127,7 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
         tmp.unlink(missing_ok=True)
 
 
-def _write(dst: Path, folder: Path, config: dict[str, Any], weights: dict[str, Any], sp: Any, np: Any) -> None:
+def write_gguf(dst: Path, folder: Path, config: dict[str, Any], weights: dict[str, Any], sp: Any, np: Any) -> None:
     import gguf
 
     family = _FAMILY.get(config["architectures"][0], "llama")

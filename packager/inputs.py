@@ -1,6 +1,6 @@
 """What `llamabin build` was given, when it is not a GGUF model: a checkpoint
-it converts (packager.convert), or one line that names it and says what to
-do, before any work (exit 2)."""
+it converts (packager.convert) or a Keras preset (packager.keras_preset), or
+one line that names it and says what to do, before any work (exit 2)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from packager.convert import SUPPORTED, architecture, read_json
 from packager.errors import BuildError
+from packager.keras_preset import check_preset, is_keras_preset
 from payload.errors import UsageError
 
 CONVERT = "llama.cpp's convert_hf_to_gguf.py"
@@ -35,12 +36,9 @@ def check_model_input(path: Path) -> None:
             f"{path} is a Hugging Face checkpoint ({arch}); llamabin converts {', '.join(SUPPORTED)}:"
             f" convert this one with {CONVERT} {path} --outtype f16, then: llamabin build MODEL-F16.gguf --quant Q4_K_M"
         )
-    metadata = read_json(path / "metadata.json")
-    if "keras_version" in metadata or "registered_name" in config:
-        raise UsageError(
-            f"{path} is a Keras preset: llamabin does not convert Keras presets yet"
-            " (keras-hub's export_to_transformers() drops Gemma 2's post-norms and soft-caps)"
-        )
+    if is_keras_preset(path):
+        check_preset(path)  # a GemmaBackbone with its vocabulary and weights, or one line saying what is not
+        return  # packager.keras_preset takes it from here
     if config:
         raise UsageError(f"{path} has a config.json without `architectures`: {CONVERT} needs it to tell the model")
     raise UsageError(f"{path} is a folder, not a GGUF model file or a checkpoint (it has no config.json)")

@@ -39,9 +39,9 @@ def _folder(tmp_path: Path, files: dict[str, object]) -> Path:
         (
             {
                 "metadata.json": {"keras_version": "3.5.0"},
-                "config.json": {"registered_name": "keras_hub>GemmaBackbone"},
+                "config.json": {"registered_name": "keras_hub>LlamaBackbone"},
             },
-            "is a Keras preset: llamabin does not convert Keras presets yet",
+            "is a Keras preset of keras_hub>LlamaBackbone; llamabin converts Keras presets of keras-hub's GemmaBackbone",
         ),
         ({"config.json": {"model_type": "llama"}}, "has a config.json without `architectures`"),
         ({}, "is a folder, not a GGUF model file or a checkpoint (it has no config.json)"),
