@@ -23,6 +23,8 @@ BAKED_FLAGS: dict[str, bool] = {
     "-ngl": True,
     "--n-gpu-layers": True,
     "--gpu-layers": True,
+    "-ts": True,
+    "--tensor-split": True,
     # the context
     "-c": True,
     "--ctx-size": True,
