@@ -374,7 +374,9 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
     chat_mode = mode in (Mode.CHAT, Mode.DEFAULT)
     _check_template(opts["template"])
     rpc = parse_endpoints(opts["rpc"]) if opts["rpc"] is not None else ()
-    if opts["ollama_port"] is not None and opts["ollama_port"] == (opts["port"] or DEFAULT_PORT):
+    if opts["ollama_port"] is not None and opts["ollama_port"] == (
+        DEFAULT_PORT if opts["port"] is None else opts["port"]
+    ):
         raise UsageError(f"--ollama-port {opts['ollama_port']} is the server's --port already: give another one")
     return Settings(
         mode=mode,
