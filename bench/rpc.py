@@ -27,7 +27,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import fail, log, machine  # noqa: E402
+from bench.common import fail, machine  # noqa: E402
 
 PROMPT = "Count with me: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"
 
@@ -127,7 +127,10 @@ def main() -> int:
             order = ("local", "rpc") if run % 2 == 0 else ("rpc", "local")
             for name in order:
                 results[name].append(_measure(urls[name], args.tokens))
-            log(f"run {run + 1}/{args.runs}: " + ", ".join(f"{n} {results[n][-1][1]:.1f} tok/s" for n in urls))
+            print(
+                f"[rpc] run {run + 1}/{args.runs}: " + ", ".join(f"{n} {results[n][-1][1]:.1f} tok/s" for n in urls),
+                file=sys.stderr,
+            )
     finally:
         for proc in procs:
             proc.kill()
