@@ -26,7 +26,6 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(wildcard patches/pyinstalle
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) scripts/dev-requirements.py runtime build convert test bench > $(VENV)/requirements-dev.txt
 	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $(PY) -m pip install -q -c constraints.txt -r $(VENV)/requirements-dev.txt
-	$(PY) -m pip install -q --no-deps -c constraints.txt $$($(PY) scripts/dev-requirements.py keras-test)
 	$(PY) -m pip install -q --no-deps -e . -C editable_mode=compat
 	$(PY) -m pip install -q --no-deps --force-reinstall "$$(scripts/build-pyinstaller.sh $(PY))"
 	touch $@
@@ -45,7 +44,17 @@ $(VENV)/.models: $(VENV)/.installed scripts/fetch-models.sh
 	scripts/fetch-models.sh $(PY)
 	touch $@
 
-test: setup
+# What only the tests need, beside setup's: keras-hub on jax, to make Keras
+# presets (tests/test_keras.py, about 600 MB), and torch with transformers
+# for llama.cpp's own converter (tests/test_llama_converter.py: PyPI's torch
+# is the CUDA build, 2.9 GB of wheels, 5.6 GB installed, about a minute from
+# pip's cache). Both with --no-deps and every package pinned: keras-hub
+# would pull tensorflow, and torch a newer setuptools than the venv's.
+$(VENV)/.test-extras: $(VENV)/.installed
+	$(PY) -m pip install -q --no-deps -c constraints.txt $$($(PY) scripts/dev-requirements.py keras-test torch-test)
+	touch $@
+
+test: setup $(VENV)/.test-extras
 	$(PY) -m pytest
 
 # The wheels `pip install llamabin` takes: llamabin (the packer) and the

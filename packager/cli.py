@@ -12,8 +12,9 @@ from typing import Any
 
 import click
 
+from packager import llama_converter
 from packager.build import BuildOptions, build, iter_manifest_lines, output_path, refused_message, select_runtime
-from packager.convert import converted
+from packager.convert import SUPPORTED, architecture, converted
 from packager.errors import BuildError
 from packager.inputs import check_model_input
 from packager.keras_preset import converted as keras_converted
@@ -135,9 +136,10 @@ def build_cmd(
 ) -> None:
     """Build one executable from MODEL for this OS and architecture, or for each --target.
 
-    MODEL is a GGUF, a Hugging Face checkpoint folder of a Llama-architecture
-    model with a SentencePiece tokenizer, or a keras-hub preset folder of Gemma
-    or Gemma 2; a folder is converted first.
+    MODEL is a GGUF, a Hugging Face checkpoint folder (Llama, Mistral, Gemma and
+    Gemma 2 with a SentencePiece tokenizer; other architectures with llama.cpp's
+    converter, which needs the convert-torch extra), or a keras-hub preset
+    folder of Gemma or Gemma 2; a folder is converted first.
 
     Arguments after `--` become the file's default runtime flags (like
     llamafile's .args); flags given when running the file override them.
@@ -186,7 +188,14 @@ def build_cmd(
     stem = quantized_name(base_name, quant_type) if quant_type else base_name
     name = name or (f"{stem}-{lora_adapter.stem}" if lora_adapter else stem)
     with ExitStack() as steps:  # each step's file is removed when the build ends, however it ends
-        convert_step = keras_converted if convert and is_keras_preset(model) else converted
+        # Our numpy converter where it can (no torch); llama.cpp's own for the
+        # architectures check_model_input let through to it.
+        if convert and is_keras_preset(model):
+            convert_step = keras_converted
+        elif convert and architecture(model) not in SUPPORTED:
+            convert_step = llama_converter.converted
+        else:
+            convert_step = converted
         gguf = steps.enter_context(convert_step(model, workdir, _say)) if convert else model
         packed: dict[str, Any] | None = None
         scale = 1.0 if lora_scale is None else lora_scale

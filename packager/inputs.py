@@ -1,5 +1,6 @@
 """What `llamabin build` was given, when it is not a GGUF model: a checkpoint
-it converts (packager.convert) or a Keras preset (packager.keras_preset), or
+it converts (packager.convert, or llama.cpp's own converter through
+packager.llama_converter) or a Keras preset (packager.keras_preset), or
 one line that names it and says what to do, before any work (exit 2)."""
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from pathlib import Path
 from packager.convert import SUPPORTED, architecture, read_json
 from packager.errors import BuildError
 from packager.keras_preset import check_preset, is_keras_preset
+from packager.llama_converter import EXTRA
+from packager.llama_converter import available as llama_converter_missing
 from payload.errors import UsageError
 
 CONVERT = "llama.cpp's convert_hf_to_gguf.py"
@@ -32,9 +35,12 @@ def check_model_input(path: Path) -> None:
     if arch is not None:
         if arch in SUPPORTED:
             return  # packager.convert takes it from here
+        if llama_converter_missing() is None:
+            return  # packager.llama_converter takes it from here; it says what llama.cpp's converter refuses
         raise UsageError(
-            f"{path} is a Hugging Face checkpoint ({arch}); llamabin converts {', '.join(SUPPORTED)}:"
-            f" convert this one with {CONVERT} {path} --outtype f16, then: llamabin build MODEL-F16.gguf --quant Q4_K_M"
+            f"{path} is a Hugging Face checkpoint ({arch}); llamabin converts {', '.join(SUPPORTED)},"
+            f" and others with llama.cpp's converter after {EXTRA}; or convert this one with"
+            f" {CONVERT} {path} --outtype f16, then: llamabin build MODEL-F16.gguf --quant Q4_K_M"
         )
     if is_keras_preset(path):
         check_preset(path)  # a GemmaBackbone with its vocabulary and weights, or one line saying what is not

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from packager.llama_converter import available as llama_converter_missing
 from tests.ggufs import lora_adapter
 from tests.helpers import llamabin
 
@@ -23,10 +24,15 @@ def _folder(tmp_path: Path, files: dict[str, object]) -> Path:
 @pytest.mark.parametrize(
     ("files", "message"),
     [
-        (
+        pytest.param(
             {"config.json": {"architectures": ["GPT2LMHeadModel"]}, "model.safetensors": {}},
             "is a Hugging Face checkpoint (GPT2LMHeadModel); llamabin converts LlamaForCausalLM,"
-            " MistralForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM: convert this one with llama.cpp's convert_hf_to_gguf.py",
+            " MistralForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, and others with llama.cpp's converter after"
+            " pip install 'llamabin[convert-torch]'; or convert this one with llama.cpp's convert_hf_to_gguf.py",
+            marks=pytest.mark.skipif(
+                llama_converter_missing() is None,
+                reason="with torch, llama.cpp's converter takes it (tests/test_llama_converter.py)",
+            ),
         ),
         (
             {"config.json": {"architectures": ["LlamaForCausalLM"]}, "model.safetensors": {}},
