@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
+import math
 import os
 import re
 import shutil
@@ -21,10 +23,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
+from packager import progress
 from packager.convert import architecture
 from packager.errors import BuildError
 from packager.gguf_write import scratch_path
@@ -197,9 +201,7 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
     cmd = [sys.executable, str(script), str(folder), "--outfile", str(tmp), "--outtype", "f16"]
     try:
         try:  # only the converter: what the caller's block raises passes through as it is
-            result = subprocess.run(
-                cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", env=env
-            )
+            result = _run_with_bar(cmd, env, tmp, _f16_size(weights))
         except OSError as exc:
             raise BuildError(f"cannot run llama.cpp's converter: {exc.strerror or exc}") from None
         if result.returncode != 0 or not tmp.is_file():
@@ -207,6 +209,40 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _run_with_bar(cmd: list[str], env: dict[str, str], out: Path, expected: int) -> subprocess.CompletedProcess[str]:
+    """Run the converter, its output kept for `failure`, while a bar
+    follows the GGUF it writes against the F16 size it will reach."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+        with progress.bar(expected, "converting") as update:
+            done = 0
+            while proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    size = out.stat().st_size
+                    update(max(0, size - done))
+                    done = max(done, size)
+                time.sleep(0.2)
+        log.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, "", log.read())
+
+
+def _f16_size(weights: list[Path]) -> int:
+    """The F16 GGUF's size, about: 2 bytes for each weight in the
+    safetensors headers (other formats: their file size)."""
+    total = 0
+    for path in weights:
+        try:
+            with path.open("rb") as f:
+                length = int.from_bytes(f.read(8), "little")
+                if length > 100 * MiB:  # safetensors' own limit: not a header
+                    raise ValueError(length)
+                header = json.loads(f.read(length))
+            total += sum(2 * math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            total += path.stat().st_size
+    return total
 
 
 def failure(folder: Path, arch: str, workdir: Path, code: int, output: str) -> BuildError | UsageError:

@@ -244,19 +244,28 @@ def test_other_failures_are_one_line_exit_1(phi3: Path, tmp_path: Path) -> None:
 
 
 @needs_torch
-def test_the_converted_model_quantizes_and_packs(phi3: Path, portable_lib: Path, tmp_path: Path) -> None:
-    """Until the CLI takes a Phi-3 folder itself: its F16 GGUF through
-    `llamabin build --quant Q4_K_M`, and the file it makes answers."""
-    from tests.helpers import llamabin, run_file
+def test_one_command_converts_quantizes_and_packs_with_a_bar_per_step(
+    phi3: Path, portable_lib: Path, tmp_path: Path
+) -> None:
+    """`llamabin build PHI3_DIR --quant Q4_K_M` on a terminal: a bar while
+    llama.cpp's converter writes, one while the quantizer counts tensors,
+    and a file that answers."""
+    import pexpect
 
-    work, out = tmp_path / "work", tmp_path / "dist"
-    work.mkdir()
-    f16 = tmp_path / "tiny-phi3.gguf"
-    with converted(phi3, work, lambda _msg: None) as gguf:
-        shutil.copy(gguf, f16)
-    result = llamabin("build", str(f16), "--quant", "Q4_K_M", "--llama-lib", str(portable_lib), "-o", f"{out}/")
-    assert result.returncode == 0, result.stderr
+    from tests.helpers import run_file
+
+    out = tmp_path / "dist"
+    argv = ["-m", "packager", "build", str(phi3), "--quant", "Q4_K_M", "--llama-lib", str(portable_lib)]
+    child = pexpect.spawn(
+        sys.executable, [*argv, "-o", f"{out}/"], cwd=str(ROOT), timeout=180, dimensions=(24, 120), encoding="utf-8"
+    )
+    child.expect(r"converting: +\d+%")
+    child.expect(r"quantizing to Q4_K_M: +\d+%[^\r\n]*\| *\d+/\d+ \[")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
     (exe,) = out.iterdir()
+    assert exe.name == f"{phi3.name}.Q4_K_M-linux-x86_64"
     answer = run_file(exe, "--cli", "-p", "The file", "-n", "4", "--temp", "0", "--log-disable", cwd=tmp_path)
     assert answer.returncode == 0, answer.stderr
     shown = subprocess.run(
