@@ -110,14 +110,27 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
     weights: dict[str, Any] = {}
     for shard in shards:
         weights.update(load_file(str(shard)))
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_model))
+
+    def write(dst: Path) -> None:
+        try:
+            write_gguf(dst, folder, config, weights, sp, np)
+        except KeyError as exc:
+            raise UsageError(f"{folder}: {exc.args[0]} is missing from its config.json or weights") from None
+
+    with scratch_gguf(workdir, folder, write) as tmp:
+        yield tmp
+
+
+@contextmanager
+def scratch_gguf(workdir: Path, folder: Path, write: Callable[[Path], None]) -> Iterator[Path]:
+    """`write(path)` a GGUF converted from `folder` next to the output, and
+    yield it; it is removed however the build ends, and a failed write
+    (a full disk, say) is one line."""
     tmp = scratch_path(workdir, folder, "convert")
     try:
         try:  # only the writing: what the caller's block raises passes through as it is
-            write_gguf(
-                tmp, folder, config, weights, sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_model)), np
-            )
-        except KeyError as exc:
-            raise UsageError(f"{folder}: {exc.args[0]} is missing from its config.json or weights") from None
+            write(tmp)
         except OSError as exc:
             raise BuildError(
                 f"cannot write the converted model in {workdir}: {exc.strerror or f'{exc}, is the disk full?'}"

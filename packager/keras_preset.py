@@ -23,9 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from packager.convert import MiB, read_json, write_gguf
+from packager.convert import MiB, read_json, scratch_gguf, write_gguf
 from packager.errors import BuildError
-from packager.gguf_write import scratch_path
 from payload.errors import UsageError
 
 # keras-hub's class names, as config.json registers them.
@@ -272,14 +271,5 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
         raise UsageError(
             f"{folder}: the vocabulary has {sp.vocab_size()} pieces, the model {config['vocab_size']} embeddings"
         )
-    tmp = scratch_path(workdir, folder, "convert")
-    try:
-        try:  # only the writing: what the caller's block raises passes through as it is
-            write_gguf(tmp, folder, config, weights, sp, np)
-        except OSError as exc:
-            raise BuildError(
-                f"cannot write the converted model in {workdir}: {exc.strerror or f'{exc}, is the disk full?'}"
-            ) from None
+    with scratch_gguf(workdir, folder, lambda dst: write_gguf(dst, folder, config, weights, sp, np)) as tmp:
         yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)

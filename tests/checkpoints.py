@@ -1,6 +1,6 @@
 """A tiny Hugging Face checkpoint of the Llama architecture, made in the
-test with numpy, safetensors and a SentencePiece tokenizer trained on the
-README, and the reference forward pass (as transformers computes it) to
+test with numpy, safetensors and a SentencePiece tokenizer trained on
+tests/corpus.txt, and the reference forward pass (as transformers computes it) to
 check a conversion against."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,26 +44,32 @@ class TinyLlama:
         return self.hidden // self.heads
 
 
-def make_checkpoint(folder: Path, shape: TinyLlama = TinyLlama(), seed: int = 0) -> dict[str, np.ndarray]:
+def train_sentencepiece(size: int, **special: Any) -> bytes:
+    """A BPE SentencePiece model of `size` pieces trained on tests/corpus.txt
+    (fixed text: what the tiny models' scores are compared on must not move
+    when the README does); `special` places the special pieces (SentencePieceTrainer's
+    own arguments). Default: Llama's unk 0, bos 1, eos 2 and no pad."""
     import sentencepiece as spm
-    from safetensors.numpy import save_file
 
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = [line.strip() for line in (ROOT / "README.md").read_text().splitlines() if len(line.strip()) > 20]
+    lines = (Path(__file__).parent / "corpus.txt").read_text(encoding="utf-8").splitlines()
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
         model_writer=model,
-        vocab_size=shape.vocab,
+        vocab_size=size,
         model_type="bpe",
         character_coverage=1.0,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
         minloglevel=2,
+        **({"unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": -1} | special),
     )
-    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    return model.getvalue()
+
+
+def make_checkpoint(folder: Path, shape: TinyLlama = TinyLlama(), seed: int = 0) -> dict[str, np.ndarray]:
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.model").write_bytes(train_sentencepiece(shape.vocab))
     rng = np.random.default_rng(seed)
     h, f, d = shape.hidden, shape.ffn, shape.head_dim
 

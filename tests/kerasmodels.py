@@ -1,11 +1,10 @@
 """Tiny random keras-hub Gemma and Gemma 2 models saved as presets, with a
-SentencePiece vocabulary trained on the README, and Keras's own scores to
+SentencePiece vocabulary trained on tests/corpus.txt, and Keras's own scores to
 check a conversion against. Needs the keras-test extra (keras-hub, keras,
 jax): import it after pytest.importorskip("keras_hub")."""
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from tests.checkpoints import train_sentencepiece
+
 # Before keras is imported anywhere: jax is the backend the extra installs.
 os.environ.setdefault("KERAS_BACKEND", "jax")
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -59,16 +58,8 @@ class TinyGemma:
 
 def train_vocabulary(size: int) -> bytes:
     """A BPE SentencePiece model with Gemma's special pieces at Gemma's ids."""
-    import sentencepiece as spm
-
-    lines = [line.strip() for line in (ROOT / "README.md").read_text().splitlines() if len(line.strip()) > 20]
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_writer=model,
-        vocab_size=size,
-        model_type="bpe",
-        character_coverage=1.0,
+    return train_sentencepiece(
+        size,
         pad_id=0,
         eos_id=1,
         bos_id=2,
@@ -78,9 +69,7 @@ def train_vocabulary(size: int) -> bytes:
         bos_piece="<bos>",
         unk_piece="<unk>",
         user_defined_symbols=["<start_of_turn>", "<end_of_turn>"],
-        minloglevel=2,
     )
-    return model.getvalue()
 
 
 def make_causal_lm(shape: TinyGemma = TinyGemma(), seed: int = 0) -> Any:

@@ -1,6 +1,6 @@
 """A tiny random Phi-3 checkpoint (Phi3ForCausalLM: an architecture
 packager/convert.py does not convert), made with transformers itself and a
-SentencePiece tokenizer trained on the README, and transformers' own scores
+SentencePiece tokenizer trained on tests/corpus.txt, and transformers' own scores
 for a text, to check llama.cpp's converter against.
 
 tests/test_llama_converter.py runs it as a program (`python -m
@@ -11,14 +11,14 @@ variants, and a fork of a process that has run torch's thread pool hangs.
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.checkpoints import train_sentencepiece
+
 VOCAB = 320
 
 
@@ -28,24 +28,8 @@ def train_tokenizer(folder: Path, vocab: int = VOCAB) -> None:
     pre-tokenizer hash to match, no network). With Phi-3's <|endoftext|>:
     llama.cpp looks it up in any model whose name says phi3, and fails to
     load one without it."""
-    import sentencepiece as spm
-
-    lines = [line.strip() for line in (ROOT / "README.md").read_text().splitlines() if len(line.strip()) > 20]
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
-        model_writer=model,
-        vocab_size=vocab,
-        model_type="bpe",
-        character_coverage=1.0,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        control_symbols=["<|endoftext|>"],
-        minloglevel=2,
-    )
-    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    model = train_sentencepiece(vocab, control_symbols=["<|endoftext|>"])
+    (folder / "tokenizer.model").write_bytes(model)
 
 
 def make_phi3(folder: Path, seed: int = 0) -> None:
