@@ -19,9 +19,11 @@ from tests.helpers import llamabin, llamabin_with_file_limit, run_file
 
 TEXT = "The file carries llama.cpp's CPU kernels for every x86-64 level."
 # llama.cpp keeps its KV cache in F16: its scores differ from a float64
-# reference by 2e-3 (Llama) to 4e-3 (Gemma 2) here, on an AVX-512 EPYC.
-# Leaving out Gemma 2's sliding window alone moves them by 5.
-TOLERANCE = 1e-2
+# reference by 2.2e-3 (Llama), 7.3e-3 (Gemma) and 4.1e-3 (Gemma 2) here, on
+# an AVX-512 EPYC; Gemma reached 1.8e-2 with a tokenizer trained on other
+# text, and other CPUs' kernels round differently. Leaving out Gemma 2's
+# sliding window alone moves them by 5.
+TOLERANCE = 5e-2
 
 
 @pytest.fixture(scope="module")
