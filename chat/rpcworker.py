@@ -31,9 +31,9 @@ class WorkerOptions:
 
 def run_worker(options: WorkerOptions) -> int:
     endpoint = Endpoint(options.host, options.port)
+    _check_free(endpoint)  # a host that does not resolve, or a taken port: one line, no warning first
     if not is_loopback(options.host):
         print(UNSAFE.format(host=options.host), file=sys.stderr, flush=True)
-    _check_free(endpoint)
     LlamaLog.install(options.verbose)  # ggml's own lines only with --verbose
     devices = lendable_devices()
     if not devices:

@@ -12,13 +12,9 @@ from typing import Any
 
 import click
 
-from packager import llama_converter
 from packager.build import BuildOptions, build, iter_manifest_lines, output_path, refused_message, select_runtime
-from packager.convert import SUPPORTED, architecture, converted
 from packager.errors import BuildError
 from packager.inputs import check_model_input
-from packager.keras_preset import converted as keras_converted
-from packager.keras_preset import is_keras_preset
 from packager.lora import beside, is_quantized, merged
 from packager.quantize import check_options as check_quant_options
 from packager.quantize import quantized, quantized_name
@@ -110,9 +106,9 @@ def group() -> None:
     "--lora",
     "lora_adapter",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Merge this LoRA adapter GGUF into an F16, BF16 or F32 MODEL first (before --quant).",
+    help="A LoRA adapter GGUF: merged into an F16, BF16 or F32 MODEL (before --quant), packed beside a quantized one.",
 )
-@click.option("--lora-scale", type=float, help="Strength of the --lora merge [default: 1].")
+@click.option("--lora-scale", type=float, help="Strength of the --lora adapter [default: 1].")
 @click.option("--verbose", is_flag=True, help="Show PyInstaller's output.")
 def build_cmd(
     model: Path,
@@ -146,7 +142,7 @@ def build_cmd(
     Only model, sampling and context flags can be built in: not --host,
     --port, --api-key, a mode, or a flag that names a file.
     """
-    check_model_input(model)  # a checkpoint folder or an adapter: say what to do with it
+    convert_step = check_model_input(model)  # a folder's converter, or what to do with it
     refused = split_baked_args(list(runtime_args)).refused
     if refused:  # a usage error (exit 2), found before minutes of hashing
         raise click.UsageError(refused_message(refused))
@@ -175,8 +171,7 @@ def build_cmd(
     quant_type = check_quant_options(quant, imatrix)  # before any work
     if lora_scale is not None and lora_adapter is None:
         raise click.UsageError("--lora-scale is used only with --lora ADAPTER")
-    convert = model.is_dir()  # a checkpoint check_model_input let through
-    if quant_type is None and lora_adapter is None and not convert:
+    if quant_type is None and lora_adapter is None and convert_step is None:
         _build_targets(opts, target_spec)
         return
     workdir = output_path(opts).parent
@@ -184,19 +179,11 @@ def build_cmd(
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BuildError(f"cannot create output directory {workdir}: {exc.strerror}") from None
-    base_name = model.name if convert else model.stem
+    base_name = model.name if convert_step else model.stem
     stem = quantized_name(base_name, quant_type) if quant_type else base_name
     name = name or (f"{stem}-{lora_adapter.stem}" if lora_adapter else stem)
     with ExitStack() as steps:  # each step's file is removed when the build ends, however it ends
-        # Our numpy converter where it can (no torch); llama.cpp's own for the
-        # architectures check_model_input let through to it.
-        if convert and is_keras_preset(model):
-            convert_step = keras_converted
-        elif convert and architecture(model) not in SUPPORTED:
-            convert_step = llama_converter.converted
-        else:
-            convert_step = converted
-        gguf = steps.enter_context(convert_step(model, workdir, _say)) if convert else model
+        gguf = steps.enter_context(convert_step(model, workdir, _say)) if convert_step else model
         packed: dict[str, Any] | None = None
         scale = 1.0 if lora_scale is None else lora_scale
         if lora_adapter is not None and quant_type is None and is_quantized(gguf):

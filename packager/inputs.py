@@ -5,25 +5,29 @@ one line that names it and says what to do, before any work (exit 2)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+from packager import convert, keras_preset, llama_converter
 from packager.convert import SUPPORTED, architecture, read_json
 from packager.errors import BuildError
-from packager.keras_preset import check_preset, is_keras_preset
-from packager.llama_converter import EXTRA
-from packager.llama_converter import available as llama_converter_missing
 from payload.errors import UsageError
+
+# A converter: (folder, workdir, say) -> a context holding the GGUF it wrote.
+Converter = Callable[[Path, Path, Callable[[str], None]], AbstractContextManager[Path]]
 
 CONVERT = "llama.cpp's convert_hf_to_gguf.py"
 
 
-def check_model_input(path: Path) -> None:
-    """Refuse a checkpoint folder or an adapter with a message naming it,
-    and a missing model before any runtime is prepared for it."""
+def check_model_input(path: Path) -> Converter | None:
+    """The converter a folder needs (None: `path` is a GGUF file), or a
+    message naming what it is and what to do with it; a missing model is
+    found here, before any runtime is prepared for it."""
     if not path.exists():
         raise BuildError(f"model file not found: {path}")  # as packager.gguf_info says it
     if not path.is_dir():
-        return
+        return None
     config = read_json(path / "config.json")
     if (path / "adapter_config.json").is_file():
         base = read_json(path / "adapter_config.json").get("base_model_name_or_path") or "its base model"
@@ -34,17 +38,17 @@ def check_model_input(path: Path) -> None:
     arch = architecture(path)
     if arch is not None:
         if arch in SUPPORTED:
-            return  # packager.convert takes it from here
-        if llama_converter_missing() is None:
-            return  # packager.llama_converter takes it from here; it says what llama.cpp's converter refuses
+            return convert.converted  # numpy only: no torch
+        if llama_converter.available() is None:
+            return llama_converter.converted  # it says itself what llama.cpp's converter refuses
         raise UsageError(
             f"{path} is a Hugging Face checkpoint ({arch}); llamabin converts {', '.join(SUPPORTED)},"
-            f" and others with llama.cpp's converter after {EXTRA}; or convert this one with"
+            f" and others with llama.cpp's converter after {llama_converter.EXTRA}; or convert this one with"
             f" {CONVERT} {path} --outtype f16, then: llamabin build MODEL-F16.gguf --quant Q4_K_M"
         )
-    if is_keras_preset(path):
-        check_preset(path)  # a GemmaBackbone with its vocabulary and weights, or one line saying what is not
-        return  # packager.keras_preset takes it from here
+    if keras_preset.is_keras_preset(path):
+        keras_preset.check_preset(path)  # a GemmaBackbone with its vocabulary and weights, or one line saying not
+        return keras_preset.converted
     if config:
         raise UsageError(f"{path} has a config.json without `architectures`: {CONVERT} needs it to tell the model")
     raise UsageError(f"{path} is a folder, not a GGUF model file or a checkpoint (it has no config.json)")

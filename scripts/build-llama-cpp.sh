@@ -5,7 +5,8 @@
 #
 #   portable  shared libllama and libggml with the CPU kernels split into
 #             one library per x86-64 (or ARM) level, chosen when the
-#             program starts: what the packaged file ships.
+#             program starts, and llama.cpp's RPC backend (--rpc,
+#             --rpc-worker): what the packaged file ships.
 #   portable-tools  the portable libraries (compiled exactly as the file's)
 #             and llama-server, llama-completion and llama-bench linked to
 #             them: the benchmarks' reference, given only the CPU library

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -60,6 +61,14 @@ def run_file(
     return subprocess.run(
         ["env", "-i", *env_args, str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
     )
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a packaged file: the program is the bootloader's child, which
+    a kill of the parent alone would leave running."""
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        os.kill(int(child), signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
 
 
 @contextmanager

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import openai
 import pytest
 import yaml
 
+from tests.helpers import kill_tree
 from tests.serverproc import ServerProcess
 from tests.slowload import SlowLoad
 
@@ -157,7 +157,7 @@ def test_killing_a_replica_sends_new_requests_to_the_survivor(
         while _busy(doomed) is False:  # wait until it is generating for someone
             assert time.monotonic() < deadline, "the replica never got a stream"
             time.sleep(0.05)
-        _kill_tree(doomed.proc.pid)
+        kill_tree(doomed.proc.pid)
         doomed.proc.wait(10)
         # Requests sent after the kill: none may fail, whether nginx has
         # noticed yet or not (a refused connection goes to the next replica).
@@ -171,15 +171,6 @@ def test_killing_a_replica_sends_new_requests_to_the_survivor(
     assert 1 <= len(cut) < 8, "the streams on the killed replica end with an error; the others finish"
     assert all(e is not None for e in cut)
     assert _served(survivor.url) >= 6 + (8 - len(cut))
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a packaged file: its server is the bootloader's child, which
-    a kill of the parent alone would leave running."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    for child in children:
-        os.kill(int(child), signal.SIGKILL)
-    os.kill(pid, signal.SIGKILL)
 
 
 @needs_nginx

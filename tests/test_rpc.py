@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import run_chat
+from tests.helpers import kill_tree, run_chat
 
 VARIANT = "haswell"  # AVX2: every x86-64 machine CI runs on has it
 ENV = {"LLAMABIN_CPU_VARIANT": VARIANT}
@@ -55,11 +55,7 @@ class Worker:
         return self.proc.communicate(timeout=30)[1]
 
     def kill(self) -> None:
-        """SIGKILL, the bootloader's child (the real worker) first."""
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        for child in children:
-            os.kill(int(child), signal.SIGKILL)
-        self.proc.kill()
+        kill_tree(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

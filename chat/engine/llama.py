@@ -88,10 +88,9 @@ GGML_LOG_LEVEL_INFO = 2  # all but DEBUG
 
 def _set_min_level(level: int) -> None:
     """Have ggml drop lines below `level` before they reach Python
-    (patches/llama-cpp-log-level.patch). A model load logs thousands of
-    DEBUG lines, and each call into Python takes the GIL from the thread
-    importing the front end meanwhile. A llama.cpp without the patch keeps
-    sending every line."""
+    (patches/llama-cpp-log-level.patch): a model load logs thousands of
+    DEBUG lines, and each is a call into Python that no one reads. A
+    llama.cpp without the patch keeps sending every line."""
     base = backends.ggml_base_library()
     setter = getattr(base, "ggml_log_set_min_level", None) if base is not None else None
     if setter is not None:

@@ -12,6 +12,7 @@ the worker and exit 1, instead of a core dump.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import socket
 import sys
@@ -94,7 +95,7 @@ def unreachable(endpoint: Endpoint, timeout: float = CONNECT_TIMEOUT) -> str | N
 
 
 class _Ggml:
-    """The few ggml calls RPC needs, typed once."""
+    """The few ggml calls RPC needs, typed once per process (`_ggml()`)."""
 
     def __init__(self) -> None:
         backends.load()  # the CPU kernels, and libggml-rpc beside them
@@ -116,27 +117,38 @@ class _Ggml:
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = args, result
         self.lib = lib
-        self.reg = lib.ggml_backend_reg_by_name(b"RPC")
-        if not self.reg:
-            raise ModelFileError("this build of llama.cpp has no RPC backend (it was built without GGML_RPC)")
+        self.reg = lib.ggml_backend_reg_by_name(b"RPC")  # None in a build without GGML_RPC
 
     def proc(self, name: str, prototype: type) -> Any:
+        """A function of the RPC backend, or why there is none."""
+        if not self.reg:
+            raise ModelFileError("this build of llama.cpp has no RPC backend (it was built without GGML_RPC)")
         address = self.lib.ggml_backend_reg_get_proc_address(self.reg, name.encode())
         if not address:
             raise ModelFileError(f"llama.cpp's RPC backend lacks {name}")
         fn: Any = prototype(address)
         return fn
 
-    def describe(self, endpoint: Endpoint, dev: int) -> WorkerDevice:
+    def devices(self, *kinds: int) -> list[int]:
+        """This process's devices of these types, in ggml's order."""
+        found = [self.lib.ggml_backend_dev_get(i) for i in range(self.lib.ggml_backend_dev_count())]
+        return [d for d in found if self.lib.ggml_backend_dev_type(d) in kinds]
+
+    def name(self, dev: int) -> str:
+        return (self.lib.ggml_backend_dev_name(dev) or b"").decode()
+
+    def description(self, dev: int) -> str:
+        return (self.lib.ggml_backend_dev_description(dev) or b"").decode()
+
+    def memory(self, dev: int) -> tuple[int, int]:
         free, total = ctypes.c_size_t(), ctypes.c_size_t()
         self.lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        return WorkerDevice(
-            endpoint,
-            (self.lib.ggml_backend_dev_name(dev) or b"").decode(),
-            (self.lib.ggml_backend_dev_description(dev) or b"").decode(),
-            free.value,
-            total.value,
-        )
+        return free.value, total.value
+
+
+@functools.cache  # ggml's registry is per process, and so is this
+def _ggml() -> _Ggml:
+    return _Ggml()
 
 
 _ABORT = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
@@ -196,7 +208,7 @@ def attach(endpoints: Sequence[Endpoint]) -> tuple[WorkerDevice, ...]:
         why = unreachable(endpoint)
         if why:
             raise RpcWorkerError(f"RPC worker {endpoint} is not reachable: {why}")
-    ggml = _Ggml()
+    ggml = _ggml()
     if _AbortHandler.installed is None:
         _AbortHandler.installed = _AbortHandler(ggml, endpoints)
     add_server = ggml.proc("ggml_backend_rpc_add_server", _ADD_SERVER)
@@ -207,41 +219,35 @@ def attach(endpoints: Sequence[Endpoint]) -> tuple[WorkerDevice, ...]:
             raise RpcWorkerError(f"RPC worker {endpoint} did not answer as llama.cpp's RPC server")
         ggml.lib.ggml_backend_register(reg)
         for i in range(ggml.lib.ggml_backend_reg_dev_count(reg)):
-            devices.append(ggml.describe(endpoint, ggml.lib.ggml_backend_reg_dev_get(reg, i)))
+            dev = ggml.lib.ggml_backend_reg_dev_get(reg, i)
+            devices.append(WorkerDevice(endpoint, ggml.name(dev), ggml.description(dev), *ggml.memory(dev)))
     return tuple(devices)
 
 
 def lendable_devices() -> tuple[int, ...]:
     """The devices a worker serves: its GPUs when it has any, else its CPU
     (as llama.cpp's rpc-server picks them)."""
-    ggml = _Ggml()
-    devs = [ggml.lib.ggml_backend_dev_get(i) for i in range(ggml.lib.ggml_backend_dev_count())]
-    gpus = [d for d in devs if ggml.lib.ggml_backend_dev_type(d) in (_GPU, _IGPU)]
-    return tuple(gpus or [d for d in devs if ggml.lib.ggml_backend_dev_type(d) == _CPU][:1])
+    ggml = _ggml()
+    return tuple(ggml.devices(_GPU, _IGPU) or ggml.devices(_CPU)[:1])
 
 
 def gpu_devices() -> tuple[int, ...]:
-    """This machine's own GPUs (RPC workers not counted)."""
-    ggml = _Ggml()
-    devs = [ggml.lib.ggml_backend_dev_get(i) for i in range(ggml.lib.ggml_backend_dev_count())]
-    return tuple(d for d in devs if ggml.lib.ggml_backend_dev_type(d) in (_GPU, _IGPU) and not _is_rpc(ggml, d))
-
-
-def _is_rpc(ggml: _Ggml, dev: int) -> bool:
-    return (ggml.lib.ggml_backend_dev_name(dev) or b"").startswith(b"RPC")
+    """This machine's own GPUs (attached RPC workers, which ggml also
+    counts as GPUs, left out)."""
+    ggml = _ggml()
+    return tuple(d for d in ggml.devices(_GPU, _IGPU) if not ggml.name(d).startswith("RPC"))
 
 
 def describe_devices(devices: Sequence[int]) -> list[str]:
     """Each device as `description (name), memory`."""
-    ggml = _Ggml()
-    found = [ggml.describe(Endpoint("local", 0), d) for d in devices]
-    return [f"{d.description} ({d.name}), {_memory(d.free, d.total)}" for d in found]
+    ggml = _ggml()
+    return [f"{ggml.description(d)} ({ggml.name(d)}), {_memory(*ggml.memory(d))}" for d in devices]
 
 
 def serve_worker(endpoint: Endpoint, n_threads: int, devices: Sequence[int]) -> None:
     """Serve `devices` to main processes on `endpoint`, one at a time; runs
     until the process ends, and returns only if ggml cannot listen."""
-    ggml = _Ggml()
+    ggml = _ggml()
     start = ggml.proc("ggml_backend_rpc_start_server", _START_SERVER)
     array = (ctypes.c_void_p * len(devices))(*devices)
     start(str(endpoint).encode(), None, n_threads, len(devices), array)
