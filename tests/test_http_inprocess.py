@@ -7,12 +7,15 @@ test_server_hardening.py, whose answers these match."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
-from fastapi import FastAPI
+import schemathesis
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from chat.engine import Engine
@@ -30,7 +33,7 @@ JSON = {"Content-Type": "application/json"}
 WHOLE = "".join(REPLY)
 
 
-def make_app(engine: FakeEngine | None = None, **settings: Any) -> FastAPI:
+def make_app(engine: FakeEngine | None = None, **settings: Any) -> Starlette:
     fake: Any = engine or FakeEngine()  # stands in for an Engine: the same interface, no model
     real_engine: Engine = fake
     return create_app(real_engine, builtin("chatml"), ServerSettings(host="127.0.0.1", port=8080, **settings))
@@ -214,6 +217,29 @@ def test_unknown_model_by_name_is_404(client: TestClient) -> None:
     assert client.get("/v1/models/fake-model.gguf").json()["id"] == "fake-model.gguf"
 
 
+def test_a_body_sent_as_a_form_is_refused_naming_the_header(client: TestClient) -> None:
+    # What `curl -d '{...}'` sends without -H: the JSON is fine, its type is not.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    error = error_of(client.post(CHAT, content=json.dumps({"messages": HI}), headers=form), 400)
+    assert error["code"] == "invalid_type" and "Content-Type: application/json" in error["message"]
+    # A JSON type with a charset or a +json suffix is JSON, and so is a body with no type at all.
+    for ctype in ("application/json; charset=utf-8", "application/vnd.api+json"):
+        assert (
+            client.post(CHAT, content=json.dumps({"messages": HI}), headers={"Content-Type": ctype}).status_code == 200
+        )
+    assert client.post(CHAT, content=json.dumps({"messages": HI})).status_code == 200
+
+
+def test_ollamas_api_reads_json_whatever_its_type(client: TestClient) -> None:
+    # Ollama's own examples post with `curl -d`, a form's type.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    body = {"model": "fake-model.gguf", "messages": HI, "stream": False}
+    reply = client.post("/api/chat", content=json.dumps(body), headers=form)
+    assert reply.status_code == 200 and reply.json()["message"]["content"] == WHOLE
+    refused = client.post("/api/chat", content=b'{"model": ', headers=form)
+    assert refused.status_code == 400 and refused.json()["error"].startswith("The body is not valid JSON")
+
+
 def test_wrong_method_is_405(client: TestClient) -> None:
     assert error_of(client.get(CHAT), 405)["code"] == "method_not_allowed"
 
@@ -330,6 +356,45 @@ def test_metrics_count_requests_and_tokens(client: TestClient) -> None:
     assert 'llamabin_http_requests_total{path="other",status="404"} 1' in text
     assert f"llamabin_completion_tokens_total {len(REPLY)}" in text
     assert "llamabin_queue_depth 0" in text and "llamabin_generations_total 1" in text
+
+
+# -- /openapi.json -----------------------------------------------------------------------
+
+
+def test_the_description_lists_every_endpoint_with_its_bodies_and_answers(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.1") and doc["info"]["title"] == "llamabin"
+    paths = doc["paths"]
+    assert {(m.upper(), p) for p, ops in paths.items() for m in ops} >= {
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/v1/models/{name}"),
+        ("POST", "/api/chat"),
+        ("GET", "/health"),
+        ("GET", "/metrics"),
+    }
+    assert "/" not in paths and "/favicon.ico" not in paths  # the web page is not API
+    chat = paths["/v1/chat/completions"]["post"]
+    assert chat["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ChatCompletionRequest"
+    }
+    answers = chat["responses"]["200"]["content"]
+    assert answers["application/json"]["schema"] == {"$ref": "#/components/schemas/ChatCompletion"}
+    assert "text/event-stream" in answers
+    # Each API's refusals in its own shape.
+    assert chat["responses"]["4XX"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    ollama = paths["/api/chat"]["post"]["responses"]["4XX"]["content"]["application/json"]["schema"]
+    assert ollama["$ref"].endswith("/OllamaError")
+    assert paths["/v1/models/{name}"]["get"]["parameters"][0]["name"] == "name"
+    assert paths["/metrics"]["get"]["responses"]["200"]["content"] == {"text/plain": {"schema": {"type": "string"}}}
+    # Every reference resolves, and the schemas judge bodies as the server does.
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(doc)))
+    assert refs and refs <= set(doc["components"]["schemas"])
+    request = jsonschema.Draft202012Validator({"$ref": "#/components/schemas/ChatCompletionRequest", **doc})
+    assert request.is_valid({"messages": HI, "temperature": 0.5})
+    assert not request.is_valid({"messages": "hi"}) and not request.is_valid({"model": "m"})
+    # A tool that reads OpenAPI reads it: schemathesis finds every operation.
+    operations = [result.ok() for result in schemathesis.openapi.from_dict(doc).get_all_operations()]
+    assert len(operations) == sum(len(ops) for ops in paths.values())
 
 
 # -- two apps in one process ------------------------------------------------------------

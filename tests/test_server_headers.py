@@ -5,20 +5,20 @@ the server's error mapping and middleware stands in for it."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
 from chat.server import errors
 from chat.server.headers import SecurityHeaders
 
 
 def test_an_unexpected_failure_still_carries_the_headers() -> None:
-    app = FastAPI()
-
-    @app.get("/fails")
-    async def fails() -> None:
+    async def fails(request: Request) -> None:
         raise RuntimeError("a bug")
 
+    app = Starlette(routes=[Route("/fails", fails)])
     errors.install(app)
     app.add_middleware(SecurityHeaders)
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -1,10 +1,11 @@
-"""The FastAPI application: routes, error mapping and guards around one
+"""The Starlette application: routes, error mapping and guards around one
 shared engine."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute, Mount, Route
 
 from chat import __version__
 from chat.engine import Engine
@@ -13,28 +14,26 @@ from chat.server.generations import Generations
 from chat.server.guards import CheckBody, CountRequests, RequestCounts, RequireApiKey
 from chat.server.headers import SecurityHeaders
 from chat.server.hosts import CheckHost, HostPolicy
+from chat.server.openapi import Description
 from chat.server.routes import native, ollama, openai, web
 from chat.server.settings import ServerSettings
 from chat.server.state import ServerState
 from templates import ChatTemplate
 
+TITLE = "llamabin"
+DESCRIPTION = "An OpenAI-compatible API and llama.cpp's native endpoints for one local model."
 
-def create_app(engine: Engine, template: ChatTemplate, settings: ServerSettings) -> FastAPI:
+
+def create_app(engine: Engine, template: ChatTemplate, settings: ServerSettings) -> Starlette:
     """An app serving `engine`; it does not own it (the caller closes it)."""
-    app = FastAPI(
-        title="llamabin",
-        version=__version__,
-        description="An OpenAI-compatible API and llama.cpp's native endpoints for one local model.",
-        # The interactive docs pages load their scripts from a CDN, and
-        # llamabin must work offline: only the JSON description is served.
-        docs_url=None,
-        redoc_url=None,
-    )
-    routers = [openai.router, ollama.router, native.router, web.router]
-    for router in routers:
-        app.include_router(router)
-    app.mount("/static", web.static_files(), name="static")
-    counts = RequestCounts({route.path for router in routers for route in router.routes if hasattr(route, "path")})
+    endpoints = [e for router in (openai.router, ollama.router, native.router, web.router) for e in router.endpoints]
+    routes: list[BaseRoute] = [e.route() for e in endpoints]
+    routes += [
+        Route("/openapi.json", Description(endpoints, TITLE, __version__, DESCRIPTION).serve, methods=["GET"]),
+        Mount("/static", web.static_files(), name="static"),
+    ]
+    app = Starlette(routes=routes)
+    counts = RequestCounts({e.path for e in endpoints} | {"/openapi.json"})
     app.state.llamabin = ServerState(
         engine=engine,
         template=template,

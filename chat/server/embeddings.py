@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import Request
+from starlette.requests import Request
 
 from chat.server.errors import ApiError
 from chat.server.state import ServerState

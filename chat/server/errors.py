@@ -12,10 +12,10 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from chat.errors import ContextLengthExceededError, LlamabinError, UsageError
 from templates import TemplateError
@@ -73,8 +73,6 @@ def to_api_error(exc: BaseException) -> ApiError:
         return ApiError(400, str(exc), code="context_length_exceeded")
     if isinstance(exc, (UsageError, TemplateError)):
         return ApiError(400, str(exc))
-    if isinstance(exc, RequestValidationError):
-        return _validation_error(exc.errors())
     if isinstance(exc, HTTPException):
         return _http_error(exc)
     if isinstance(exc, LlamabinError):
@@ -101,21 +99,25 @@ async def errors_in_stream(
         yield done
 
 
-def install(app: FastAPI) -> None:
+def ollama_shaped(path: str) -> bool:
+    """Ollama's clients read `{"error": "..."}` and nothing else."""
+    return path.startswith("/api/")
+
+
+def install(app: Starlette) -> None:
     """Route every exception a handler raises through `to_api_error`."""
 
     async def handle(request: Request, exc: Exception) -> Response:
         error = to_api_error(exc)
-        # Ollama's clients read `{"error": "..."}` and nothing else.
-        if request.url.path.startswith("/api/"):
+        if ollama_shaped(request.url.path):
             return JSONResponse(error.ollama_body(), status_code=error.status, headers=error.headers())
         return error.response()
 
-    for cls in (ApiError, LlamabinError, TemplateError, RequestValidationError, HTTPException, Exception):
+    for cls in (ApiError, LlamabinError, TemplateError, HTTPException, Exception):
         app.add_exception_handler(cls, handle)
 
 
-# -- FastAPI's own errors, reworded ----------------------------------------------
+# -- Starlette's and pydantic's errors, reworded ------------------------------------
 
 
 def _http_error(exc: HTTPException) -> ApiError:
@@ -123,34 +125,29 @@ def _http_error(exc: HTTPException) -> ApiError:
         return ApiError(404, "Unknown URL: see /openapi.json for the endpoints", code="not_found")
     if exc.status_code == 405:
         return ApiError(405, "Method not allowed for this URL", code="method_not_allowed")
-    if exc.status_code == 400:  # FastAPI's word for a body its JSON parser gave up on
-        return ApiError(400, "The body could not be parsed as JSON (nested too deeply?)", code="invalid_json")
     if exc.status_code >= 500:
         return ApiError(exc.status_code, str(exc.detail), type=SERVER_ERROR)
     return ApiError(exc.status_code, str(exc.detail))
 
 
-def _validation_error(errors: Sequence[Any]) -> ApiError:
-    """FastAPI reports bad bodies as 422 with a list of pydantic errors;
-    OpenAI answers 400 naming the first bad parameter."""
+def not_a_json_object() -> ApiError:
+    return ApiError(
+        400, "The request body must be a JSON object (sent as Content-Type: application/json)", code="invalid_type"
+    )
+
+
+def invalid_body(errors: Sequence[Any]) -> ApiError:
+    """pydantic's list of what is wrong with a body as OpenAI words it: a
+    400 naming the first bad parameter."""
     if not errors:
         return ApiError(400, "Invalid request body")
     first = errors[0]
     kind = first.get("type", "")
-    if kind == "json_invalid":
-        reason = first.get("ctx", {}).get("error", "")
-        return ApiError(400, f"The body is not valid JSON ({reason})", code="invalid_json")
-    loc = _field_loc(first.get("loc", ()))
-    if not loc and kind == "missing":
-        return ApiError(400, "The request body is empty: send a JSON object", code="invalid_json")
-    if not loc:
-        return ApiError(
-            400,
-            "The request body must be a JSON object (sent as Content-Type: application/json)",
-            code="invalid_type",
-        )
-    same_field = [e for e in errors if _field_loc(e.get("loc", ()))[:1] == loc[:1]]
-    param = _format_loc(_common_prefix([_field_loc(e.get("loc", ())) for e in same_field]))
+    loc = tuple(first.get("loc", ()))
+    if not loc:  # the body as a whole: a list, a string, null
+        return not_a_json_object()
+    same_field = [e for e in errors if tuple(e.get("loc", ()))[:1] == loc[:1]]
+    param = _format_loc(_common_prefix([tuple(e.get("loc", ())) for e in same_field]))
     if kind == "missing":
         return ApiError(400, f"Missing required parameter: '{param}'", param=param, code="missing_required_parameter")
     reasons = sorted({_reason(e) for e in same_field})
@@ -158,11 +155,6 @@ def _validation_error(errors: Sequence[Any]) -> ApiError:
     kinds = [str(e.get("type", "")) for e in same_field]
     code = "invalid_type" if all(k.endswith("_type") for k in kinds) else "invalid_value"
     return ApiError(400, f"Invalid value for '{param}': {'; or '.join(reasons)}", param=param, code=code)
-
-
-def _field_loc(loc: Sequence[Any]) -> tuple[Any, ...]:
-    # The first element says where the value came from ("body", "query").
-    return tuple(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else tuple(loc)
 
 
 def _common_prefix(locs: list[tuple[Any, ...]]) -> tuple[Any, ...]:

@@ -1,7 +1,7 @@
 """ASGI middleware that runs before any endpoint: request counting, the API
 key, and the body's size and encoding.
 
-They are plain ASGI (not FastAPI dependencies) so that they answer first:
+They are plain ASGI (not code in the endpoints) so that they answer first:
 an oversized or badly encoded body is refused before anything parses it,
 and a caller without the key learns nothing else about the request.
 """

@@ -2,7 +2,7 @@
 errors and 404s alike.
 
 One middleware rather than headers set per route, so that no route (a
-static file, a refusal from a guard, FastAPI's own 404) can be served
+static file, a refusal from a guard, Starlette's own 404) can be served
 without them.
 """
 

@@ -131,3 +131,9 @@ class ShowRequest(_Request):
     model: str | None = None
     name: str | None = None  # older clients' name for it
     verbose: bool = False
+
+
+class OllamaError(BaseModel):
+    """Every refusal under /api/, as Ollama's clients read it."""
+
+    error: str

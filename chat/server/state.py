@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Annotated
 
-from fastapi import Depends, Request
+from starlette.requests import Request
 
 from chat.engine import Engine
 from chat.server.generations import Generations
@@ -27,9 +26,6 @@ class ServerState:
     started: int = field(default_factory=lambda: int(time.time()))
 
 
-async def get_state(request: Request) -> ServerState:
+def state_of(request: Request) -> ServerState:
     state: ServerState = request.app.state.llamabin
     return state
-
-
-State = Annotated[ServerState, Depends(get_state)]

@@ -6,8 +6,8 @@ import json
 from collections.abc import AsyncGenerator
 from functools import partial
 
-from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse, Response
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
 from chat import __version__
 from chat.engine import Engine, Generation
@@ -15,7 +15,8 @@ from chat.server import adapters
 from chat.server.errors import errors_in_stream
 from chat.server.generations import GenerationStream
 from chat.server.metrics import prometheus_text
-from chat.server.state import ServerState, State
+from chat.server.routing import Router
+from chat.server.state import ServerState
 from chat.server.types import (
     DetokenizeRequest,
     DetokenizeResponse,
@@ -27,11 +28,11 @@ from chat.server.types import (
     TokenizeResponse,
 )
 
-router = APIRouter(tags=["llama.cpp"])
+router = Router(tag="llama.cpp")
 
 
-@router.post("/completion", response_model=NativeCompletion)
-async def completion(body: NativeCompletionRequest, request: Request, st: State) -> NativeCompletion | Response:
+@router.post("/completion", body=NativeCompletionRequest, response=NativeCompletion, streams="text/event-stream")
+async def completion(body: NativeCompletionRequest, request: Request, st: ServerState) -> NativeCompletion | Response:
     gen = await st.generations.start(lambda: adapters.native_request(body, st.settings, st.engine.n_ctx))
     if body.stream:
         return GenerationStream(errors_in_stream(_events(st, gen)), gen, st.generations)
@@ -53,8 +54,8 @@ async def _events(st: ServerState, gen: Generation) -> AsyncGenerator[str, None]
 PIECES_PER_STEP = 4096
 
 
-@router.post("/tokenize", response_model=TokenizeResponse)
-async def tokenize(body: TokenizeRequest, st: State) -> Response:
+@router.post("/tokenize", body=TokenizeRequest, response=TokenizeResponse)
+async def tokenize(body: TokenizeRequest, request: Request, st: ServerState) -> Response:
     """Built and serialized in worker threads, and pieces a few thousand at
     a time with the event loop free in between: a few hundred thousand
     pieces are a long Python loop, which would otherwise hold the loop (and
@@ -81,20 +82,20 @@ def _json_pieces(engine: Engine, tokens: list[int]) -> str:
     return ",".join(json.dumps({"id": t, "piece": p}, ensure_ascii=False) for t, p in zip(tokens, pieces, strict=False))
 
 
-@router.post("/detokenize", response_model=DetokenizeResponse)
-async def detokenize(body: DetokenizeRequest, st: State) -> DetokenizeResponse:
+@router.post("/detokenize", body=DetokenizeRequest, response=DetokenizeResponse)
+async def detokenize(body: DetokenizeRequest, request: Request, st: ServerState) -> DetokenizeResponse:
     content = await st.generations.work(lambda: st.engine.detokenize(body.tokens))
     return DetokenizeResponse(content=content)
 
 
-@router.get("/health", response_model=Health)
-async def health(st: State) -> Health:
+@router.get("/health", response=Health)
+async def health(request: Request, st: ServerState) -> Health:
     stats = st.engine.stats()
     return Health(queue_depth=stats.queue_depth, busy=stats.busy)
 
 
-@router.get("/props", response_model=Props)
-async def props(st: State) -> Props:
+@router.get("/props", response=Props)
+async def props(request: Request, st: ServerState) -> Props:
     info = st.engine.info
     return Props(
         model=st.model_id,
@@ -109,6 +110,6 @@ async def props(st: State) -> Props:
     )
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(st: State) -> PlainTextResponse:
+@router.get("/metrics", media_type="text/plain")
+async def metrics(request: Request, st: ServerState) -> PlainTextResponse:
     return PlainTextResponse(prometheus_text(st), media_type="text/plain; version=0.0.4; charset=utf-8")

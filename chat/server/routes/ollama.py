@@ -2,8 +2,8 @@
 and the listings its clients read first (Open WebUI, Continue, Copilot's
 Ollama provider). Answers stream as NDJSON, one object a line, unless
 `"stream": false`; errors are Ollama's `{"error": "..."}` (errors.py).
-Bodies are parsed here, not by FastAPI, so that a malformed one gets that
-shape too."""
+A body is read as JSON whatever its Content-Type, as Ollama's own
+`curl -d` examples send it."""
 
 from __future__ import annotations
 
@@ -12,38 +12,26 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from chat.engine import Generation, GenerationRequest
 from chat.server import ollama_adapters as ad
 from chat.server.embeddings import check_count, embed
-from chat.server.errors import ApiError, errors_in_stream
+from chat.server.errors import errors_in_stream
 from chat.server.generations import GenerationStream
 from chat.server.ollama_types import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ShowRequest
+from chat.server.routing import Router
 from chat.server.settings import ServerSettings
-from chat.server.state import ServerState, State
+from chat.server.state import ServerState
 from chat.toolcalls import CallSplitter, Tool, ToolCall, split_calls
 from templates import ChatTemplate
 
-router = APIRouter(prefix="/api", tags=["Ollama"])
+router = Router(prefix="/api", tag="Ollama", any_content_type=True)
 # Ollama clients compare the server's version with a minimum of their own;
 # the shapes here are those the `ollama` Python client 0.6.3 reads (tests).
 OLLAMA_VERSION = "0.6.4"
-Body = TypeVar("Body", bound=BaseModel)
 Answered = TypeVar("Answered", ChatRequest, GenerateRequest)
-
-
-async def _parse(request: Request, model: type[Body]) -> Body:
-    raw = await request.body()
-    if not raw.strip():
-        raise ApiError(400, "The request body is empty: send a JSON object")
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:  # worded as FastAPI's own are, by errors.py
-        raise RequestValidationError(exc.errors()) from None
 
 
 def _line(obj: dict[str, Any]) -> str:
@@ -51,38 +39,36 @@ def _line(obj: dict[str, Any]) -> str:
 
 
 @router.get("/version")
-async def version() -> dict[str, str]:
+async def version(request: Request, st: ServerState) -> dict[str, str]:
     return {"version": OLLAMA_VERSION}
 
 
 @router.get("/tags")
-async def tags(st: State) -> dict[str, Any]:
+async def tags(request: Request, st: ServerState) -> dict[str, Any]:
     return {"models": [ad.listing(st.model_id, st.engine.info, st.started)]}
 
 
 @router.get("/ps")
-async def ps(st: State) -> dict[str, Any]:
+async def ps(request: Request, st: ServerState) -> dict[str, Any]:
     running = ad.listing(st.model_id, st.engine.info, st.started)
     running.update(expires_at="9999-12-31T23:59:59Z", size_vram=0, context_length=st.engine.info.n_ctx)
     return {"models": [running]}
 
 
-@router.post("/show")
-async def show(request: Request, st: State) -> dict[str, Any]:
-    body = await _parse(request, ShowRequest)
+@router.post("/show", body=ShowRequest)
+async def show(body: ShowRequest, request: Request, st: ServerState) -> dict[str, Any]:
     ad.check_model(body.model or body.name, st.model_id)
     return ad.show(st.engine.info, st.template, st.started)
 
 
-@router.post("/chat")
-async def chat(request: Request, st: State) -> Response:
-    body = await _parse(request, ChatRequest)
+@router.post("/chat", body=ChatRequest, streams="application/x-ndjson")
+async def chat(body: ChatRequest, request: Request, st: ServerState) -> Response:
     return await _answer(st, request, body, ad.chat_request, ad.chat_piece, ad.tools_of(body))
 
 
-@router.post("/generate")
-async def generate(request: Request, st: State) -> Response:
-    return await _answer(st, request, await _parse(request, GenerateRequest), ad.generate_request, ad.generate_piece)
+@router.post("/generate", body=GenerateRequest, streams="application/x-ndjson")
+async def generate(body: GenerateRequest, request: Request, st: ServerState) -> Response:
+    return await _answer(st, request, body, ad.generate_request, ad.generate_piece)
 
 
 async def _answer(
@@ -141,9 +127,8 @@ async def _pieces(
             yield _line(last)
 
 
-@router.post("/embed")
-async def embed_route(request: Request, st: State) -> dict[str, Any]:
-    body = await _parse(request, EmbedRequest)
+@router.post("/embed", body=EmbedRequest)
+async def embed_route(body: EmbedRequest, request: Request, st: ServerState) -> dict[str, Any]:
     ad.check_model(body.model, st.model_id)
     started = time.monotonic()
     inputs: list[str | list[int]] = [body.input] if isinstance(body.input, str) else list(body.input)
@@ -158,9 +143,8 @@ async def embed_route(request: Request, st: State) -> dict[str, Any]:
     }
 
 
-@router.post("/embeddings")
-async def embeddings(request: Request, st: State) -> dict[str, Any]:
-    body = await _parse(request, EmbeddingsRequest)
+@router.post("/embeddings", body=EmbeddingsRequest)
+async def embeddings(body: EmbeddingsRequest, request: Request, st: ServerState) -> dict[str, Any]:
     ad.check_model(body.model, st.model_id)
     (vector,), _ = await embed(st, request, [body.prompt])
     return {"embedding": vector}

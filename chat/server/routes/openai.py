@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
 from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
 
 from chat.engine import Generation
 from chat.server import adapters
 from chat.server.embeddings import check_count, embed
 from chat.server.errors import ApiError, errors_in_stream
 from chat.server.generations import GenerationStream
-from chat.server.state import ServerState, State
+from chat.server.routing import Router
+from chat.server.state import ServerState
 from chat.server.types import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -31,10 +31,8 @@ from chat.server.types import (
 )
 from chat.toolcalls import CallSplitter, ToolCall
 
-router = APIRouter(prefix="/v1", tags=["OpenAI"])
-SSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/event-stream": {}}, "description": "With stream: server-sent events"}
-}
+router = Router(prefix="/v1", tag="OpenAI")
+SSE = "text/event-stream"
 DONE = "data: [DONE]\n\n"
 
 
@@ -42,8 +40,8 @@ def sse(event: BaseModel) -> str:
     return f"data: {event.model_dump_json()}\n\n"
 
 
-@router.post("/chat/completions", response_model=ChatCompletion, responses=SSE)
-async def chat_completions(body: ChatCompletionRequest, request: Request, st: State) -> ChatCompletion | Response:
+@router.post("/chat/completions", body=ChatCompletionRequest, response=ChatCompletion, streams=SSE)
+async def chat_completions(body: ChatCompletionRequest, request: Request, st: ServerState) -> ChatCompletion | Response:
     use = adapters.tool_use(body)
     gen = await st.generations.start(
         lambda: adapters.chat_request(
@@ -86,8 +84,8 @@ async def _chat_events(
                 yield sse(adapters.chat_usage_chunk(ids, model, chunk))
 
 
-@router.post("/completions", response_model=Completion, responses=SSE)
-async def completions(body: CompletionRequest, request: Request, st: State) -> Completion | Response:
+@router.post("/completions", body=CompletionRequest, response=Completion, streams=SSE)
+async def completions(body: CompletionRequest, request: Request, st: ServerState) -> Completion | Response:
     # The prompt's length is checked as it is queued; only then is it
     # detokenized for the echo, off the event loop.
     gen = await st.generations.start(lambda: adapters.completion_request(body, st.settings, st.engine.info.n_vocab))
@@ -137,13 +135,14 @@ async def _completion_events(
                 yield sse(done.model_copy(update={"choices": []}))
 
 
-@router.get("/models", response_model=ModelList)
-async def models(st: State) -> ModelList:
+@router.get("/models", response=ModelList)
+async def models(request: Request, st: ServerState) -> ModelList:
     return ModelList(data=[_card(st)])
 
 
-@router.get("/models/{name:path}", response_model=ModelCard)
-async def model(name: str, st: State) -> ModelCard:
+@router.get("/models/{name:path}", response=ModelCard)
+async def model(request: Request, st: ServerState) -> ModelCard:
+    name = request.path_params["name"]
     if name != st.model_id:
         message = f"The model '{name}' does not exist; this server has '{st.model_id}'"
         raise ApiError(404, message, param="model", code="model_not_found")
@@ -154,8 +153,8 @@ def _card(st: ServerState) -> ModelCard:
     return ModelCard(id=st.model_id, created=st.started)
 
 
-@router.post("/embeddings", response_model=EmbeddingList)
-async def embeddings(body: EmbeddingRequest, request: Request, st: State) -> EmbeddingList:
+@router.post("/embeddings", body=EmbeddingRequest, response=EmbeddingList)
+async def embeddings(body: EmbeddingRequest, request: Request, st: ServerState) -> EmbeddingList:
     adapters.refuse_unknown(body)
     inputs = _embedding_inputs(body.input)
     width = st.engine.info.n_embd

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse, Response
-from fastapi.staticfiles import StaticFiles
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from chat.server.routing import Router
+from chat.server.state import ServerState
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
-router = APIRouter(include_in_schema=False)
+router = Router(described=False)
 
 
 def static_files() -> StaticFiles:
@@ -20,12 +23,12 @@ def static_files() -> StaticFiles:
 
 
 @router.get("/")
-async def page() -> Response:
+async def page(request: Request, st: ServerState) -> Response:
     # Its security headers, like every response's, come from
     # chat.server.headers, so /static/index.html carries them too.
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/favicon.ico")
-async def favicon() -> Response:
+async def favicon(request: Request, st: ServerState) -> Response:
     return Response(status_code=204)  # none: spares the log a 404 per page load
