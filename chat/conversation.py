@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chat.engine.engine import Engine
 from chat.engine.generation import Generation
@@ -20,7 +21,9 @@ from chat.engine.types import FinishReason, GenerationRequest, SamplingParams, U
 from chat.errors import ContextLengthExceededError, GenerationError, LlamabinError
 from chat.prompts import chat_prompt
 from chat.session import Session
-from templates import ChatTemplate
+
+if TYPE_CHECKING:
+    from templates import ChatTemplate
 
 ROLES = ("system", "user", "assistant")
 

@@ -7,11 +7,11 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import templates
 from chat.conversation import ConversationOptions
 from chat.engine import Engine, GenerationRequest
 from chat.errors import EXIT_INTERRUPTED, EXIT_OK, GenerationError, UsageError
 from chat.session import Session
-from templates import TemplateError
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def run_ask(session: Session, options: OneShotOptions) -> int:
     # Some template faults show only once it renders the question (its own
     # raise_exception(), a size limit): the template is as unusable as one
     # that fails to load, and is reported the same way.
-    except TemplateError as exc:
+    except templates.TemplateError as exc:
         raise UsageError(str(exc)) from None
     if options.verbose_prompt:
         sys.stderr.write(conv.last_prompt)

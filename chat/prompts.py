@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chat.engine.types import PromptPart
 from chat.errors import UsageError
-from templates import ChatTemplate
+
+if TYPE_CHECKING:
+    from templates import ChatTemplate
 
 # Private-use characters that mark where each message's content starts and
 # ends in the rendered text (a content's own copies of them are dropped).

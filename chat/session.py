@@ -4,10 +4,14 @@ template resolved for it, once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import templates
 from chat.engine import Engine
 from chat.errors import UsageError
-from templates import ChatTemplate, TemplateError, from_source, resolve
+
+if TYPE_CHECKING:
+    from templates import ChatTemplate
 
 
 @dataclass(frozen=True)
@@ -21,9 +25,9 @@ class TemplateChoice:
     def resolve(self, engine: Engine) -> ChatTemplate:
         try:
             if self.name is None and self.baked:
-                return from_source(self.baked["name"], self.baked["source"], engine.bos_text, engine.eos_text)
-            return resolve(self.name, engine.info.metadata, engine.bos_text, engine.eos_text)
-        except TemplateError as exc:
+                return templates.from_source(self.baked["name"], self.baked["source"], engine.bos_text, engine.eos_text)
+            return templates.resolve(self.name, engine.info.metadata, engine.bos_text, engine.eos_text)
+        except templates.TemplateError as exc:
             raise UsageError(str(exc)) from None
 
 

@@ -2,12 +2,33 @@
 
 Templates are Jinja, rendered in a sandbox because a model file (and its
 template) may come from anyone.
+
+Everything but the built-in names is imported at its first use: the
+command line checks `--template` against BUILTIN_NAMES before the model
+starts loading, and importing Jinja there would hold the load back by
+about 25 ms; the template itself is only needed once the model is loaded.
 """
 
 from __future__ import annotations
 
-from ._chat import ChatTemplate, TemplateError
-from ._choose import BUILTIN_NAMES, builtin, detect_stop, from_file, from_source, resolve
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._sources import BUILTIN_NAMES
+
+if TYPE_CHECKING:
+    from ._chat import ChatTemplate, TemplateError
+    from ._choose import builtin, detect_stop, from_file, from_source, resolve
+
+_WHERE = {
+    "ChatTemplate": "._chat",
+    "TemplateError": "._chat",
+    "builtin": "._choose",
+    "detect_stop": "._choose",
+    "from_file": "._choose",
+    "from_source": "._choose",
+    "resolve": "._choose",
+}
 
 __all__ = [
     "BUILTIN_NAMES",
@@ -19,3 +40,12 @@ __all__ = [
     "from_source",
     "resolve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(where, __name__), name)
+    globals()[name] = value  # the next lookup finds it without this function
+    return value

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from . import _sources
 from ._chat import ChatTemplate, TemplateError
-
-BUILTIN_NAMES: tuple[str, ...] = ("alpaca", "chatml", "gemma", "llama3")
+from ._sources import BUILTIN_NAMES
 
 # Each built-in's Jinja text and the end-of-turn strings its format uses.
 _BUILTINS: Mapping[str, tuple[str, tuple[str, ...]]] = {

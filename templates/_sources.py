@@ -8,6 +8,8 @@ literals understand `\\n` itself.
 
 from __future__ import annotations
 
+BUILTIN_NAMES: tuple[str, ...] = ("alpaca", "chatml", "gemma", "llama3")
+
 # Modelled on Google's official Gemma template: Gemma has no system role, so a
 # leading system message becomes a prefix of the first user turn.  Unlike the
 # official one it also refuses roles other than user/assistant, which the

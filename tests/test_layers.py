@@ -11,6 +11,8 @@ only the neutral payload package: neither imports the other.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +30,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("chat.paths", 0),
     ("chat.hwcap", 0),
     ("chat.machine", 0),
+    ("chat.phases", 0),
     ("chat.engine", 1),
     ("chat.prompts", 2),
     ("chat.toolcalls", 2),
@@ -179,3 +182,16 @@ def test_the_packer_and_the_runtime_share_only_the_payload_package(package: str,
         if target.split(".")[0] == forbidden
     ]
     assert crossing == []
+
+
+def test_the_command_line_leaves_the_heavy_imports_to_after_the_load_starts() -> None:
+    """The model starts loading once the command line is read; whatever the
+    command line imports comes first. The front ends' stacks (the server's
+    Starlette, pydantic and uvicorn, the chat's prompt_toolkit) and Jinja
+    are imported later, beside the load. `sys.frozen` takes the packaged
+    file's path into llama-cpp-python (chat/engine/bindings.py), without
+    the package's own __init__ and what it imports."""
+    heavy = ("jinja2", "starlette", "pydantic", "uvicorn", "fastapi", "prompt_toolkit", "numpy")
+    code = f"import sys; sys.frozen = True; import chat.cli; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.split() == []
