@@ -1,7 +1,16 @@
+import os
 import sys
 
+# pydantic looks for plugins in every installed package's entry points the
+# first time a model is made: tens of milliseconds of each server's start,
+# for plugins the runtime never has.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+from chat import phases
 from chat.errors import EXIT_INTERRUPTED
 from payload.quantize import COMMAND as QUANTIZE
+
+phases.mark(phases.PYTHON_UP)
 
 if sys.argv[1:2] == [QUANTIZE]:  # the packer's `build --quant`, run inside this runtime
     from chat.quantize import main as quantize_main

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from chat import __version__
+from chat import __version__, phases
 from chat.bundle import Bundle, find_bundle
 from chat.engine.llama import LoraAdapter, ModelSource
 from chat.engine.lookup import DEFAULT_DRAFT_MAX
@@ -317,23 +317,29 @@ def dispatch(settings: Settings) -> int:
     The port is bound first, so a taken one is reported at once; then the
     model loads in a thread while the front end is imported here (not at
     the top, so `--help` and bad flags answer at once)."""
+    phases.mark(phases.COMMAND_LINE)
     if settings.mode in (Mode.CLI, Mode.ASK):
         assert settings.prompt is not None
         options = OneShotOptions(settings.prompt, settings.conversation_options(), settings.verbose_prompt)
         with EngineLoad(settings) as load:
             if settings.mode is Mode.CLI:  # a raw completion: no template is resolved
-                return run_completion(load.engine(), options)
-            return run_ask(load.session(), options)
+                status = run_completion(load.engine(), options)
+            else:
+                status = run_ask(load.session(), options)
+            phases.mark(phases.ANSWERED)
+            return status
     server = settings.server_settings()
     if settings.mode is Mode.SERVER:
         with listen(server) as listeners, EngineLoad(settings) as load:
             from chat.server.run import serve
 
+            phases.mark(phases.FRONT_END_IMPORTED)
             return serve(load.session, server, listeners.sockets, announce=not settings.log_disable)
     beside = listen_beside_chat(server) if settings.mode is Mode.DEFAULT else None
     with EngineLoad(settings) as load:
         from chat.repl import run_repl
 
+        phases.mark(phases.FRONT_END_IMPORTED)
         session = load.session()
         chat = settings.conversation_options()
         if beside is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 
+from chat import phases
 from chat.engine import Engine, backends
 from chat.engine.llama import LlamaLog
 from chat.session import Session
@@ -12,6 +13,7 @@ from chat.settings import Settings
 
 
 def open_engine(settings: Settings) -> Engine:
+    phases.mark(phases.LOAD_BEGINS)
     if not settings.log_disable and settings.verbose:
         print(f"loading {settings.model.path}", file=sys.stderr)
     LlamaLog.install(settings.verbose)  # first: loading the kernels logs where they came from
@@ -19,7 +21,9 @@ def open_engine(settings: Settings) -> Engine:
     if not settings.log_disable:
         for note in kernels.notes:
             print(f"llamabin: {note}", file=sys.stderr)
-    return Engine(settings.engine_config())
+    engine = Engine(settings.engine_config())
+    phases.mark(phases.ENGINE_READY)
+    return engine
 
 
 class EngineLoad:

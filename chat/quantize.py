@@ -132,7 +132,7 @@ def quantize(src: Path, dst: Path, kind: str, imatrix: Path | None = None, threa
         raise UsageError(f"unknown quantization type {kind} (known: {', '.join(FTYPES)})")
     if kind in NEEDS_IMATRIX and imatrix is None:
         raise UsageError(f"{kind} needs an importance matrix: give one with --imatrix FILE")
-    log = LlamaLog.install(verbose=False)
+    log = LlamaLog.install(verbose=False, info=True)  # its progress lines are INFO
     log.listener = _report_progress
     backends.load()
     params = C.llama_model_quantize_default_params()

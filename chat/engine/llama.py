@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from chat import phases
 from chat.engine import backends
 from chat.engine.bindings import llama_cpp as C
 from chat.engine.grammars import check_grammar
@@ -55,12 +56,16 @@ class LlamaLog:
         self._callback = C.llama_log_callback(self._on_log)
 
     @classmethod
-    def install(cls, verbose: bool) -> LlamaLog:
+    def install(cls, verbose: bool, info: bool = False) -> LlamaLog:
+        """Every line with `verbose`; else warnings and errors, the lines
+        that explain a failure, and INFO lines too if `info` (the quantizer's
+        progress). A load logs about 200 INFO lines; each would wake Python
+        and wait for the GIL, held by the imports that run beside the load."""
         if cls._installed is None:
             cls._installed = cls()
             C.llama_log_set(cls._installed._callback, ctypes.c_void_p(0))
         cls._installed.verbose = verbose
-        _set_min_level(GGML_LOG_LEVEL_NONE if verbose else GGML_LOG_LEVEL_INFO)
+        _set_min_level(GGML_LOG_LEVEL_NONE if verbose else GGML_LOG_LEVEL_INFO if info else GGML_LOG_LEVEL_WARN)
         return cls._installed
 
     def _on_log(self, level: int, text: bytes, _user: Any) -> None:
@@ -84,6 +89,7 @@ class LlamaLog:
 
 GGML_LOG_LEVEL_NONE = 0  # every line
 GGML_LOG_LEVEL_INFO = 2  # all but DEBUG
+GGML_LOG_LEVEL_WARN = 3  # warnings and errors
 
 
 def _set_min_level(level: int) -> None:
@@ -174,6 +180,7 @@ class Model:
         self._ptr = _load(source, params)
         if not self._ptr:
             raise ModelFileError(f"cannot load model {source.path}: {log.last_error()}")
+        phases.mark(phases.MODEL_LOADED)
         self.vocab = C.llama_model_get_vocab(self._ptr)
         self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
         self.n_embd = C.llama_model_n_embd(self._ptr)

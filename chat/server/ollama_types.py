@@ -32,14 +32,15 @@ LOAD_OPTIONS = frozenset(
 )  # num_ctx too, a field below: the context is the one the model was loaded with
 
 
+# Built when first used, as chat.server.types' are.
 class _Request(BaseModel):
-    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore", defer_build=True)
 
 
 class Options(BaseModel):
     """Ollama's `options`: the sampling ones, and `num_ctx`."""
 
-    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow")
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow", defer_build=True)
 
     temperature: float | None = Field(None, ge=0, le=2)
     top_k: int | None = Field(None, ge=0, le=MAX_TOP_K)
@@ -135,5 +136,7 @@ class ShowRequest(_Request):
 
 class OllamaError(BaseModel):
     """Every refusal under /api/, as Ollama's clients read it."""
+
+    model_config = ConfigDict(defer_build=True)
 
     error: str

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from chat import phases
 from chat.engine import Engine
 from chat.errors import EXIT_OK, LlamabinError
 from chat.server.app import create_app
@@ -56,6 +57,7 @@ def serve(
             return
         server.generations = app.state.llamabin.generations
         gate.open(app)
+        phases.mark(phases.SERVING)
         url = base_url(settings.host, socks[0].getsockname()[1])
         if announce:
             print(f"listening on {url}{_also(settings, socks)}", file=sys.stderr, flush=True)
