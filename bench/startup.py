@@ -28,6 +28,7 @@ import time
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -47,24 +48,28 @@ Phases = dict[str, float]
 FIRST_ANSWER = "first chat answer"
 
 
-def spawn(argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], float]:
-    """Start `argv` with the launch time in the trace variable; (process, perf_counter at launch)."""
+def spawn(argv: list[str], env: dict[str, str], log: IO[bytes]) -> tuple[subprocess.Popen[bytes], float]:
+    """Start `argv` with the launch time in the trace variable, its stderr
+    into `log` (a file: a pipe read only at the end could fill, and stall
+    a program that logs as much as llama-server); (process, perf_counter
+    at launch)."""
     env = dict(env, **{phases.TRACE_VAR: repr(time.time())})
     start = time.perf_counter()
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         env=env,
         start_new_session=True,
     )
     return proc, start
 
 
-def read_phases(stderr: bytes) -> Phases:
+def read_phases(log: IO[bytes]) -> Phases:
+    log.seek(0)
     found: Phases = {}
-    for line in stderr.decode(errors="replace").splitlines():
+    for line in log.read().decode(errors="replace").splitlines():
         parts = line.split(" ", 2)
         if len(parts) == 3 and parts[0] == phases.PREFIX:
             found.setdefault(parts[2], float(parts[1]))
@@ -81,42 +86,44 @@ def start_to_health(argv: list[str], env: dict[str, str]) -> tuple[float, Phases
     request)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc, start = spawn([*argv, "--port", str(port)], env)
-    ready = None
-    try:
-        with httpx.Client(timeout=WAIT_S) as client:
-            while ready is None:
-                if proc.poll() is not None:
-                    fail(f"{argv[0]} exited with {proc.returncode} before /health answered")
-                try:
-                    if client.get(f"{url}/health", timeout=2.0).status_code == 200:
-                        ready = time.perf_counter() - start
-                except httpx.HTTPError:
-                    pass
-                if time.perf_counter() - start > WAIT_S:
-                    fail(f"{argv[0]}: /health did not answer within {WAIT_S:.0f} s")
-                time.sleep(0.002)
-            answer = client.post(f"{url}/v1/chat/completions", json=FIRST_CHAT)
-            answered = time.perf_counter() - start
-            if answer.status_code != 200:
-                fail(f"{argv[0]}: the first chat request got {answer.status_code}: {answer.text[:300]}")
-    finally:
-        kill_session(proc)
-    assert proc.stderr is not None
-    return ready, {**read_phases(proc.stderr.read()), FIRST_ANSWER: answered}
+    with tempfile.TemporaryFile() as log:
+        proc, start = spawn([*argv, "--port", str(port)], env, log)
+        ready = None
+        try:
+            with httpx.Client(timeout=WAIT_S) as client:
+                while ready is None:
+                    if proc.poll() is not None:
+                        fail(f"{argv[0]} exited with {proc.returncode} before /health answered")
+                    try:
+                        if client.get(f"{url}/health", timeout=2.0).status_code == 200:
+                            ready = time.perf_counter() - start
+                    except httpx.HTTPError:
+                        pass
+                    if time.perf_counter() - start > WAIT_S:
+                        fail(f"{argv[0]}: /health did not answer within {WAIT_S:.0f} s")
+                    time.sleep(0.002)
+                answer = client.post(f"{url}/v1/chat/completions", json=FIRST_CHAT)
+                answered = time.perf_counter() - start
+                if answer.status_code != 200:
+                    fail(f"{argv[0]}: the first chat request got {answer.status_code}: {answer.text[:300]}")
+        finally:
+            kill_session(proc)
+        return ready, {**read_phases(log), FIRST_ANSWER: answered}
 
 
 def oneshot(argv: list[str], env: dict[str, str]) -> tuple[float, Phases]:
-    proc, start = spawn(argv, env)
-    try:
-        _, err = proc.communicate(timeout=WAIT_S)
-    except subprocess.TimeoutExpired:
-        kill_session(proc)
-        fail(f"{argv[0]} did not finish within {WAIT_S:.0f} s")
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        fail(f"{argv[0]} exited with {proc.returncode}: {err.decode(errors='replace')[-500:]}")
-    return wall, read_phases(err)
+    with tempfile.TemporaryFile() as log:
+        proc, start = spawn(argv, env, log)
+        try:
+            proc.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            kill_session(proc)
+            fail(f"{argv[0]} did not finish within {WAIT_S:.0f} s")
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            log.seek(0)
+            fail(f"{argv[0]} exited with {proc.returncode}: {log.read().decode(errors='replace')[-500:]}")
+        return wall, read_phases(log)
 
 
 def measure(
@@ -177,7 +184,10 @@ def spans(samples: list[tuple[float, Phases]]) -> list[tuple[str, list[float]]]:
         return [p[b] - p[a] for _, p in samples if a in p and b in p]
 
     return [
-        ("bootloader and interpreter (launch to python up)", [p[phases.PYTHON_UP] for _, p in samples if p]),
+        (
+            "bootloader and interpreter (launch to python up)",
+            [p[phases.PYTHON_UP] for _, p in samples if phases.PYTHON_UP in p],
+        ),
         ("command line's imports and checks", each(phases.PYTHON_UP, phases.LOAD_BEGINS)),
         ("model and context load (its own thread)", each(phases.LOAD_BEGINS, phases.ENGINE_READY)),
         ("front end's imports, beside the load", each(phases.LOAD_BEGINS, phases.FRONT_END_IMPORTED)),

@@ -238,6 +238,8 @@ def test_ollamas_api_reads_json_whatever_its_type(client: TestClient) -> None:
     assert reply.status_code == 200 and reply.json()["message"]["content"] == WHOLE
     refused = client.post("/api/chat", content=b'{"model": ', headers=form)
     assert refused.status_code == 400 and refused.json()["error"].startswith("The body is not valid JSON")
+    huge = client.post("/api/chat", content=b'{"model": ' + b"9" * 5000 + b"}", headers=form)
+    assert huge.status_code == 400 and "4300 digits" in huge.json()["error"]
 
 
 def test_wrong_method_is_405(client: TestClient) -> None:

@@ -276,6 +276,7 @@ BAD_INPUTS: list[tuple[str, str, bytes | object, int, str | None]] = [
     ("over-long prompt", "/v1/completions", {"prompt": "hello " * 6000}, 400, "context_length_exceeded"),
     ("body over the size limit", CHAT, b"[" + b" " * (5 * 1024 * 1024) + b"]", 413, "request_too_large"),
     ("nesting too deep", CHAT, b"[" * 100_000, 400, "invalid_json"),
+    ("an integer of 5,000 digits", CHAT, b'{"messages": [], "seed": ' + b"9" * 5000 + b"}", 400, "invalid_json"),
     ("token id outside the vocabulary", "/detokenize", {"tokens": [1, 10**9]}, 400, None),
     ("negative token id in a prompt", "/v1/completions", {"prompt": [1, -7]}, 400, None),
     ("empty prompt", "/v1/completions", {"prompt": ""}, 400, None),

@@ -153,6 +153,8 @@ async def read_body(request: Request, model: type[M], any_content_type: bool = F
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"The body is not valid JSON ({exc.msg})", code="invalid_json") from None
+    except ValueError as exc:  # Python's own limits: an integer of more than 4,300 digits
+        raise ApiError(400, f"The body's JSON cannot be read: {exc}", code="invalid_json") from None
     except RecursionError:
         raise ApiError(400, "The body could not be parsed as JSON (nested too deeply?)", code="invalid_json") from None
     try:
