@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -208,16 +209,11 @@ def test_a_checkpoint_the_converter_refuses_is_one_line_exit_2(
         (bad / "config.json").write_text(json.dumps(config))
     else:
         (bad / "tokenizer.model").unlink()
-    work = tmp_path / "work"
-    work.mkdir()
-    with pytest.raises(UsageError) as caught:
-        with converted(bad, work, lambda _msg: None):
-            pytest.fail("the block must not run")
-    message = str(caught.value)
-    assert caught.value.exit_code == EXIT_USAGE
+    error = _conversion_error(bad, tmp_path, UsageError)
+    message = str(error)
+    assert error.exit_code == EXIT_USAGE
     assert says in message and "\n" not in message and "Traceback" not in message, message
     assert message.startswith(f"llama.cpp's converter cannot convert {bad} ("), message
-    assert list(work.iterdir()) == []
 
 
 @needs_torch
@@ -231,16 +227,26 @@ def test_other_failures_are_one_line_exit_1(phi3: Path, tmp_path: Path) -> None:
     del weights["model.layers.1.mlp.down_proj.weight"]
     weights["model.layers.1.mlp.surprise.weight"] = np.zeros((2, 2), np.float32)
     save_file(weights, str(bad / "model.safetensors"), metadata={"format": "pt"})
-    work = tmp_path / "work"
-    work.mkdir()
-    with pytest.raises(BuildError) as caught:
-        with converted(bad, work, lambda _msg: None):
-            pytest.fail("the block must not run")
-    message = str(caught.value)
-    assert caught.value.exit_code == EXIT_RUNTIME
+    error = _conversion_error(bad, tmp_path, BuildError)
+    message = str(error)
+    assert error.exit_code == EXIT_RUNTIME
     assert message.startswith(f"llama.cpp's converter failed on {bad} (Phi3ForCausalLM): "), message
     assert "\n" not in message and "Traceback" not in message, message
+
+
+E = TypeVar("E", bound=Exception)
+
+
+def _conversion_error(bad: Path, tmp_path: Path, kind: type[E]) -> E:
+    """The error converting `bad` raises, of `kind`; the work folder it was
+    given must be left empty."""
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(kind) as caught:
+        with converted(bad, work, lambda _msg: None):
+            pytest.fail("the block must not run")
     assert list(work.iterdir()) == []
+    return caught.value
 
 
 @needs_torch

@@ -8,6 +8,7 @@ users read it, and writing the schemas would hold up every start.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from chat.server.errors import ollama_shaped
 from chat.server.ollama_types import OllamaError
-from chat.server.routing import Endpoint, path_parameters, template_path
+from chat.server.routing import Endpoint
 from chat.server.types import ErrorResponse
 
 OPENAPI_VERSION = "3.1.0"
@@ -108,3 +109,12 @@ def _operation(e: Endpoint, path: str, refs: Refs) -> dict[str, Any]:
 
 def _stream_kind(media_type: str) -> Literal["server-sent events", "one JSON object a line"]:
     return "server-sent events" if media_type == "text/event-stream" else "one JSON object a line"
+
+
+def template_path(path: str) -> str:
+    """`/v1/models/{name:path}` as OpenAPI writes it: `/v1/models/{name}`."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
+
+
+def path_parameters(path: str) -> list[str]:
+    return re.findall(r"\{(\w+)(?::\w+)?\}", path)

@@ -14,7 +14,6 @@ server needs of it is this table.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import Message
@@ -85,7 +84,7 @@ class Router:
     def get(
         self, path: str, response: type[BaseModel] | None = None, media_type: str = "application/json"
     ) -> Callable[[H], H]:
-        return self._add("GET", path, None, response, None, media_type)
+        return self._add("GET", path, response=response, media_type=media_type)
 
     def post(
         self,
@@ -94,17 +93,9 @@ class Router:
         response: type[BaseModel] | None = None,
         streams: str | None = None,
     ) -> Callable[[H], H]:
-        return self._add("POST", path, body, response, streams, "application/json")
+        return self._add("POST", path, body=body, response=response, streams=streams)
 
-    def _add(
-        self,
-        method: str,
-        path: str,
-        body: type[BaseModel] | None,
-        response: type[BaseModel] | None,
-        streams: str | None,
-        media_type: str,
-    ) -> Callable[[H], H]:
+    def _add(self, method: str, path: str, **details: Any) -> Callable[[H], H]:
         def register(handler: H) -> H:
             self.endpoints.append(
                 Endpoint(
@@ -112,26 +103,14 @@ class Router:
                     self.prefix + path,
                     handler,
                     self.tag,
-                    body,
-                    response,
-                    streams,
-                    media_type,
-                    self.described,
-                    self.any_content_type,
+                    described=self.described,
+                    any_content_type=self.any_content_type,
+                    **details,
                 )
             )
             return handler
 
         return register
-
-
-def template_path(path: str) -> str:
-    """`/v1/models/{name:path}` as OpenAPI writes it: `/v1/models/{name}`."""
-    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
-
-
-def path_parameters(path: str) -> list[str]:
-    return re.findall(r"\{(\w+)(?::\w+)?\}", path)
 
 
 # -- bodies in, answers out ------------------------------------------------------------
@@ -161,8 +140,6 @@ async def read_body(request: Request, model: type[M], any_content_type: bool = F
         return model.model_validate(data)
     except ValidationError as exc:
         raise invalid_body(exc.errors()) from None
-    except RecursionError:  # a deep value pydantic walks into (a JSON schema, say)
-        raise ApiError(400, "The body is nested too deeply", code="invalid_json") from None
 
 
 def _is_json(content_type: str | None) -> bool:
