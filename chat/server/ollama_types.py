@@ -10,8 +10,6 @@ the model here is loaded once with the command line's settings; any other
 option is refused with a 400 that names it, never silently ignored.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -56,7 +54,7 @@ class Options(BaseModel):
     stop: Annotated[list[str], Field(max_length=MAX_STOPS)] | None = None
 
     @model_validator(mode="after")
-    def _known(self) -> Options:
+    def _known(self) -> "Options":
         unknown = sorted(set(self.model_extra or {}) - LOAD_OPTIONS)
         if unknown:
             raise ValueError(f"option '{unknown[0]}' is not supported by this server")

@@ -9,8 +9,6 @@ the messages inside it are ignored, since clients send back a previous
 answer's message as it came (`refusal`, `annotations`).
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
@@ -35,6 +33,9 @@ Stop = str | Annotated[list[str], Field(max_length=MAX_STOPS)] | None
 # Every model builds its validator and serializer when first used
 # (defer_build), not at import: building all of them took about 30 ms of
 # each server's start, and a request needs only its own few.
+# This module (and ollama_types) has no `from __future__ import annotations`:
+# Python evaluates each annotation as the class is made, faster than pydantic
+# evaluating them from strings (about 5 ms of a start for these 60 models).
 class _Request(BaseModel):
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore", populate_by_name=True, defer_build=True)
 
