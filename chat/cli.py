@@ -193,6 +193,13 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     help="Tokens guessed ahead from the prompt and the answer so far (prompt lookup) when one answer runs alone: answers that quote their input come faster, with the same text. 0 turns it off.",
 )
 @click.option(
+    "-cram",
+    "--cache-ram",
+    type=click.IntRange(-1),
+    metavar="MiB",
+    help="Memory for prompts kept after their slot moves on to another request, so a conversation or a long system prompt that comes back is not evaluated again, as llama-server's --cache-ram. -1: no limit, 0: off [default: 8192, or a quarter of this machine's memory if less].",
+)
+@click.option(
     "-np",
     "--parallel",
     type=int,
@@ -393,6 +400,7 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         sampling=_sampling(opts),
         threads=opts["threads"] or default_threads(),
         draft_max=opts["draft_max"],
+        cache_ram_mib=opts["cache_ram"],
         lora=_builtin_lora(bundle, model) + _loras(opts),
         n_gpu_layers=_gpu_layers(opts, rpc),
         rpc=rpc,

@@ -45,6 +45,7 @@ class Settings:
     rpc: tuple[Endpoint, ...] = ()  # RPC workers whose devices take offloaded layers
     tensor_split: tuple[float, ...] = ()  # proportions per device; empty: by free memory
     draft_max: int = DEFAULT_DRAFT_MAX  # prompt-lookup drafts; 0: off
+    cache_ram_mib: int | None = None  # the prompt cache's bound; None: the default
     lora: tuple[LoraAdapter, ...] = ()  # adapters applied at run time
     parallel: int = 1  # sequences decoded together (the server's slots)
     kv_unified: bool = True  # the slots share one KV pool; False: -c / -np each
@@ -75,6 +76,7 @@ class Settings:
             ctx_force=self.ctx_force,
             n_threads=self.threads,
             draft_max=self.draft_max,
+            cache_ram_mib=self.cache_ram_mib,
             lora=self.lora,
             n_gpu_layers=self.n_gpu_layers,
             rpc=self.rpc,

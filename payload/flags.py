@@ -33,6 +33,8 @@ BAKED_FLAGS: dict[str, bool] = {
     "--parallel": True,
     "-kvu": False,
     "--kv-unified": False,
+    "-cram": True,
+    "--cache-ram": True,
     # sampling (the grammar as text: --grammar-file would read a path)
     "-n": True,
     "--n-predict": True,

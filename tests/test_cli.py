@@ -113,6 +113,17 @@ def test_the_ollama_port_must_be_another_port(parsed: list[Settings], capsys: py
     assert (parsed[0].ollama_port, parsed[0].draft_max) == (11434, 0)
 
 
+def test_cache_ram_takes_mib_minus_one_or_zero(parsed: list[Settings], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["-m", "x.gguf", "--server"]) == 0
+    assert cli.main(["-m", "x.gguf", "--server", "--cache-ram", "0"]) == 0
+    assert cli.main(["-m", "x.gguf", "--server", "-cram", "-1"]) == 0
+    assert [s.engine_config().cache_ram_mib for s in parsed] == [None, 0, -1]
+    assert cli.main(["-m", "x.gguf", "--server", "--cache-ram", "-2"]) == 2
+    assert "--cache-ram" in capsys.readouterr().err
+    assert cli.main(["-m", "x.gguf", "--server", "--cache-ram", "lots"]) == 2
+    assert len(parsed) == 3
+
+
 def test_help_is_a_manual(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out

@@ -181,6 +181,32 @@ def test_a_burst_beyond_the_queue_gets_503_and_the_rest_are_served(smollm2: Path
     assert [r.status_code for r in responses].count(200) == 31
 
 
+def test_a_system_prompt_comes_back_from_the_prompt_cache(smollm2: Path, tmp_path: Path) -> None:
+    """One slot: an unrelated request takes it between two chats that share
+    a long system prompt; the second gets it back from memory, and the
+    official client sees it in usage.prompt_tokens_details."""
+    document = (ROOT / "tests" / "corpus.txt").read_text()[:1500]
+    system = {"role": "system", "content": "Answer from this text.\n\n" + document}
+
+    def chat(client: openai.OpenAI, question: str) -> tuple[int, int]:
+        messages = [system, {"role": "user", "content": question}]
+        reply = client.chat.completions.create(model="m", messages=messages, temperature=0, max_tokens=4)
+        assert reply.usage is not None and reply.usage.prompt_tokens_details is not None
+        return reply.usage.prompt_tokens, reply.usage.prompt_tokens_details.cached_tokens or 0
+
+    for flags, kept in ((), True), (("--cache-ram", "0"), False):
+        with ServerProcess(smollm2, "-np", "1", *flags, home=tmp_path / str(kept)) as server:
+            client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+            chat(client, "What is this about?")
+            client.completions.create(model="m", prompt="Once upon a time, far away,", max_tokens=4)
+            prompt_tokens, cached = chat(client, "Who wrote it?")
+            restored = _metric(server, "llamabin_prompt_cache_restored_total")
+        if kept:
+            assert cached > prompt_tokens - 20 and restored == 1, (cached, prompt_tokens)
+        else:
+            assert cached < 20 and restored == 0, (cached, prompt_tokens)
+
+
 def test_native_completion_stream_and_whole(server: ServerProcess) -> None:
     whole = post(server, "/completion", {"prompt": "The capital of France is", "n_predict": 6, "temperature": 0}).json()
     assert whole["stop"] is True and whole["tokens_predicted"] == 6 and whole["stop_type"] == "limit"

@@ -37,6 +37,7 @@ from chat.engine.llama import (
 )
 from chat.engine.lookup import DEFAULT_DRAFT_MAX, LookupSettings
 from chat.engine.memory import check_context_fits
+from chat.engine.prompt_cache import PromptCache, default_cache_ram_mib
 from chat.engine.rpc import Endpoint
 from chat.engine.scheduler import Scheduler
 from chat.engine.types import EngineInfo, EngineStats, GenerationRequest, PromptPart
@@ -70,6 +71,9 @@ class EngineConfig:
     # running alone (chat.engine.lookup); 0 turns the drafts off.
     draft_max: int = DEFAULT_DRAFT_MAX
     lora: tuple[LoraAdapter, ...] = ()  # applied at run time, to generation and embeddings alike
+    # Memory for prompts saved when their slot moves on (chat.engine.prompt_cache),
+    # in MiB: None for the default, 0 for none, NO_LIMIT for no bound.
+    cache_ram_mib: int | None = None
 
 
 class Engine:
@@ -103,7 +107,9 @@ class Engine:
         self._embed_lock = threading.Lock()
         self._special_texts: frozenset[str] | None = None
         lookup = LookupSettings(max_draft=config.draft_max) if config.draft_max > 0 else None
-        self._scheduler = Scheduler(self._model, self._ctx, config.n_parallel, lookup)
+        cache_mib = default_cache_ram_mib() if config.cache_ram_mib is None else config.cache_ram_mib
+        cache = PromptCache(cache_mib) if cache_mib != 0 else None
+        self._scheduler = Scheduler(self._model, self._ctx, config.n_parallel, lookup, cache)
         self._worker = threading.Thread(target=self._scheduler.run, name="llamabin-engine", daemon=True)
         self._worker.start()
 

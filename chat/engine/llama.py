@@ -188,6 +188,7 @@ class Model:
         self.bos = C.llama_vocab_bos(self.vocab)
         self.eos = C.llama_vocab_eos(self.vocab)
         self.add_bos = bool(C.llama_vocab_get_add_bos(self.vocab))
+        self.n_swa = int(C.llama_model_n_swa(self._ptr))  # sliding attention window; 0: none
         self.metadata = self._read_metadata()
 
     @property
@@ -398,6 +399,29 @@ class Context:
     def forget(self, seq: int, start: int) -> None:
         """Drop positions >= start of one sequence from the KV cache."""
         C.llama_memory_seq_rm(self._memory, seq, start, -1)
+
+    def first_position(self, seq: int) -> int:
+        """The lowest position one sequence still has in the cache (-1:
+        none). With a sliding window, llama.cpp may give the cells of
+        positions that fell out of a sequence's window to another one."""
+        return int(C.llama_memory_seq_pos_min(self._memory, seq))
+
+    def state_size(self, seq: int) -> int:
+        """Bytes that `save_state` of this sequence would take now."""
+        return int(C.llama_state_seq_get_size(self._ptr, seq))
+
+    def save_state(self, seq: int, size: int) -> bytearray:
+        """A copy of one sequence's KV cache (`size` from `state_size`)."""
+        state = bytearray(size)
+        written = C.llama_state_seq_get_data(self._ptr, (ctypes.c_uint8 * size).from_buffer(state), size, seq)
+        del state[written:]
+        return state
+
+    def load_state(self, seq: int, state: bytearray) -> bool:
+        """Put a saved KV cache into sequence `seq`, in place of what it
+        held. False if it does not fit (the sequence is empty then)."""
+        buf = (ctypes.c_uint8 * len(state)).from_buffer(state)
+        return int(C.llama_state_seq_set_data(self._ptr, buf, len(state), seq)) == len(state)
 
     def logits(self, index: int, n_vocab: int) -> array:
         """A copy of the raw logits at batch entry `index` (one asked for in

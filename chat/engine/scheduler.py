@@ -7,7 +7,8 @@ in prefill, so a long prompt is evaluated in chunks between other streams'
 tokens instead of stalling them. New requests join at the next step when a
 slot is free; finished or cancelled ones leave at once. Each slot is one
 sequence of the shared context and remembers the tokens its KV cache holds,
-so a request reuses the longest cached prefix.
+so a request reuses the longest cached prefix: the slot's own, or one the
+prompt cache (prompt_cache.py) kept after its slot moved on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from chat.engine.generation import Generation
 from chat.engine.llama import BatchEntry, Context, Model, Sampler
 from chat.engine.logprobs import token_logprob
 from chat.engine.lookup import Drafter, LookupSettings
+from chat.engine.prompt_cache import PromptCache, common_prefix
 from chat.engine.stream import TextStream
 from chat.engine.types import Chunk, EngineStats, FinishReason, TokenChoice, TokenLogprob, Usage
 from chat.errors import GenerationError
@@ -87,9 +89,17 @@ class Scheduler:
     """The engine's worker: owns the inbox, the slots and the totals, and
     runs the step loop (`run`, on the engine's worker thread)."""
 
-    def __init__(self, model: Model, ctx: Context, n_parallel: int, lookup: LookupSettings | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        ctx: Context,
+        n_parallel: int,
+        lookup: LookupSettings | None = None,
+        cache: PromptCache | None = None,
+    ) -> None:
         self.model = model
         self.ctx = ctx
+        self.cache = cache
         # Prompt lookup drafts for a generation running alone: with others,
         # the batch is full of their tokens already and a draft would only
         # make every step longer.
@@ -130,6 +140,9 @@ class Scheduler:
             last_tokens_per_second=t.last_tokens_per_second,
             drafted_tokens=t.drafted_tokens,
             accepted_tokens=t.accepted_tokens,
+            cached_prompts=len(self.cache) if self.cache else 0,
+            cached_prompt_bytes=self.cache.bytes if self.cache else 0,
+            restored_prompts=self.cache.restored if self.cache else 0,
             busy=t.busy,
             queue_depth=self.depth,
         )
@@ -190,10 +203,9 @@ class Scheduler:
             return
         prompt = gen.prompt_tokens
         slot = self._pick_slot(prompt)
-        # Scoring the prompt needs every position's logits: nothing is reused.
-        keep = 0 if gen.request.prompt_logprobs else min(_common_prefix(slot.cached, prompt), len(prompt) - 1)
-        self.ctx.forget(slot.seq, keep)
-        slot.cached = prompt[:keep]
+        # The last prompt token is always evaluated, for the logits of the
+        # first answer token; scoring the prompt needs every position's.
+        keep = self._reuse(slot, prompt, 0 if gen.request.prompt_logprobs else len(prompt) - 1)
         req = gen.request
         limit = req.max_tokens if req.max_tokens is not None else self.ctx.n_ctx_seq
         self._runs.append(
@@ -217,10 +229,46 @@ class Scheduler:
         least recently used, so another chat's cache survives longest."""
         busy = {r.slot.seq for r in self._runs}
         free = [s for s in self.slots if s.seq not in busy]
-        slot = max(free, key=lambda s: (_common_prefix(s.cached, prompt), -s.last_used))
+        slot = max(free, key=lambda s: (common_prefix(s.cached, prompt), -s.last_used))
         self._admitted += 1
         slot.last_used = self._admitted
         return slot
+
+    def _reuse(self, slot: Slot, prompt: list[int], most: int) -> int:
+        """Leave in the slot's cache the longest prefix of `prompt` there is,
+        up to `most` tokens, and return its length: the slot's own, or a
+        saved prompt's put back in its place if that shares more. What the
+        slot holds is saved first if the new prompt keeps less than half of
+        it (llama-server's rule)."""
+        keep = min(common_prefix(slot.cached, prompt), most)
+        if self.cache is None:
+            return self._truncate(slot, keep)
+        if keep < len(slot.cached) / 2:
+            self.cache.save(self.ctx, slot.seq, slot.cached)
+        found = self.cache.best(prompt) if most > 0 else None
+        if found is None or min(found[1], most) <= keep:
+            return self._truncate(slot, keep)
+        saved, shared = found
+        needed = len(saved.tokens) - len(slot.cached)  # cells beyond those the slot gives up
+        if self.ctx.unified and self._free_cells(needed, spare=slot) < needed:
+            return self._truncate(slot, keep)
+        restored = self.cache.restore(self.ctx, slot.seq, saved)
+        slot.cached = list(saved.tokens) if restored else []
+        return self._truncate(slot, min(shared, most) if restored else 0)
+
+    def _truncate(self, slot: Slot, keep: int) -> int:
+        """Drop the slot's cache after its first `keep` tokens; return how
+        many it keeps. With a sliding window, the positions just before
+        `keep` may have been given to another sequence once they fell out
+        of this one's window (llama.cpp reuses such cells): if they are
+        gone, the prompt is evaluated from the start, as in llama-server."""
+        if keep < len(slot.cached):
+            self.ctx.forget(slot.seq, keep)
+            if keep and self.model.n_swa and self.ctx.first_position(slot.seq) > max(0, keep - self.model.n_swa):
+                self.ctx.forget(slot.seq, 0)
+                keep = 0
+        del slot.cached[keep:]
+        return keep
 
     # -- one step -------------------------------------------------------------
 
@@ -347,15 +395,26 @@ class Scheduler:
         refused any; in a split one each slot has its own share."""
         if not self.ctx.unified:
             return max(0, min(self.ctx.n_ctx_seq - len(r.slot.cached), wanted))
+        return max(0, min(self._free_cells(wanted), wanted))
+
+    def _free_cells(self, wanted: int, spare: Slot | None = None) -> int:
+        """Free cells of the shared cache, after dropping idle slots' caches
+        (least recently used first, each saved to the prompt cache if there
+        is one) until `wanted` are free or no idle one is left. `spare`: a
+        slot not to drop, the one a request is being put in."""
         busy = {r.slot.seq for r in self._runs}
-        idle = sorted((s for s in self.slots if s.seq not in busy and s.cached), key=lambda s: s.last_used)
+        idle = sorted(
+            (s for s in self.slots if s.seq not in busy and s is not spare and s.cached), key=lambda s: s.last_used
+        )
         free = self.ctx.n_ctx - sum(len(s.cached) for s in self.slots)
         while free < wanted and idle:
             slot = idle.pop(0)
             free += len(slot.cached)
+            if self.cache is not None:
+                self.cache.save(self.ctx, slot.seq, slot.cached)
             self.ctx.forget(slot.seq, 0)
             slot.cached = []
-        return max(0, min(free, wanted))
+        return free
 
     def _on_token(self, r: _Run, token: int) -> None:
         if not r.prefilled_at:
@@ -411,12 +470,3 @@ class Scheduler:
             if len(toks) == 1 and self.model.token_text(toks[0]) == stop:
                 ids.add(toks[0])
         return ids
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

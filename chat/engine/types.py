@@ -160,5 +160,8 @@ class EngineStats:
     last_tokens_per_second: float = 0.0  # the latest generation's decoding speed
     drafted_tokens: int = 0  # guessed by prompt lookup and evaluated
     accepted_tokens: int = 0  # of those, the ones the sampler picked too
+    cached_prompts: int = 0  # prompts the prompt cache holds now
+    cached_prompt_bytes: int = 0  # the memory they take
+    restored_prompts: int = 0  # times a saved prompt was put back into a slot
     busy: bool = False  # a generation is running now
     queue_depth: int = 0  # requests waiting for a slot (not counting those running)

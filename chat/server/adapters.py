@@ -43,6 +43,7 @@ from chat.server.types import (
     NativeCompletion,
     NativeCompletionRequest,
     NativeTimings,
+    PromptTokensDetails,
     ResponseFormat,
     SamplingFields,
     ToolCallDelta,
@@ -349,6 +350,7 @@ def usage(u: Usage | None) -> CompletionUsage:
         prompt_tokens=u.prompt_tokens,
         completion_tokens=u.completion_tokens,
         total_tokens=u.prompt_tokens + u.completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=u.cached_tokens),
     )
 
 

@@ -164,10 +164,15 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
+class PromptTokensDetails(_Response):
+    cached_tokens: int  # prompt tokens whose KV was reused, not evaluated
+
+
 class CompletionUsage(_Response):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class FunctionCallOut(_Response):
