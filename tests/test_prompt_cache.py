@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
+from chat.engine import Engine, EngineConfig, FinishReason, GenerationRequest, SamplingParams
 from chat.engine.llama import ModelSource
 from chat.engine.prompt_cache import MIB, NO_LIMIT, PromptCache, default_cache_ram_mib
 from chat.engine.types import Usage
@@ -71,20 +71,26 @@ def test_scoring_a_prompt_evaluates_all_of_it(smollm2: Path) -> None:
         assert usage.cached_tokens == 0
 
 
-def test_the_unified_cache_makes_room_for_a_saved_prompt(smollm2: Path) -> None:
+@pytest.mark.parametrize("limit_mib", [None, 30])
+def test_the_unified_cache_makes_room_for_a_saved_prompt(smollm2: Path, limit_mib: int | None) -> None:
     """Two slots sharing 1024 cells: the saved document comes back although
     the other slot's prompt fills most of the cells; that prompt is saved
-    before its cells are taken."""
-    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=1024, n_parallel=2)) as engine:
+    before its cells are taken. With 30 MiB (about 1,300 of SmolLM2's tokens),
+    saving it pushes the document itself out of the cache on the way back."""
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=1024, n_parallel=2, cache_ram_mib=limit_mib)) as engine:
         document = len(engine.tokenize(question(""))) - 8
         ask(engine, question("What is this about?"))  # slot 0
         ask(engine, CORPUS[5000:6100])  # slot 1
-        ask(engine, CORPUS[9000:11600])  # slot 0 again: the document is saved, slot 1's cells taken
+        ask(engine, CORPUS[9000:11600])  # back in slot 0: the document is saved, slot 1's cells taken
         assert engine.stats().cached_prompts == 2
-        _, usage = ask(engine, question("Summarise it."))  # slot 1: the document needs slot 0's cells
+        text, usage = ask(engine, question("Summarise it."))  # slot 1: the document needs slot 0's cells
         assert usage.cached_tokens >= document, usage
         stats = engine.stats()
-        assert (stats.cached_prompts, stats.restored_prompts) == (3, 1)
+        assert stats.restored_prompts == 1
+        assert stats.cached_prompts == (3 if limit_mib is None else 2)
+        assert ask(engine, "Once upon a time", max_tokens=4)[0]  # still serving
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=1024, cache_ram_mib=0)) as engine:
+        assert ask(engine, question("Summarise it."))[0] == text
 
 
 def test_gemma_does_not_reuse_a_prefix_its_window_lost(gemma: Path) -> None:
@@ -115,6 +121,58 @@ def test_gemma_does_not_reuse_a_prefix_its_window_lost(gemma: Path) -> None:
     assert reused == full
 
 
+def first_logprobs(engine: Engine, prompt: str, n: int = 4) -> tuple[list[int], list[float], Usage]:
+    """The first `n` greedy tokens of an answer and their log-probabilities."""
+    gen = engine.submit(GenerationRequest(prompt, GREEDY, max_tokens=n, logprobs=0))
+    chosen = [lp.chosen for chunk in gen for lp in chunk.logprobs]
+    assert gen.final is not None and gen.final.usage is not None
+    return [c.token for c in chosen], [c.logprob or 0.0 for c in chosen], gen.final.usage
+
+
+def test_gemma_gets_back_only_a_saved_prompt_within_its_window(gemma: Path) -> None:
+    """llama.cpp saves a windowed layer's last 512 positions only. A saved
+    prompt of 400 tokens comes back and scores the answer exactly as if its
+    slot had kept it; one of 1000 does not."""
+    with Engine(EngineConfig(ModelSource(gemma), n_ctx=4096, draft_max=0)) as engine:
+        tokens = engine.tokenize(CORPUS)
+        short, long, other = (engine.detokenize(tokens[a:b]) for a, b in ((1, 400), (1, 1000), (4000, 4100)))
+        ask(engine, short, max_tokens=1)
+        ask(engine, other, max_tokens=1)  # takes the only slot: `short` is saved
+        restored = first_logprobs(engine, short + " In the end,")
+        ask(engine, long, max_tokens=1)
+        ask(engine, other, max_tokens=1)
+        _, again = ask(engine, long + " In the end,", max_tokens=1)
+    with Engine(EngineConfig(ModelSource(gemma), n_ctx=4096, draft_max=0, cache_ram_mib=0)) as engine:
+        ask(engine, short, max_tokens=1)
+        kept = first_logprobs(engine, short + " In the end,")  # its slot kept it
+    assert restored[2].cached_tokens >= 395 and kept[2].cached_tokens >= 395
+    assert restored[:2] == kept[:2]
+    # The 1000-token prompt, saved in part, is not put back; the 400 it
+    # starts with, saved whole, are.
+    assert 395 <= again.cached_tokens <= 400
+
+
+def test_a_request_that_fails_to_start_ends_with_an_error(smollm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug while a request takes its slot ends that request, not the
+    engine's worker (which would leave every client waiting)."""
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=1024)) as engine:
+        ask(engine, question("What is this about?"))
+        scheduler = engine._scheduler
+        real = scheduler._reuse
+
+        def broken(*args: object) -> int:
+            monkeypatch.setattr(scheduler, "_reuse", real)
+            raise RuntimeError("injected")
+
+        monkeypatch.setattr(scheduler, "_reuse", broken)
+        gen = engine.submit(GenerationRequest("Once upon a time", GREEDY, max_tokens=4))
+        gen.text()
+        assert gen.final is not None and gen.final.finish_reason is FinishReason.ERROR
+        assert "injected" in (gen.final.error or "")
+        _, usage = ask(engine, question("Summarise it."))
+        assert usage.cached_tokens == 0  # the slot's cache was dropped: it could hold anything
+
+
 # -- the cache's bookkeeping, over a stand-in for llama.cpp's context ---------------------
 
 
@@ -128,7 +186,7 @@ class FakeContext:
     def state_size(self, seq: int) -> int:
         return 100 + len(self.held.get(seq, []))
 
-    def save_state(self, seq: int, size: int) -> bytearray:
+    def save_state(self, seq: int, size: int) -> bytearray | None:
         return bytearray(bytes(self.held.get(seq, [])).rjust(size, b"\0"))
 
     def load_state(self, seq: int, state: bytearray) -> bool:
@@ -171,6 +229,15 @@ def test_a_failed_restore_keeps_the_saved_prompt() -> None:
     found = cache.best([7] * 10)
     assert found is not None and not cache.restore(ctx, 1, found[0])
     assert saved_tokens(cache) == [[7] * 10] and cache.restored == 0
+
+
+def test_with_a_window_only_a_prompt_saved_whole_comes_back() -> None:
+    ctx = FakeContext({0: list(range(1, 11)), 1: list(range(1, 5))})
+    cache = PromptCache(NO_LIMIT, window=6)
+    cache.save(ctx, 0, list(range(1, 11)))
+    cache.save(ctx, 1, list(range(1, 5)))  # kept: the longer one lost these to its window
+    assert saved_tokens(cache) == [list(range(1, 11)), list(range(1, 5))]
+    assert cache.best(list(range(1, 14))) == (cache._saved[1], 4)  # never the one saved in part
 
 
 def test_the_default_is_llama_servers_or_a_quarter_of_memory(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -108,7 +108,7 @@ class Engine:
         self._special_texts: frozenset[str] | None = None
         lookup = LookupSettings(max_draft=config.draft_max) if config.draft_max > 0 else None
         cache_mib = default_cache_ram_mib() if config.cache_ram_mib is None else config.cache_ram_mib
-        cache = PromptCache(cache_mib) if cache_mib != 0 else None
+        cache = PromptCache(cache_mib, window=self._model.n_swa) if cache_mib != 0 else None
         self._scheduler = Scheduler(self._model, self._ctx, config.n_parallel, lookup, cache)
         self._worker = threading.Thread(target=self._scheduler.run, name="llamabin-engine", daemon=True)
         self._worker.start()

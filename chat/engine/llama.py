@@ -410,18 +410,22 @@ class Context:
         """Bytes that `save_state` of this sequence would take now."""
         return int(C.llama_state_seq_get_size(self._ptr, seq))
 
-    def save_state(self, seq: int, size: int) -> bytearray:
-        """A copy of one sequence's KV cache (`size` from `state_size`)."""
+    def save_state(self, seq: int, size: int) -> bytearray | None:
+        """A copy of one sequence's KV cache (`size` from `state_size`), or
+        None if llama.cpp could not write it."""
+        if size <= 0:
+            return None
         state = bytearray(size)
-        written = C.llama_state_seq_get_data(self._ptr, (ctypes.c_uint8 * size).from_buffer(state), size, seq)
-        del state[written:]
-        return state
+        written = C.llama_state_seq_get_data(self._ptr, _first_byte(state), size, seq)
+        return state if written == size else None
 
     def load_state(self, seq: int, state: bytearray) -> bool:
         """Put a saved KV cache into sequence `seq`, in place of what it
-        held. False if it does not fit (the sequence is empty then)."""
-        buf = (ctypes.c_uint8 * len(state)).from_buffer(state)
-        return int(C.llama_state_seq_set_data(self._ptr, buf, len(state), seq)) == len(state)
+        held. False if it did not fit or was refused: the sequence may then
+        hold part of it, and is for the caller to clear."""
+        if not state:
+            return False
+        return int(C.llama_state_seq_set_data(self._ptr, _first_byte(state), len(state), seq)) == len(state)
 
     def logits(self, index: int, n_vocab: int) -> array:
         """A copy of the raw logits at batch entry `index` (one asked for in
@@ -446,6 +450,13 @@ class Context:
             raise GenerationError("the context is full: no room in the KV cache for this step")
         if rc != 0:
             raise GenerationError(f"llama_decode failed with code {rc}")
+
+
+def _first_byte(buf: bytearray) -> Any:
+    """A pointer to a non-empty buffer's first byte, for llama.cpp to read
+    or write `len(buf)` bytes: one array type for every size (ctypes keeps
+    each `c_uint8 * n` type it makes for good)."""
+    return (ctypes.c_uint8 * 1).from_buffer(buf)
 
 
 class Sampler:

@@ -12,6 +12,13 @@ other requests, are evaluated once, as llama-server does by default
 The cache is bounded in bytes; the least recently used prompts go first.
 A saved prompt stays saved when it is put back (another request may want it
 too), and one that a newer saved prompt extends is dropped.
+
+With a sliding window (Gemma 2 and 3, ...), llama.cpp saves the windowed
+layers' cells of the last window only, and answers continuing such a partial
+state were seen to drift from those of a slot that kept its whole sequence
+(Gemma 3 270M, a 1000-token prompt: the same first token, log-probabilities
+0.05 to 0.2 apart after it). Only prompts no longer than the window, saved
+whole, are kept for such a model.
 """
 
 from __future__ import annotations
@@ -39,21 +46,23 @@ class SequenceStates(Protocol):
     """What the cache needs of a context (chat.engine.llama.Context)."""
 
     def state_size(self, seq: int) -> int: ...
-    def save_state(self, seq: int, size: int) -> bytearray: ...
+    def save_state(self, seq: int, size: int) -> bytearray | None: ...
     def load_state(self, seq: int, state: bytearray) -> bool: ...
 
 
-@dataclass
+@dataclass(eq=False)  # one saved prompt is itself only: compared by identity, never by its bytes
 class SavedPrompt:
     tokens: list[int]
     state: bytearray  # the sequence's KV cache, as llama.cpp wrote it
 
 
 class PromptCache:
-    """Saved sequences, up to `limit_mib` MiB (NO_LIMIT: no bound)."""
+    """Saved sequences, up to `limit_mib` MiB (NO_LIMIT: no bound), of a
+    model whose sliding window is `window` tokens (0: none)."""
 
-    def __init__(self, limit_mib: int) -> None:
+    def __init__(self, limit_mib: int, window: int = 0) -> None:
         self.limit = None if limit_mib == NO_LIMIT else limit_mib * MIB
+        self.window = window
         self._saved: list[SavedPrompt] = []  # least recently used first
         self.bytes = 0
         self.restored = 0  # prompts put back into a slot
@@ -64,35 +73,49 @@ class PromptCache:
     def save(self, ctx: SequenceStates, seq: int, tokens: list[int]) -> None:
         """Copy sequence `seq` (which holds `tokens`), unless a saved prompt
         holds them all already or it is bigger than the whole cache."""
-        if not tokens or any(common_prefix(s.tokens, tokens) == len(tokens) for s in self._saved):
+        if not tokens or any(self._holds(s.tokens, tokens) for s in self._saved):
             return
         size = ctx.state_size(seq)
-        if self.limit is not None and size > self.limit:
+        if size <= 0 or (self.limit is not None and size > self.limit):
             return
-        for old in [s for s in self._saved if common_prefix(s.tokens, tokens) == len(s.tokens)]:
-            self._drop(old)  # a prefix of these tokens: the new copy holds it too
+        for old in [s for s in self._saved if self._holds(tokens, s.tokens)]:
+            self._drop(old)  # the new copy stands in for it
         while self._saved and self.limit is not None and self.bytes + size > self.limit:
             self._drop(self._saved[0])
-        saved = SavedPrompt(list(tokens), ctx.save_state(seq, size))
-        self._saved.append(saved)
-        self.bytes += len(saved.state)
+        state = ctx.save_state(seq, size)
+        if state is None:
+            return
+        self._saved.append(SavedPrompt(list(tokens), state))
+        self.bytes += len(state)
 
     def best(self, prompt: list[int]) -> tuple[SavedPrompt, int] | None:
-        """The saved prompt sharing the longest prefix with `prompt`, and
-        that prefix's length; None if none shares a token."""
+        """The saved prompt sharing the longest prefix with `prompt` that it
+        can stand in for, and that prefix's length; None if there is none."""
         scored = [(common_prefix(s.tokens, prompt), s) for s in self._saved]
-        shared, saved = max(scored, key=lambda pair: pair[0], default=(0, None))
-        return (saved, shared) if saved is not None and shared > 0 else None
+        usable = [(n, s) for n, s in scored if self._serves(len(s.tokens), n)]
+        shared, saved = max(usable, key=lambda pair: pair[0], default=(0, None))
+        return (saved, shared) if saved is not None else None
 
     def restore(self, ctx: SequenceStates, seq: int, saved: SavedPrompt) -> bool:
         """Put `saved` into sequence `seq`; False if the cache had no room
         for it (the sequence is empty then)."""
         if not ctx.load_state(seq, saved.state):
             return False
-        self._saved.remove(saved)
-        self._saved.append(saved)  # the most recently used now
+        if saved in self._saved:  # else dropped meanwhile, to make room: put back all the same
+            self._saved.remove(saved)
+            self._saved.append(saved)  # the most recently used now
         self.restored += 1
         return True
+
+    def _serves(self, saved_length: int, shared: int) -> bool:
+        """Whether a saved prompt of `saved_length` tokens can stand in for
+        its first `shared` tokens: any can, but with a window only one that
+        was saved whole."""
+        return shared > 0 and (not self.window or saved_length <= self.window)
+
+    def _holds(self, longer: list[int], tokens: list[int]) -> bool:
+        """Whether a saved prompt of `longer` tokens stands in for all of `tokens`."""
+        return common_prefix(longer, tokens) == len(tokens) and self._serves(len(longer), len(tokens))
 
     def _drop(self, saved: SavedPrompt) -> None:
         self._saved.remove(saved)

@@ -182,8 +182,26 @@ class Scheduler:
                 return False
             self._waiting.append(item)
         while self._waiting and len(self._runs) < len(self.slots):
-            self._start(*self._waiting.popleft())
+            gen, sampler = self._waiting.popleft()
+            try:
+                self._start(gen, sampler)
+            except Exception as exc:  # a bug must not end the worker, leaving every client waiting
+                self._refuse(gen, sampler, repr(exc))
         return True
+
+    def _refuse(self, gen: Generation, sampler: Sampler, error: str) -> None:
+        """End a generation that failed to start. The slot it was given may
+        hold anything now: every idle slot's cache is dropped."""
+        sampler.close()
+        self._runs = [r for r in self._runs if r.gen is not gen]
+        busy = {r.slot.seq for r in self._runs}
+        for slot in self.slots:
+            if slot.seq not in busy:
+                self.ctx.forget(slot.seq, 0)
+                slot.cached = []
+        self._totals.generations += 1
+        self._totals.busy = bool(self._runs)
+        gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=error))
 
     def _drain_inbox(self) -> list[tuple[Generation, Sampler]]:
         left: list[tuple[Generation, Sampler]] = []
@@ -252,9 +270,12 @@ class Scheduler:
         needed = len(saved.tokens) - len(slot.cached)  # cells beyond those the slot gives up
         if self.ctx.unified and self._free_cells(needed, spare=slot) < needed:
             return self._truncate(slot, keep)
-        restored = self.cache.restore(self.ctx, slot.seq, saved)
-        slot.cached = list(saved.tokens) if restored else []
-        return self._truncate(slot, min(shared, most) if restored else 0)
+        if not self.cache.restore(self.ctx, slot.seq, saved):
+            self.ctx.forget(slot.seq, 0)  # it may hold part of the state
+            slot.cached = []
+            return 0
+        slot.cached = list(saved.tokens)
+        return self._truncate(slot, min(shared, most))
 
     def _truncate(self, slot: Slot, keep: int) -> int:
         """Drop the slot's cache after its first `keep` tokens; return how
@@ -263,10 +284,12 @@ class Scheduler:
         of this one's window (llama.cpp reuses such cells): if they are
         gone, the prompt is evaluated from the start, as in llama-server."""
         if keep < len(slot.cached):
-            self.ctx.forget(slot.seq, keep)
-            if keep and self.model.n_swa and self.ctx.first_position(slot.seq) > max(0, keep - self.model.n_swa):
-                self.ctx.forget(slot.seq, 0)
+            # Read before the cut: had the window lost every cell below
+            # `keep`, the cut would leave it empty (-1) and hide that.
+            first = self.ctx.first_position(slot.seq) if self.model.n_swa else 0
+            if keep and not 0 <= first <= max(0, keep - self.model.n_swa):
                 keep = 0
+            self.ctx.forget(slot.seq, keep)
         del slot.cached[keep:]
         return keep
 
