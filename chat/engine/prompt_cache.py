@@ -15,10 +15,10 @@ too), and one that a newer saved prompt extends is dropped.
 
 With a sliding window (Gemma 2 and 3, ...), llama.cpp saves the windowed
 layers' cells of the last window only, and answers continuing such a partial
-state were seen to drift from those of a slot that kept its whole sequence
-(Gemma 3 270M, a 1000-token prompt: the same first token, log-probabilities
-0.05 to 0.2 apart after it). Only prompts no longer than the window, saved
-whole, are kept for such a model.
+state drift from those of a slot that kept its whole sequence (Gemma 3 270M,
+prompts of 513 to 1000 tokens: the same first token, log-probabilities 0.02
+to 0.2 apart after it; llama.cpp issue 25295, open). Only prompts no longer
+than the window, saved whole, are kept for such a model.
 """
 
 from __future__ import annotations
