@@ -41,21 +41,22 @@ class EngineLoad:
         self._settings = settings
         self._engine: Engine | None = None
         self._error: BaseException | None = None
-        self._switch_interval = sys.getswitchinterval()
         self._thread = threading.Thread(target=self._load, name="llamabin-load", daemon=True)
-        # Each call into llama.cpp gives up the GIL, and getting it back from
-        # the importing thread took up to a switch interval (5 ms) each time:
-        # about 10 ms of every load. Shorter turns while the load runs.
-        sys.setswitchinterval(LOAD_SWITCH_INTERVAL)
         self._thread.start()
 
     def _load(self) -> None:
+        # Each call into llama.cpp gives up the GIL, and getting it back from
+        # the importing thread took up to a switch interval (5 ms) each time:
+        # about 10 ms of every load. Shorter turns while the load runs (one
+        # load per process: the command line makes one EngineLoad).
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, LOAD_SWITCH_INTERVAL))
         try:
             self._engine = open_engine(self._settings)
         except BaseException as exc:  # handed to the thread that waits
             self._error = exc
         finally:
-            sys.setswitchinterval(self._switch_interval)
+            sys.setswitchinterval(switch_interval)
 
     def engine(self) -> Engine:
         """The loaded engine, or the load's own error."""

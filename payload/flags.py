@@ -144,6 +144,8 @@ _SPELLINGS = (
     ("-c", "--ctx-size"),
     ("-np", "--parallel"),
     ("-kvu", "--kv-unified"),
+    ("-cram", "--cache-ram"),
+    ("-ts", "--tensor-split"),
     ("-n", "--n-predict"),
     ("-s", "--seed"),
     ("-j", "--json"),

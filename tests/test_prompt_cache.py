@@ -30,27 +30,46 @@ def question(q: str) -> str:
     return f"{DOCUMENT}\n{q}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def three_requests(engine: Engine) -> tuple[str, Usage]:
+def first_logprobs(engine: Engine, prompt: str, n: int = 8) -> tuple[list[int], list[float], Usage]:
+    """The first `n` greedy tokens of an answer and their log-probabilities."""
+    gen = engine.submit(GenerationRequest(prompt, GREEDY, max_tokens=n, logprobs=0))
+    chosen = [lp.chosen for chunk in gen for lp in chunk.logprobs]
+    assert gen.final is not None and gen.final.usage is not None
+    return [c.token for c in chosen], [c.logprob or 0.0 for c in chosen], gen.final.usage
+
+
+Answer = tuple[list[int], list[float], Usage]
+
+
+def same_answer(a: Answer, b: Answer) -> None:
+    """The same tokens, scored alike: a KV put back is the one computed
+    before, but the new tokens may be evaluated in batches of another shape,
+    whose sums llama.cpp may do in another order (last bits only)."""
+    assert a[0] == b[0] and a[0]
+    assert a[1] == pytest.approx(b[1], abs=1e-3)
+
+
+def three_requests(engine: Engine) -> Answer:
     """A question about the document, an unrelated prompt that takes the
     only slot, then another question about the document."""
     ask(engine, question("What is this about?"))
     ask(engine, CORPUS[5000:7000])
-    return ask(engine, question("Summarise it."))
+    return first_logprobs(engine, question("Summarise it."))
 
 
 def test_a_prompt_comes_back_after_another_took_its_slot(smollm2: Path) -> None:
     with Engine(EngineConfig(ModelSource(smollm2), n_ctx=4096)) as engine:
-        text, usage = three_requests(engine)
+        answer = three_requests(engine)
         stats = engine.stats()
         shared = len(engine.tokenize(question(""))) - 8  # the document, give or take the question's first tokens
     with Engine(EngineConfig(ModelSource(smollm2), n_ctx=4096, cache_ram_mib=0)) as engine:
-        without, usage_without = three_requests(engine)
+        without = three_requests(engine)
         assert engine.stats().cached_prompts == 0
+    usage, usage_without = answer[2], without[2]
     assert usage.cached_tokens >= shared, usage
     assert usage_without.cached_tokens < 8, usage_without
     assert usage.evaluated_prompt_tokens < usage_without.evaluated_prompt_tokens / 10
-    # The KV put back is the one computed before: the same answer.
-    assert text == without and text.strip()
+    same_answer(answer, without)
     assert stats.restored_prompts == 1
     assert stats.cached_prompts == 2  # the first question's, and the unrelated prompt's
     assert stats.cached_prompt_bytes > 1 * MIB
@@ -58,7 +77,7 @@ def test_a_prompt_comes_back_after_another_took_its_slot(smollm2: Path) -> None:
 
 def test_a_prompt_bigger_than_the_cache_is_not_kept(smollm2: Path) -> None:
     with Engine(EngineConfig(ModelSource(smollm2), n_ctx=4096, cache_ram_mib=1)) as engine:
-        _, usage = three_requests(engine)
+        usage = three_requests(engine)[2]
         assert engine.stats().cached_prompts == 0
         assert usage.cached_tokens < 8
 
@@ -83,14 +102,14 @@ def test_the_unified_cache_makes_room_for_a_saved_prompt(smollm2: Path, limit_mi
         ask(engine, CORPUS[5000:6100])  # slot 1
         ask(engine, CORPUS[9000:11600])  # back in slot 0: the document is saved, slot 1's cells taken
         assert engine.stats().cached_prompts == 2
-        text, usage = ask(engine, question("Summarise it."))  # slot 1: the document needs slot 0's cells
-        assert usage.cached_tokens >= document, usage
+        answer = first_logprobs(engine, question("Summarise it."))  # slot 1: the document needs slot 0's cells
+        assert answer[2].cached_tokens >= document, answer[2]
         stats = engine.stats()
         assert stats.restored_prompts == 1
         assert stats.cached_prompts == (3 if limit_mib is None else 2)
         assert ask(engine, "Once upon a time", max_tokens=4)[0]  # still serving
     with Engine(EngineConfig(ModelSource(smollm2), n_ctx=1024, cache_ram_mib=0)) as engine:
-        assert ask(engine, question("Summarise it."))[0] == text
+        same_answer(answer, first_logprobs(engine, question("Summarise it.")))
 
 
 def test_gemma_does_not_reuse_a_prefix_its_window_lost(gemma: Path) -> None:
@@ -121,14 +140,6 @@ def test_gemma_does_not_reuse_a_prefix_its_window_lost(gemma: Path) -> None:
     assert reused == full
 
 
-def first_logprobs(engine: Engine, prompt: str, n: int = 4) -> tuple[list[int], list[float], Usage]:
-    """The first `n` greedy tokens of an answer and their log-probabilities."""
-    gen = engine.submit(GenerationRequest(prompt, GREEDY, max_tokens=n, logprobs=0))
-    chosen = [lp.chosen for chunk in gen for lp in chunk.logprobs]
-    assert gen.final is not None and gen.final.usage is not None
-    return [c.token for c in chosen], [c.logprob or 0.0 for c in chosen], gen.final.usage
-
-
 def test_gemma_gets_back_only_a_saved_prompt_within_its_window(gemma: Path) -> None:
     """llama.cpp saves a windowed layer's last 512 positions only. A saved
     prompt of 400 tokens comes back and scores the answer exactly as if its
@@ -146,7 +157,7 @@ def test_gemma_gets_back_only_a_saved_prompt_within_its_window(gemma: Path) -> N
         ask(engine, short, max_tokens=1)
         kept = first_logprobs(engine, short + " In the end,")  # its slot kept it
     assert restored[2].cached_tokens >= 395 and kept[2].cached_tokens >= 395
-    assert restored[:2] == kept[:2]
+    same_answer(restored, kept)
     # The 1000-token prompt, saved in part, is not put back; the 400 it
     # starts with, saved whole, are.
     assert 395 <= again.cached_tokens <= 400
@@ -182,11 +193,14 @@ class FakeContext:
 
     held: dict[int, list[int]] = field(default_factory=dict)
     room: bool = True
+    fail_save: bool = False
 
     def state_size(self, seq: int) -> int:
         return 100 + len(self.held.get(seq, []))
 
     def save_state(self, seq: int, size: int) -> bytearray | None:
+        if self.fail_save:
+            return None
         return bytearray(bytes(self.held.get(seq, [])).rjust(size, b"\0"))
 
     def load_state(self, seq: int, state: bytearray) -> bool:
@@ -234,10 +248,20 @@ def test_a_failed_restore_keeps_the_saved_prompt() -> None:
 def test_with_a_window_only_a_prompt_saved_whole_comes_back() -> None:
     ctx = FakeContext({0: list(range(1, 11)), 1: list(range(1, 5))})
     cache = PromptCache(NO_LIMIT, window=6)
-    cache.save(ctx, 0, list(range(1, 11)))
-    cache.save(ctx, 1, list(range(1, 5)))  # kept: the longer one lost these to its window
-    assert saved_tokens(cache) == [list(range(1, 11)), list(range(1, 5))]
-    assert cache.best(list(range(1, 14))) == (cache._saved[1], 4)  # never the one saved in part
+    cache.save(ctx, 0, list(range(1, 11)))  # longer than the window: saved in part, so not kept
+    cache.save(ctx, 1, list(range(1, 5)))
+    assert saved_tokens(cache) == [list(range(1, 5))]
+    assert cache.best(list(range(1, 14))) == (cache._saved[0], 4)
+
+
+def test_a_failed_save_keeps_what_was_saved() -> None:
+    ctx = FakeContext({0: [1, 2, 3], 1: [1, 2, 3, 4]})
+    cache = PromptCache(NO_LIMIT)
+    cache.limit = 110  # room for one
+    cache.save(ctx, 0, [1, 2, 3])
+    ctx.fail_save = True
+    cache.save(ctx, 1, [1, 2, 3, 4])  # would replace it, and push it out
+    assert saved_tokens(cache) == [[1, 2, 3]] and cache.bytes == 103
 
 
 def test_the_default_is_llama_servers_or_a_quarter_of_memory(monkeypatch: pytest.MonkeyPatch) -> None:

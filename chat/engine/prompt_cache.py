@@ -72,19 +72,22 @@ class PromptCache:
 
     def save(self, ctx: SequenceStates, seq: int, tokens: list[int]) -> None:
         """Copy sequence `seq` (which holds `tokens`), unless a saved prompt
-        holds them all already or it is bigger than the whole cache."""
-        if not tokens or any(self._holds(s.tokens, tokens) for s in self._saved):
+        holds them all already, it is bigger than the whole cache, or the
+        model's window would keep it from coming back."""
+        if not tokens or (self.window and len(tokens) > self.window):
+            return  # none of it would come back (see the module's note)
+        if any(self._holds(s.tokens, tokens) for s in self._saved):
             return
         size = ctx.state_size(seq)
         if size <= 0 or (self.limit is not None and size > self.limit):
             return
-        for old in [s for s in self._saved if self._holds(tokens, s.tokens)]:
-            self._drop(old)  # the new copy stands in for it
-        while self._saved and self.limit is not None and self.bytes + size > self.limit:
-            self._drop(self._saved[0])
-        state = ctx.save_state(seq, size)
+        state = ctx.save_state(seq, size)  # before dropping any: it may fail
         if state is None:
             return
+        for old in [s for s in self._saved if self._holds(tokens, s.tokens)]:
+            self._drop(old)  # the new copy stands in for it
+        while self._saved and self.limit is not None and self.bytes + len(state) > self.limit:
+            self._drop(self._saved[0])
         self._saved.append(SavedPrompt(list(tokens), state))
         self.bytes += len(state)
 
@@ -92,7 +95,7 @@ class PromptCache:
         """The saved prompt sharing the longest prefix with `prompt` that it
         can stand in for, and that prefix's length; None if there is none."""
         scored = [(common_prefix(s.tokens, prompt), s) for s in self._saved]
-        usable = [(n, s) for n, s in scored if self._serves(len(s.tokens), n)]
+        usable = [(n, s) for n, s in scored if n > 0]
         shared, saved = max(usable, key=lambda pair: pair[0], default=(0, None))
         return (saved, shared) if saved is not None else None
 
@@ -107,15 +110,10 @@ class PromptCache:
         self.restored += 1
         return True
 
-    def _serves(self, saved_length: int, shared: int) -> bool:
-        """Whether a saved prompt of `saved_length` tokens can stand in for
-        its first `shared` tokens: any can, but with a window only one that
-        was saved whole."""
-        return shared > 0 and (not self.window or saved_length <= self.window)
-
     def _holds(self, longer: list[int], tokens: list[int]) -> bool:
-        """Whether a saved prompt of `longer` tokens stands in for all of `tokens`."""
-        return common_prefix(longer, tokens) == len(tokens) and self._serves(len(longer), len(tokens))
+        """Whether a saved prompt of `longer` tokens stands in for all of
+        `tokens` (every saved prompt is whole: save keeps no other)."""
+        return common_prefix(longer, tokens) == len(tokens)
 
     def _drop(self, saved: SavedPrompt) -> None:
         self._saved.remove(saved)

@@ -256,14 +256,15 @@ class Scheduler:
         """Leave in the slot's cache the longest prefix of `prompt` there is,
         up to `most` tokens, and return its length: the slot's own, or a
         saved prompt's put back in its place if that shares more. What the
-        slot holds is saved first if the new prompt keeps less than half of
-        it (llama-server's rule)."""
+        slot holds is saved if the new prompt keeps less than half of it
+        (llama-server's rule), after the search: saving may push out of the
+        cache the prompt the search finds, which can be put back all the same."""
         keep = min(common_prefix(slot.cached, prompt), most)
         if self.cache is None:
             return self._truncate(slot, keep)
+        found = self.cache.best(prompt) if most > 0 else None
         if keep < len(slot.cached) / 2:
             self.cache.save(self.ctx, slot.seq, slot.cached)
-        found = self.cache.best(prompt) if most > 0 else None
         if found is None or min(found[1], most) <= keep:
             return self._truncate(slot, keep)
         saved, shared = found
