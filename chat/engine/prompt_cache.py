@@ -92,16 +92,17 @@ class PromptCache:
         self.bytes += len(state)
 
     def best(self, prompt: list[int]) -> tuple[SavedPrompt, int] | None:
-        """The saved prompt sharing the longest prefix with `prompt` that it
-        can stand in for, and that prefix's length; None if there is none."""
+        """The saved prompt sharing the longest prefix with `prompt`, and
+        that prefix's length; None if none shares a token."""
         scored = [(common_prefix(s.tokens, prompt), s) for s in self._saved]
         usable = [(n, s) for n, s in scored if n > 0]
         shared, saved = max(usable, key=lambda pair: pair[0], default=(0, None))
         return (saved, shared) if saved is not None else None
 
     def restore(self, ctx: SequenceStates, seq: int, saved: SavedPrompt) -> bool:
-        """Put `saved` into sequence `seq`; False if the cache had no room
-        for it (the sequence is empty then)."""
+        """Put `saved` into sequence `seq`; False if llama.cpp had no room
+        for it or refused it (the sequence may then hold part of it, and is
+        for the caller to clear)."""
         if not ctx.load_state(seq, saved.state):
             return False
         if saved in self._saved:  # else dropped meanwhile, to make room: put back all the same
