@@ -75,6 +75,20 @@ def test_a_prompt_comes_back_after_another_took_its_slot(smollm2: Path) -> None:
     assert stats.cached_prompt_bytes > 1 * MIB
 
 
+def test_a_request_sharing_only_the_template_start_takes_an_empty_slot(smollm2: Path) -> None:
+    """Two slots: a request whose prompt shares only a chat template's first
+    tokens with a conversation goes to the empty slot, so the conversation's
+    next turn finds its cache in place, with nothing saved or put back."""
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=2048, n_parallel=2)) as engine:
+        first = question("What is this about?")
+        ask(engine, first)
+        ask(engine, "<|im_start|>user\nTell me a joke.<|im_end|>\n<|im_start|>assistant\n")
+        _, usage = ask(engine, first)
+        assert usage.cached_tokens == usage.prompt_tokens - 1
+        stats = engine.stats()
+        assert (stats.cached_prompts, stats.restored_prompts) == (0, 0)
+
+
 def test_a_prompt_bigger_than_the_cache_is_not_kept(smollm2: Path) -> None:
     with Engine(EngineConfig(ModelSource(smollm2), n_ctx=4096, cache_ram_mib=1)) as engine:
         usage = three_requests(engine)[2]

@@ -27,6 +27,10 @@ from chat.engine.stream import TextStream
 from chat.engine.types import Chunk, EngineStats, FinishReason, TokenChoice, TokenLogprob, Usage
 from chat.errors import GenerationError
 
+# A free slot is chosen for its cached prefix only if that prefix is more
+# than this share of the new prompt (llama-server's --slot-prompt-similarity).
+SLOT_SIMILARITY = 0.1
+
 
 @dataclass
 class Slot:
@@ -190,17 +194,16 @@ class Scheduler:
         return True
 
     def _refuse(self, gen: Generation, sampler: Sampler, error: str) -> None:
-        """End a generation that failed to start. The slot it was given may
-        hold anything now: every idle slot's cache is dropped."""
+        """End a generation that failed to start (before it joined the
+        runs). The slot it was given may hold anything now: every idle
+        slot's cache is dropped."""
         sampler.close()
-        self._runs = [r for r in self._runs if r.gen is not gen]
         busy = {r.slot.seq for r in self._runs}
         for slot in self.slots:
             if slot.seq not in busy:
                 self.ctx.forget(slot.seq, 0)
                 slot.cached = []
         self._totals.generations += 1
-        self._totals.busy = bool(self._runs)
         gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=error))
 
     def _drain_inbox(self) -> list[tuple[Generation, Sampler]]:
@@ -243,11 +246,16 @@ class Scheduler:
         self._totals.busy = True
 
     def _pick_slot(self, prompt: list[int]) -> Slot:
-        """The free slot sharing the longest prefix; with none shared, the
-        least recently used, so another chat's cache survives longest."""
+        """The free slot sharing the longest prefix, if that is more than a
+        tenth of the prompt (llama-server's rule: a chat template's first
+        few tokens are no reason to overwrite another conversation); else
+        the least recently used (an empty one first), so other chats'
+        caches survive longest."""
         busy = {r.slot.seq for r in self._runs}
         free = [s for s in self.slots if s.seq not in busy]
         slot = max(free, key=lambda s: (common_prefix(s.cached, prompt), -s.last_used))
+        if common_prefix(slot.cached, prompt) <= SLOT_SIMILARITY * len(prompt):
+            slot = min(free, key=lambda s: s.last_used)
         self._admitted += 1
         slot.last_used = self._admitted
         return slot
