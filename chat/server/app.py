@@ -33,7 +33,7 @@ def create_app(engine: Engine, template: ChatTemplate, settings: ServerSettings)
         Mount("/static", web.static_files(), name="static"),
     ]
     app = Starlette(routes=routes)
-    counts = RequestCounts({e.path for e in endpoints} | {"/openapi.json"})
+    counts = RequestCounts({r.path for r in routes if isinstance(r, Route)})
     app.state.llamabin = ServerState(
         engine=engine,
         template=template,

@@ -35,10 +35,10 @@ class _Request(BaseModel):
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore", defer_build=True)
 
 
-class Options(BaseModel):
+class Options(_Request):
     """Ollama's `options`: the sampling ones, and `num_ctx`."""
 
-    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow", defer_build=True)
+    model_config = ConfigDict(extra="allow")  # the rest as _Request's: pydantic merges them
 
     temperature: float | None = Field(None, ge=0, le=2)
     top_k: int | None = Field(None, ge=0, le=MAX_TOP_K)

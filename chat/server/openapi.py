@@ -8,7 +8,6 @@ users read it, and writing the schemas would hold up every start.
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import compile_path
 
 from chat.server.errors import ollama_shaped
 from chat.server.ollama_types import OllamaError
@@ -54,7 +54,7 @@ def document(endpoints: Iterable[Endpoint], title: str, version: str, descriptio
     refs, defs = models_json_schema(sorted(wanted, key=lambda m: (m[0].__name__, m[1])), ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}
     for e in described:
-        path = template_path(e.path)
+        path = compile_path(e.path)[1]  # `{name:path}` as OpenAPI writes it: `{name}`
         paths.setdefault(path, {})[e.method.lower()] = _operation(e, path, refs)
     return {
         "openapi": OPENAPI_VERSION,
@@ -77,7 +77,7 @@ def _operation(e: Endpoint, path: str, refs: Refs) -> dict[str, Any]:
         op["tags"] = [e.tag]
     if doc:
         op["description"] = doc
-    names = path_parameters(e.path)
+    names = list(compile_path(e.path)[2])
     if names:
         op["parameters"] = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
     if e.body is not None:
@@ -109,12 +109,3 @@ def _operation(e: Endpoint, path: str, refs: Refs) -> dict[str, Any]:
 
 def _stream_kind(media_type: str) -> Literal["server-sent events", "one JSON object a line"]:
     return "server-sent events" if media_type == "text/event-stream" else "one JSON object a line"
-
-
-def template_path(path: str) -> str:
-    """`/v1/models/{name:path}` as OpenAPI writes it: `/v1/models/{name}`."""
-    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
-
-
-def path_parameters(path: str) -> list[str]:
-    return re.findall(r"\{(\w+)(?::\w+)?\}", path)

@@ -43,7 +43,7 @@ class _Request(BaseModel):
 class _Options(_Request):
     """A request's top level, whose unknown fields adapters.py refuses by name."""
 
-    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow", populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(extra="allow")  # the rest as _Request's: pydantic merges them
 
 
 class _Response(BaseModel):
