@@ -20,16 +20,6 @@ if TYPE_CHECKING:
     from ._chat import ChatTemplate, TemplateError
     from ._choose import builtin, detect_stop, from_file, from_source, resolve
 
-_WHERE = {
-    "ChatTemplate": "._chat",
-    "TemplateError": "._chat",
-    "builtin": "._choose",
-    "detect_stop": "._choose",
-    "from_file": "._choose",
-    "from_source": "._choose",
-    "resolve": "._choose",
-}
-
 __all__ = [
     "BUILTIN_NAMES",
     "ChatTemplate",
@@ -45,9 +35,8 @@ __all__ = [
 if not TYPE_CHECKING:  # for mypy, the names are the imports above
 
     def __getattr__(name: str) -> Any:
-        where = _WHERE.get(name)
-        if where is None:
+        if name not in __all__:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(where, __name__), name)
+        value = getattr(importlib.import_module("._choose", __name__), name)  # it imports ._chat's names too
         globals()[name] = value  # the next lookup finds it without this function
         return value
