@@ -36,16 +36,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import WAIT_S, fail, log, machine  # noqa: E402
+from bench.config import ONESHOT_PROMPT, ONESHOT_TOKENS  # noqa: E402
 from bench.processes import free_port, kill_session  # noqa: E402
 from bench.reference import reference_tools  # noqa: E402
 from bench.report import publish  # noqa: E402
+from bench.targets import ONESHOT_LIMIT, START_LIMIT  # noqa: E402
 from chat import phases  # noqa: E402
 
-PROMPT = ["-p", "four score and seven", "-n", "16", "--temp", "0"]
-HEALTH_LIMIT = 1.25  # issue targets: start to /health, and the one-shot's wall time
-ONESHOT_LIMIT = 1.2
+PROMPT = ["-p", ONESHOT_PROMPT, "-n", str(ONESHOT_TOKENS), "--temp", "0"]
 Phases = dict[str, float]
 FIRST_ANSWER = "first chat answer"
+END = "200 from /health, or the process's end"
 
 
 def spawn(argv: list[str], env: dict[str, str], log: IO[bytes]) -> tuple[subprocess.Popen[bytes], float]:
@@ -161,7 +162,7 @@ def median_of(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})" if values else "-"
 
 
-def phase_rows(samples: list[tuple[float, Phases]], end: str) -> list[tuple[str, list[float]]]:
+def phase_rows(samples: list[tuple[float, Phases]]) -> list[tuple[str, list[float]]]:
     names = [
         phases.PYTHON_UP,
         phases.COMMAND_LINE,
@@ -174,7 +175,7 @@ def phase_rows(samples: list[tuple[float, Phases]], end: str) -> list[tuple[str,
         phases.ANSWERED,
     ]
     rows = [(name, [p[name] for _, p in samples if name in p]) for name in names]
-    return [row for row in rows if row[1]] + [(end, [wall for wall, _ in samples])]
+    return [row for row in rows if row[1]] + [(END, [wall for wall, _ in samples])]
 
 
 def spans(samples: list[tuple[float, Phases]]) -> list[tuple[str, list[float]]]:
@@ -215,8 +216,8 @@ def report(
         "| measure | file | llama.cpp | ratio | limit | result |",
         "|---|---|---|---|---|---|",
         f"| start to /health, s | {median_of([w for w, _ in server])} | "
-        f"{median_of([w for w, _ in results['llama-server']])} | {health:.2f}x | <= {HEALTH_LIMIT}x | "
-        f"{'PASS' if health <= HEALTH_LIMIT else 'MISS'} |",
+        f"{median_of([w for w, _ in results['llama-server']])} | {health:.2f}x | <= {START_LIMIT}x | "
+        f"{'PASS' if health <= START_LIMIT else 'MISS'} |",
         f"| start to the first chat answer (4 tokens), s | {median_of(_first(server))} | "
         f"{median_of(_first(results['llama-server']))} | {first:.2f}x | | |",
         f"| `--cli -n 16` wall, s | {median_of([w for w, _ in cli])} | "
@@ -228,12 +229,11 @@ def report(
         "| phase | `--server` | `--cli -n 16` |",
         "|---|---|---|",
     ]
-    server_rows = dict(phase_rows(server, "end"))
-    cli_rows = dict(phase_rows(cli, "end"))
-    names = [n for n in dict.fromkeys([*server_rows, *cli_rows]) if n != "end"] + ["end"]
+    server_rows = dict(phase_rows(server))
+    cli_rows = dict(phase_rows(cli))
+    names = [n for n in dict.fromkeys([*server_rows, *cli_rows]) if n != END] + [END]
     for name in names:
-        label = {"end": "200 from /health, or the process's end"}.get(name, name)
-        lines.append(f"| {label} | {median_of(server_rows.get(name, []))} | {median_of(cli_rows.get(name, []))} |")
+        lines.append(f"| {name} | {median_of(server_rows.get(name, []))} | {median_of(cli_rows.get(name, []))} |")
     lines += ["", "The same as durations:", "", "| part | `--server` | `--cli -n 16` |", "|---|---|---|"]
     for (label, a), (_, b) in zip(spans(server), spans(cli), strict=True):
         lines.append(f"| {label} | {median_of(a)} | {median_of(b)} |")
