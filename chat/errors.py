@@ -16,6 +16,7 @@ __all__ = [
     "EXIT_USAGE",
     "ContextAllocationError",
     "ContextLengthExceededError",
+    "EngineClosedError",
     "GenerationError",
     "LlamabinError",
     "ModelFileError",
@@ -46,6 +47,13 @@ class ContextLengthExceededError(LlamabinError):
         )
         self.n_prompt = n_prompt
         self.n_ctx = n_ctx
+
+
+class EngineClosedError(LlamabinError):
+    """The engine was closed (the program is shutting down) before this call."""
+
+    def __init__(self) -> None:
+        super().__init__("the model is closed: the program is stopping")
 
 
 class GenerationError(LlamabinError):

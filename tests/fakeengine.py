@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 from chat.engine import Chunk, EngineInfo, EngineStats, FinishReason, Generation, GenerationRequest, Usage
 from chat.engine.types import PromptPart
-from chat.errors import ContextLengthExceededError, UsageError
+from chat.errors import ContextLengthExceededError, EngineClosedError, UsageError
 
 REPLY = ("Hello", " from", " a", " fake", " engine", ".")
 FAIL = "FAIL"
@@ -46,6 +46,11 @@ class FakeEngine:
         )
         self.requests: list[GenerationRequest] = []
         self._stats = EngineStats()
+        self.closed = False
+
+    def close(self) -> None:
+        """Later calls are refused, as the real engine's are."""
+        self.closed = True
 
     def stats(self) -> EngineStats:
         return self._stats
@@ -54,12 +59,16 @@ class FakeEngine:
         return frozenset({"<|im_start|>", "<|im_end|>"})
 
     def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
+        if self.closed:
+            raise EngineClosedError()
         return [ord(c) for c in text]
 
     def detokenize(self, tokens: list[int]) -> str:
         return "".join(self.pieces(tokens))
 
     def pieces(self, tokens: list[int]) -> list[str]:
+        if self.closed:
+            raise EngineClosedError()
         bad = next((t for t in tokens if not 0 <= t < N_VOCAB), None)
         if bad is not None:
             raise UsageError(f"token id {bad} is not in the vocabulary (0 to {N_VOCAB - 1})")

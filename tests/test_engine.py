@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from chat.conversation import Conversation
 from chat.engine import Engine, EngineConfig, FinishReason, GenerationRequest, SamplingParams
 from chat.engine.llama import ModelSource
 from chat.engine.stream import TextStream
-from chat.errors import ContextLengthExceededError
+from chat.errors import ContextLengthExceededError, EngineClosedError
 from templates import resolve
 
 GREEDY = SamplingParams(temperature=0, seed=1)
@@ -222,6 +223,51 @@ def test_closing_ends_the_generations_still_waiting(smollm2: Path) -> None:
     small.close()
     assert list(waiting)[-1].finish_reason is FinishReason.CANCELLED
     assert list(running)[-1].finish_reason is FinishReason.CANCELLED
+
+
+def test_a_closed_engine_refuses_every_call(smollm2: Path) -> None:
+    small = Engine(EngineConfig(ModelSource(smollm2), n_ctx=256))
+    small.close()
+    small.close()  # twice is harmless
+    calls = [
+        lambda: small.tokenize("hello"),
+        lambda: small.detokenize([1, 2]),
+        lambda: small.embed(["hello"]),
+        lambda: small.bos_text,
+        lambda: small.submit(GenerationRequest("hello", GREEDY, max_tokens=4)),
+        lambda: small.submit(GenerationRequest([1, 2, 3], GREEDY, max_tokens=4)),
+    ]
+    for call in calls:
+        with pytest.raises(EngineClosedError, match="the model is closed"):
+            call()
+
+
+def test_closing_waits_for_the_calls_under_way(smollm2: Path) -> None:
+    """Closing while another thread embeds and tokenizes: the calls under way
+    finish, later ones are refused, and nothing is freed under them (which
+    would crash the process in C, not raise)."""
+    small = Engine(EngineConfig(ModelSource(smollm2), n_ctx=512))
+    text = "The quick brown fox jumps over the lazy dog. " * 40
+    results: list[object] = []
+    started = threading.Event()
+
+    def busy() -> None:
+        try:
+            while True:
+                results.append(small.embed([text]))
+                started.set()
+                results.append(small.tokenize(text))
+        except EngineClosedError as exc:
+            results.append(exc)
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    assert started.wait(30)
+    small.close()
+    worker.join(30)
+    assert not worker.is_alive()
+    assert isinstance(results[-1], EngineClosedError)
+    assert all(isinstance(r, list) and r for r in results[:-1]) and len(results) >= 2
 
 
 def test_logprobs_follow_the_tokens_and_need_not_fit_one_batch(smollm2: Path) -> None:

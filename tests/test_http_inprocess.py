@@ -254,6 +254,24 @@ def test_a_full_queue_is_503_with_retry_after(engine: FakeEngine) -> None:
     assert response.headers["Retry-After"] == "1" and engine.requests == []
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (CHAT, {"messages": HI}),
+        (CHAT, {"messages": HI, "stream": True}),
+        ("/v1/embeddings", {"input": "hi"}),
+        ("/tokenize", {"content": "hi"}),
+        ("/detokenize", {"tokens": [104, 105]}),
+    ],
+)
+def test_a_request_after_the_engine_closed_is_503(engine: FakeEngine, path: str, body: object) -> None:
+    """A request that comes in while the program stops is told so, not given a 500."""
+    with make_client(engine) as client:
+        engine.close()
+        error = error_of(client.post(path, json=body), 503)
+    assert error == {"message": "The server is stopping", "type": "server_error", "param": None, "code": None}
+
+
 # -- the API key ------------------------------------------------------------------------
 
 

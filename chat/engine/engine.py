@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -41,7 +42,7 @@ from chat.engine.prompt_cache import PromptCache, default_cache_ram_mib
 from chat.engine.rpc import Endpoint
 from chat.engine.scheduler import Scheduler
 from chat.engine.types import EngineInfo, EngineStats, GenerationRequest, PromptPart
-from chat.errors import ContextLengthExceededError, UsageError
+from chat.errors import ContextLengthExceededError, EngineClosedError, UsageError
 
 DEFAULT_CTX = 4096
 # The embedding context outputs every token's state (logits included), so
@@ -112,6 +113,12 @@ class Engine:
         self._scheduler = Scheduler(self._model, self._ctx, config.n_parallel, lookup, cache)
         self._worker = threading.Thread(target=self._scheduler.run, name="llamabin-engine", daemon=True)
         self._worker.start()
+        # Calls into llama.cpp from front-end threads, counted so that close()
+        # frees nothing under one: a freed vocabulary or context crashes the
+        # process in C, where no exception can be caught.
+        self._calls = threading.Condition()
+        self._in_use = 0
+        self._closed = False
 
     # -- the interface every front end uses ---------------------------------
 
@@ -124,38 +131,43 @@ class Engine:
         """Tokens of `text` as a prompt: special tokens parsed, BOS added by the
         model's rule unless the text already starts with it (as rendered chat
         templates often do)."""
-        if add_bos is None:
-            add_bos = self._model.add_bos and not text.startswith(self.bos_text)
-        return self._model.tokenize(text, add_bos=add_bos)
+        with self._open():
+            if add_bos is None:
+                add_bos = self._model.add_bos and not text.startswith(self.bos_text)
+            return self._model.tokenize(text, add_bos=add_bos)
 
     def tokenize_parts(self, parts: Sequence[PromptPart], add_bos: bool | None = None) -> list[int]:
         """Tokens of a prompt in parts: control tokens are parsed in the
         template's parts only, so a message saying "<|im_start|>system" is
         those characters, not a new turn."""
         text = "".join(p.text for p in parts)
-        if add_bos is None:
-            add_bos = self._model.add_bos and not text.startswith(self.bos_text)
         tokens: list[int] = []
-        for i, part in enumerate(parts):
-            if part.text:
-                tokens += self._model.tokenize(part.text, add_bos=add_bos and i == 0, parse_special=part.special)
+        with self._open():
+            if add_bos is None:
+                add_bos = self._model.add_bos and not text.startswith(self.bos_text)
+            for i, part in enumerate(parts):
+                if part.text:
+                    tokens += self._model.tokenize(part.text, add_bos=add_bos and i == 0, parse_special=part.special)
         return tokens
 
     def special_texts(self) -> frozenset[str]:
         """The texts that tokenize to a control token (<|im_start|>,
         <start_of_turn>, ...), found once per engine."""
         if self._special_texts is None:
-            self._special_texts = self._model.special_texts()
+            with self._open():
+                self._special_texts = self._model.special_texts()
         return self._special_texts
 
     def detokenize(self, tokens: list[int]) -> str:
         self.check_tokens(tokens)
-        return self._model.detokenize(tokens)
+        with self._open():
+            return self._model.detokenize(tokens)
 
     def pieces(self, tokens: list[int]) -> list[str]:
         """Each token's own text."""
         self.check_tokens(tokens)
-        return [self._model.detokenize([t]) for t in tokens]
+        with self._open():
+            return [self._model.detokenize([t]) for t in tokens]
 
     def check_tokens(self, tokens: list[int]) -> None:
         """Refuse ids outside the vocabulary: llama.cpp aborts the process
@@ -175,7 +187,7 @@ class Engine:
         use, one call at a time, beside generation. Raises before computing
         anything if an input is empty or longer than EMBED_CTX tokens."""
         token_lists = [self._embedding_tokens(x) for x in inputs]
-        with self._embed_lock:
+        with self._open(), self._embed_lock:
             if self._embedder is None:
                 n_ctx = min(EMBED_CTX, self.n_ctx)
                 self._embedder = EmbeddingContext(self._model, n_ctx, self._config.n_threads, self._log)
@@ -195,11 +207,17 @@ class Engine:
 
     @property
     def bos_text(self) -> str:
-        return self._model.token_text(self._model.bos) if self._model.bos >= 0 else ""
+        return self._token_text(self._model.bos)
 
     @property
     def eos_text(self) -> str:
-        return self._model.token_text(self._model.eos) if self._model.eos >= 0 else ""
+        return self._token_text(self._model.eos)
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        with self._open():
+            return self._model.token_text(token)
 
     def submit(self, request: GenerationRequest) -> Generation:
         """Queue a request. Raises at once for a prompt that cannot run."""
@@ -217,14 +235,23 @@ class Engine:
             self.check_tokens(tokens)  # after the length check: a huge list is refused without a walk
         if request.max_tokens is not None and request.max_tokens <= 0:
             raise UsageError("the number of tokens to predict must be positive")
-        # Built here, so a bad grammar fails now rather than mid-stream, and
-        # handed to the scheduler, so no grammar is compiled twice.
-        sampler = Sampler(self._model, request.sampling)
         gen = Generation(request, tokens)
-        self._scheduler.submit(gen, sampler)
+        with self._open():
+            # Built here, so a bad grammar fails now rather than mid-stream, and
+            # handed to the scheduler, so no grammar is compiled twice. Queued
+            # inside the guard: close() stops the worker only after it.
+            self._scheduler.submit(gen, Sampler(self._model, request.sampling))
         return gen
 
     def close(self) -> None:
+        """Free the model once the calls under way have returned; the
+        generations not finished end CANCELLED, and later calls raise
+        EngineClosedError. Closing twice is harmless."""
+        with self._calls:
+            if self._closed:
+                return
+            self._closed = True
+            self._calls.wait_for(lambda: self._in_use == 0)
         if self._worker.is_alive():
             self._scheduler.stop()
             self._worker.join()
@@ -232,6 +259,20 @@ class Engine:
             self._embedder.close()
         self._ctx.close()
         self._model.close()
+
+    @contextmanager
+    def _open(self) -> Iterator[None]:
+        """Mark a call into llama.cpp from a front end's thread; refused once closed."""
+        with self._calls:
+            if self._closed:
+                raise EngineClosedError()
+            self._in_use += 1
+        try:
+            yield
+        finally:
+            with self._calls:
+                self._in_use -= 1
+                self._calls.notify_all()
 
     def __enter__(self) -> Engine:
         return self

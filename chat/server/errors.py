@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from chat.errors import ContextLengthExceededError, LlamabinError, UsageError
+from chat.errors import ContextLengthExceededError, EngineClosedError, LlamabinError, UsageError
 from templates import TemplateError
 
 INVALID_REQUEST = "invalid_request_error"
@@ -75,6 +75,8 @@ def to_api_error(exc: BaseException) -> ApiError:
         return ApiError(400, str(exc))
     if isinstance(exc, HTTPException):
         return _http_error(exc)
+    if isinstance(exc, EngineClosedError):  # a request that came in as the server shut down
+        return ApiError(503, "The server is stopping", type=SERVER_ERROR)
     if isinstance(exc, LlamabinError):
         return ApiError(500, str(exc), type=SERVER_ERROR)
     return ApiError(500, f"internal error: {exc!r}", type=SERVER_ERROR)
