@@ -1,6 +1,6 @@
 """What the benchmark scripts share: the checkout's paths, the waits, the
-machine's description, compare.py's one-line errors and progress, and
-llama.cpp's builds (`scripts/build-llama-cpp.sh`)."""
+machine's description, one-line errors and progress under the running
+script's name, and llama.cpp's builds (`scripts/build-llama-cpp.sh`)."""
 
 from __future__ import annotations
 
@@ -28,14 +28,18 @@ class Unavailable(Exception):
 
 
 def fail(message: str) -> NoReturn:
-    """compare.py's errors: one line on stderr and exit 1, input errors need
-    no traceback."""
-    raise SystemExit(f"compare.py: {message}")
+    """An error: one line on stderr, named by the script that was run, and
+    exit 1; input errors need no traceback."""
+    raise SystemExit(f"{_script().name}: {message}")
 
 
 def log(message: str) -> None:
-    """compare.py's progress, on stderr (the report goes to stdout)."""
-    print(f"[compare] {message}", file=sys.stderr, flush=True)
+    """Progress, on stderr (the report goes to stdout)."""
+    print(f"[{_script().stem}] {message}", file=sys.stderr, flush=True)
+
+
+def _script() -> Path:
+    return Path(sys.argv[0] or "bench")
 
 
 def machine(load: bool = False) -> str:

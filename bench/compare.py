@@ -51,7 +51,7 @@ from bench.clients import burst, native_timings, prefill_prompt, story, stream_c
 from bench.common import ROOT, WAIT_S, Unavailable, log, machine  # noqa: E402
 from bench.config import Config, make_config, parse_args  # noqa: E402
 from bench.processes import Running, ServerSpec, launch, run_oneshot  # noqa: E402
-from bench.programs import llama_bench_argv, oneshot_argvs, server_specs, versions  # noqa: E402
+from bench.programs import Programs, llama_bench_argv, oneshot_argvs, server_specs, versions  # noqa: E402
 from bench.report import publish  # noqa: E402
 from bench.results import LoadStats, OneShotStats, SingleStats, add_burst  # noqa: E402
 from bench.stats import Samples  # noqa: E402
@@ -70,7 +70,7 @@ def measure_oneshots(cfg: Config, env: dict[str, str], tmp: Path) -> OneShotStat
     runtime and sha256 of the weights) and warm launch of the file, against
     llama-completion and the unpackaged runtime."""
     stats = OneShotStats()
-    argvs = oneshot_argvs(cfg)
+    argvs = oneshot_argvs(Programs.of(cfg))
     for run in range(cfg.runs):
         home = tmp / f"oneshot-home-{run}"
         run_env = dict(env, LLAMABIN_HOME=str(home))
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     terminate_on_sigterm()
     started, t0 = datetime.now(), time.monotonic()
     machine_txt = machine(load=True)  # before we load the machine ourselves
-    specs = server_specs(cfg)
+    specs = server_specs(Programs.of(cfg))
     with tempfile.TemporaryDirectory(prefix="llamabin-bench-") as tmp_s:
         tmp = Path(tmp_s)
         env = dict(os.environ, LLAMABIN_HOME=str(tmp / "home"))

@@ -66,13 +66,18 @@ def parse_args(doc: str, argv: Sequence[str] | None = None) -> argparse.Namespac
     return p.parse_args(argv)
 
 
+def checked_programs(exe: Path, gguf: Path) -> tuple[Path, Path]:
+    """--exe and --gguf made absolute, or the one-line error saying which is missing."""
+    if not exe.resolve().is_file() or not os.access(exe, os.X_OK):
+        fail(f"--exe {exe}: no such executable file")
+    if not gguf.resolve().is_file():
+        fail(f"--gguf {gguf}: no such file")
+    return exe.resolve(), gguf.resolve()
+
+
 def make_config(ns: argparse.Namespace) -> Config:
     """Checks every input up front, so a typo fails in a second, not after a build."""
-    exe, gguf = ns.exe.resolve(), ns.gguf.resolve()
-    if not exe.is_file() or not os.access(exe, os.X_OK):
-        fail(f"--exe {ns.exe}: no such executable file")
-    if not gguf.is_file():
-        fail(f"--gguf {ns.gguf}: no such file")
+    exe, gguf = checked_programs(ns.exe, ns.gguf)
     for name, value in (("--threads", ns.threads), ("--ctx", ns.ctx), ("--runs", ns.runs), ("--tokens", ns.tokens)):
         if value is not None and value < 1:
             fail(f"{name} must be at least 1, not {value}")

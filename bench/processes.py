@@ -115,9 +115,10 @@ class Running:
 
 
 @contextlib.contextmanager
-def launch(spec: ServerSpec, slots: int, env: dict[str, str], log_dir: Path) -> Iterator[Running]:
-    """A started, ready server; it and everything it forked are gone on exit,
-    whatever happened inside."""
+def launch(spec: ServerSpec, slots: int, env: dict[str, str], log_dir: Path, poll_s: float = 0.01) -> Iterator[Running]:
+    """A started, ready server (its output in `log_path`); it and everything
+    it forked are gone on exit, whatever happened inside. `poll_s`: how
+    often readiness is asked, which bounds how precise `start_s` is."""
     port = free_port()
     log_path = log_dir / f"{spec.name.replace(' ', '_')}-{port}.log"
     with open(log_path, "wb") as logf:
@@ -138,13 +139,13 @@ def launch(spec: ServerSpec, slots: int, env: dict[str, str], log_dir: Path) -> 
             raise Unavailable(f"cannot start: {exc}") from exc
     try:
         url = f"http://127.0.0.1:{port}"
-        start_s = wait_ready(proc, url + spec.ready_path, start, log_path)
+        start_s = wait_ready(proc, url + spec.ready_path, start, log_path, poll_s)
         yield Running(spec, proc, url, start_s, log_path)
     finally:
         kill_session(proc)
 
 
-def wait_ready(proc: subprocess.Popen[bytes], url: str, start: float, log_path: Path) -> float:
+def wait_ready(proc: subprocess.Popen[bytes], url: str, start: float, log_path: Path, poll_s: float = 0.01) -> float:
     """Seconds from spawn to the first 200 (llama-server answers 503 while it loads)."""
     with httpx.Client(timeout=2.0) as client:
         while True:
@@ -157,7 +158,7 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, start: float, log_path: 
                 pass
             if time.perf_counter() - start > WAIT_S:
                 raise Unavailable(f"not ready after {WAIT_S:.0f} s: {tail(log_path)}")
-            time.sleep(0.01)
+            time.sleep(poll_s)
 
 
 @dataclass
@@ -165,6 +166,7 @@ class OneShot:
     wall: float
     rss_kib: int
     stdout: str
+    stderr: str
 
 
 def run_oneshot(argv: list[str], env: dict[str, str]) -> OneShot:
@@ -200,7 +202,8 @@ def run_oneshot(argv: list[str], env: dict[str, str]) -> OneShot:
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
         if proc.returncode != 0:
-            lines = err.read().decode(errors="replace").strip().splitlines() or ["no output"]
+            lines = stderr.strip().splitlines() or ["no output"]
             raise Unavailable(f"{Path(argv[0]).name} exited with {proc.returncode}: {lines[-1][:200]}")
-    return OneShot(wall, usage.ru_maxrss, stdout)
+    return OneShot(wall, usage.ru_maxrss, stdout, stderr)

@@ -1,17 +1,36 @@
-"""The command lines of every program compare.py measures, and their versions."""
+"""The command lines of every program the benchmarks measure, and their versions."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from bench.common import ROOT, WAIT_S
 from bench.config import ONESHOT_PROMPT, ONESHOT_TOKENS, Config
 from bench.processes import ServerSpec
 
 
-def server_specs(cfg: Config) -> dict[str, ServerSpec]:
+@dataclass(frozen=True)
+class Programs:
+    """What the command lines need: the programs, and the flags every one
+    of them runs with, so that compare.py and startup.py measure the same."""
+
+    exe: Path  # the built file
+    gguf: Path  # its model, for llama.cpp's tools and `python -m chat`
+    bin_dir: Path  # llama.cpp's tools
+    threads: int
+    ctx: int
+    server_args: tuple[str, ...] = ()  # extra llama-server flags
+
+    @classmethod
+    def of(cls, cfg: Config) -> Programs:
+        return cls(cfg.exe, cfg.gguf, cfg.bin_dir, cfg.threads, cfg.ctx, cfg.server_args)
+
+
+def server_specs(cfg: Programs) -> dict[str, ServerSpec]:
     common = ["--host", "127.0.0.1"]
 
     def server_flags(port: int, slots: int) -> list[str]:
@@ -74,7 +93,7 @@ def server_specs(cfg: Config) -> dict[str, ServerSpec]:
     }
 
 
-def oneshot_argvs(cfg: Config) -> dict[str, list[str]]:
+def oneshot_argvs(cfg: Programs) -> dict[str, list[str]]:
     flags = ["-p", ONESHOT_PROMPT, "-n", str(ONESHOT_TOKENS), "--temp", "0", "-t", str(cfg.threads), "-c", str(cfg.ctx)]
     return {
         "llamabin": [str(cfg.exe), "--cli", *flags, "--log-disable"],

@@ -21,148 +21,108 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import IO
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import WAIT_S, fail, log, machine  # noqa: E402
-from bench.config import ONESHOT_PROMPT, ONESHOT_TOKENS  # noqa: E402
-from bench.processes import free_port, kill_session  # noqa: E402
+from bench.common import WAIT_S, Unavailable, fail, log, machine  # noqa: E402
+from bench.config import checked_programs  # noqa: E402
+from bench.processes import ServerSpec, launch, run_oneshot  # noqa: E402
+from bench.programs import Programs, oneshot_argvs, server_specs  # noqa: E402
 from bench.reference import reference_tools  # noqa: E402
 from bench.report import publish  # noqa: E402
 from bench.targets import ONESHOT_LIMIT, START_LIMIT  # noqa: E402
 from chat import phases  # noqa: E402
 
-PROMPT = ["-p", ONESHOT_PROMPT, "-n", str(ONESHOT_TOKENS), "--temp", "0"]
 Phases = dict[str, float]
+Sample = tuple[float, Phases]  # the measured seconds, and the phases reached by then
 FIRST_ANSWER = "first chat answer"
 END = "200 from /health, or the process's end"
+FIRST_CHAT = {"model": "m", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "temperature": 0}
+POLL_S = 0.002  # /health is asked this often: a start is ~0.3 s, and 10 ms steps would blur it
 
 
-def spawn(argv: list[str], env: dict[str, str], log: IO[bytes]) -> tuple[subprocess.Popen[bytes], float]:
-    """Start `argv` with the launch time in the trace variable, its stderr
-    into `log` (a file: a pipe read only at the end could fill, and stall
-    a program that logs as much as llama-server); (process, perf_counter
-    at launch)."""
-    env = dict(env, **{phases.TRACE_VAR: repr(time.time())})
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        env=env,
-        start_new_session=True,
-    )
-    return proc, start
+def traced(env: dict[str, str]) -> dict[str, str]:
+    """`env` with the launch time in the trace variable: the file then says
+    on stderr when it reached each phase, counted from it. Made just before
+    the launch."""
+    return dict(env, **{phases.TRACE_VAR: repr(time.time())})
 
 
-def read_phases(log: IO[bytes]) -> Phases:
-    log.seek(0)
+def read_phases(output: str) -> Phases:
     found: Phases = {}
-    for line in log.read().decode(errors="replace").splitlines():
+    for line in output.splitlines():
         parts = line.split(" ", 2)
         if len(parts) == 3 and parts[0] == phases.PREFIX:
             found.setdefault(parts[2], float(parts[1]))
     return found
 
 
-FIRST_CHAT = {"model": "m", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4, "temperature": 0}
-
-
-def start_to_health(argv: list[str], env: dict[str, str]) -> tuple[float, Phases]:
+def start_to_health(spec: ServerSpec, env: dict[str, str], log_dir: Path) -> Sample:
     """Seconds to the first 200 from /health; the phases hold, beside the
     file's own, "first answer": the end of a short chat asked right then
     (what a start costs a client, whatever a server leaves to its first
     request)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        proc, start = spawn([*argv, "--port", str(port)], env, log)
-        ready = None
-        try:
-            with httpx.Client(timeout=WAIT_S) as client:
-                while ready is None:
-                    if proc.poll() is not None:
-                        fail(f"{argv[0]} exited with {proc.returncode} before /health answered")
-                    try:
-                        if client.get(f"{url}/health", timeout=2.0).status_code == 200:
-                            ready = time.perf_counter() - start
-                    except httpx.HTTPError:
-                        pass
-                    if time.perf_counter() - start > WAIT_S:
-                        fail(f"{argv[0]}: /health did not answer within {WAIT_S:.0f} s")
-                    time.sleep(0.002)
-                answer = client.post(f"{url}/v1/chat/completions", json=FIRST_CHAT)
-                answered = time.perf_counter() - start
-                if answer.status_code != 200:
-                    fail(f"{argv[0]}: the first chat request got {answer.status_code}: {answer.text[:300]}")
-        finally:
-            kill_session(proc)
-        return ready, {**read_phases(log), FIRST_ANSWER: answered}
+    with launch(spec, 1, traced(env), log_dir, POLL_S) as server, httpx.Client(timeout=WAIT_S) as client:
+        asked = time.perf_counter()
+        answer = client.post(f"{server.url}/v1/chat/completions", json=FIRST_CHAT)
+        answered = server.start_s + time.perf_counter() - asked
+        if answer.status_code != 200:
+            raise Unavailable(f"the first chat request got {answer.status_code}: {answer.text[:300]}")
+        output = server.log_path.read_text(errors="replace")
+    return server.start_s, {**read_phases(output), FIRST_ANSWER: answered}
 
 
-def oneshot(argv: list[str], env: dict[str, str]) -> tuple[float, Phases]:
-    with tempfile.TemporaryFile() as log:
-        proc, start = spawn(argv, env, log)
-        try:
-            proc.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            kill_session(proc)
-            fail(f"{argv[0]} did not finish within {WAIT_S:.0f} s")
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            log.seek(0)
-            fail(f"{argv[0]} exited with {proc.returncode}: {log.read().decode(errors='replace')[-500:]}")
-        return wall, read_phases(log)
+def oneshot(argv: list[str], env: dict[str, str]) -> Sample:
+    shot = run_oneshot(argv, traced(env))
+    return shot.wall, read_phases(shot.stderr)
 
 
-def measure(
-    exe: Path, gguf: Path, bin_dir: Path, runs: int, threads: int, ctx: int
-) -> dict[str, list[tuple[float, Phases]]]:
-    # The same flags as compare.py's (bench/programs.py), so the two agree.
-    t = ["-t", str(threads), "-c", str(ctx)]
-    programs = {
-        "file --server": lambda env: start_to_health(
-            [str(exe), "--server", "--nobrowser", "--host", "127.0.0.1", "-np", "1", *t], env
-        ),
-        "llama-server": lambda env: start_to_health(
-            [str(bin_dir / "llama-server"), "-m", str(gguf), "--host", "127.0.0.1", "-np", "1", *t], env
-        ),
-        "file --cli": lambda env: oneshot([str(exe), "--cli", *PROMPT, *t, "--log-disable"], env),
-        "llama-completion": lambda env: oneshot(
-            [str(bin_dir / "llama-completion"), "-m", str(gguf), *PROMPT, *t, "-no-cnv"], env
-        ),
-    }
-    results: dict[str, list[tuple[float, Phases]]] = defaultdict(list)
+def measure(programs: Programs, runs: int) -> dict[str, list[Sample]]:
+    # The command lines are compare.py's (bench/programs.py), so the two agree.
+    specs, argvs = server_specs(programs), oneshot_argvs(programs)
+    results: dict[str, list[Sample]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, LLAMABIN_HOME=home)
-        for name, run in programs.items():
+        logs = Path(home)
+        runners: dict[str, Callable[[], Sample]] = {
+            "file --server": lambda: start_to_health(specs["llamabin"], env, logs),
+            "llama-server": lambda: start_to_health(specs["llama-server"], env, logs),
+            "file --cli": lambda: oneshot(argvs["llamabin"], env),
+            "llama-completion": lambda: oneshot(argvs["llama-completion"], env),
+        }
+        for name, run in runners.items():
             log(f"warm-up: {name}")
-            run(env)
+            _measured(name, run)
         for i in range(runs):
-            order = list(programs) if i % 2 == 0 else list(reversed(programs))
+            order = list(runners) if i % 2 == 0 else list(reversed(runners))
             for name in order:
-                results[name].append(programs[name](env))
+                results[name].append(_measured(name, runners[name]))
             log(f"run {i + 1}/{runs}")
     return results
+
+
+def _measured(name: str, run: Callable[[], Sample]) -> Sample:
+    try:
+        return run()
+    except Unavailable as exc:
+        fail(f"{name}: {exc}")
 
 
 def median_of(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})" if values else "-"
 
 
-def phase_rows(samples: list[tuple[float, Phases]]) -> list[tuple[str, list[float]]]:
+def phase_rows(samples: list[Sample]) -> list[tuple[str, list[float]]]:
     names = [
         phases.PYTHON_UP,
         phases.COMMAND_LINE,
@@ -178,7 +138,7 @@ def phase_rows(samples: list[tuple[float, Phases]]) -> list[tuple[str, list[floa
     return [row for row in rows if row[1]] + [(END, [wall for wall, _ in samples])]
 
 
-def spans(samples: list[tuple[float, Phases]]) -> list[tuple[str, list[float]]]:
+def spans(samples: list[Sample]) -> list[tuple[str, list[float]]]:
     """The phases as durations: what each part of the start cost."""
 
     def each(a: str, b: str) -> list[float]:
@@ -195,13 +155,11 @@ def spans(samples: list[tuple[float, Phases]]) -> list[tuple[str, list[float]]]:
     ]
 
 
-def _first(samples: list[tuple[float, Phases]]) -> list[float]:
+def _first(samples: list[Sample]) -> list[float]:
     return [p[FIRST_ANSWER] for _, p in samples if FIRST_ANSWER in p]
 
 
-def report(
-    results: dict[str, list[tuple[float, Phases]]], ref_description: str, runs: int, threads: int, ctx: int
-) -> str:
+def report(results: dict[str, list[Sample]], ref_description: str, runs: int, threads: int, ctx: int) -> str:
     server, cli = results["file --server"], results["file --cli"]
     health = statistics.median(w for w, _ in server) / statistics.median(w for w, _ in results["llama-server"])
     shot = statistics.median(w for w, _ in cli) / statistics.median(w for w, _ in results["llama-completion"])
@@ -250,8 +208,13 @@ def main() -> int:
     ap.add_argument("--ctx", type=int, default=4096, help="context size for every program (default 4096)")
     ap.add_argument("--out", type=Path, help="append the tables to this Markdown file")
     opts = ap.parse_args()
-    ref = reference_tools(opts.exe, opts.gguf, opts.llama_bin)
-    results = measure(opts.exe.resolve(), opts.gguf.resolve(), ref.bin_dir, opts.runs, opts.threads, opts.ctx)
+    exe, gguf = checked_programs(opts.exe, opts.gguf)
+    for name, value in (("--runs", opts.runs), ("--threads", opts.threads), ("--ctx", opts.ctx)):
+        if value < 1:
+            fail(f"{name} must be at least 1, not {value}")
+    ref = reference_tools(exe, gguf, opts.llama_bin)
+    programs = Programs(exe, gguf, ref.bin_dir, opts.threads, opts.ctx)
+    results = measure(programs, opts.runs)
     publish(report(results, ref.description, opts.runs, opts.threads, opts.ctx), opts.out)
     return 0
 

@@ -102,3 +102,64 @@ def test_readme_table_never_replaces_a_file_it_did_not_write(built: Path, smollm
     assert result.returncode == 1
     assert "the file exists and is not a table this script wrote" in result.stderr
     assert readme.read_text() == "# A project\n\nIts whole documentation.\n"
+
+
+STARTUP_ROWS = {
+    "start to /health": rf"\| start to /health, s \| {SPREAD} \| {SPREAD} \| {NUM}x \| <= 1\.25x \| (PASS|MISS) \|",
+    "first answer": rf"\| start to the first chat answer \(4 tokens\), s \| {SPREAD} \| {SPREAD} \| {NUM}x \| \| \|",
+    "one-shot": rf"\| `--cli -n 16` wall, s \| {SPREAD} \| {SPREAD} \| {NUM}x \| <= 1\.2x \| (PASS|MISS) \|",
+    # The file's own phases, read from its trace; a one-shot neither serves nor takes a chat.
+    "python up": rf"\| python up \| {SPREAD} \| {SPREAD} \|",
+    "model loaded": rf"\| model loaded \| {SPREAD} \| {SPREAD} \|",
+    "serving": rf"\| serving \| {SPREAD} \| - \|",
+    "first chat answer": rf"\| first chat answer \| {SPREAD} \| - \|",
+    "answered": rf"\| answered \| - \| {SPREAD} \|",
+    "load span": rf"\| model and context load \(its own thread\) \| {SPREAD} \| {SPREAD} \|",
+}
+
+
+def test_startup_phases_smoke(built: Path, smollm2: Path) -> None:
+    """bench/startup.py, one run: the file's phases beside llama.cpp's starts,
+    with the same command lines as compare.py's, and nothing left running."""
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is missing: llama.cpp's reference tools cannot be built")
+    tag = uuid.uuid4().hex
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "startup.py"),
+            "--runs",
+            "1",
+            "--exe",
+            str(built),
+            "--gguf",
+            str(smollm2),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, LLAMABIN_BENCH_TAG=tag),
+        timeout=3 * 3600,  # a cold build of the tools included
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    md = result.stdout
+    assert md.startswith("### Start-up phases (20") and "Machine: " in md, md[:300]
+    missing = [name for name, pattern in STARTUP_ROWS.items() if not re.search(pattern, md)]
+    assert not missing, f"rows missing or without numbers: {missing}\n{md}"
+    assert "[startup] run 1/1" in result.stderr
+    assert tagged_pids(tag) == [], "a process the benchmark started is still running"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--exe", "no-such-file"], "startup.py: --exe no-such-file: no such executable file"),
+        (["--runs", "0"], "startup.py: --runs must be at least 1, not 0"),
+    ],
+)
+def test_startup_refuses_bad_input_in_one_line(built: Path, smollm2: Path, args: list[str], said: str) -> None:
+    argv = ["--exe", str(built), "--gguf", str(smollm2), *args]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "startup.py"), *argv], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1 and result.stderr == said + "\n"
