@@ -346,7 +346,34 @@ def set_loras(ctx: Any, adapters: Sequence[Any], scales: Sequence[float]) -> Non
         raise ModelFileError("llama.cpp could not apply the LoRA adapters to the context")
 
 
-class Context:
+class _ContextHandle:
+    """A llama_context, its memory and the batch it is fed through (room for
+    `batch_tokens`, or for its whole context if None), freed once by close()."""
+
+    def __init__(
+        self, model: Model, params: Any, log: LlamaLog, what: str, hint: str = "", batch_tokens: int | None = None
+    ) -> None:
+        self._ptr = C.llama_init_from_model(model.ptr, params)
+        if not self._ptr:
+            raise ContextAllocationError(f"cannot allocate {what} ({log.last_error()}){hint}")
+        # llama.cpp may round n_ctx up and clamp n_batch to it: use its values.
+        self.n_ctx = C.llama_n_ctx(self._ptr)
+        self.n_batch = C.llama_n_batch(self._ptr)
+        self._memory = C.llama_get_memory(self._ptr)
+        self._batch = C.llama_batch_init(batch_tokens or self.n_ctx, 0, 1)
+
+    @property
+    def ptr(self) -> Any:
+        return self._ptr
+
+    def close(self) -> None:
+        if self._ptr:
+            C.llama_batch_free(self._batch)
+            C.llama_free(self._ptr)
+            self._ptr = None
+
+
+class Context(_ContextHandle):
     """A llama_context: the KV cache of up to `n_seq` sequences, either one
     pool they all draw on (`unified`) or an equal share each."""
 
@@ -373,28 +400,9 @@ class Context:
         # has n_ctx / n_seq cells to itself (llama-server with -np).
         params.kv_unified = unified
         params.no_perf = True
-        self._ptr = C.llama_init_from_model(model.ptr, params)
-        if not self._ptr:
-            raise ContextAllocationError(
-                f"cannot allocate a context of {n_ctx} tokens ({log.last_error()}); try a smaller -c"
-            )
-        # llama.cpp may round n_ctx up and clamp n_batch to it: use its values.
-        self.n_ctx = C.llama_n_ctx(self._ptr)
+        super().__init__(model, params, log, f"a context of {n_ctx} tokens", "; try a smaller -c", batch_tokens=n_batch)
         self.unified = unified
         self.n_ctx_seq = self.n_ctx if unified else int(C.llama_n_ctx_seq(self._ptr))
-        self.n_batch = C.llama_n_batch(self._ptr)
-        self._memory = C.llama_get_memory(self._ptr)
-        self._batch = C.llama_batch_init(n_batch, 0, 1)
-
-    @property
-    def ptr(self) -> Any:
-        return self._ptr
-
-    def close(self) -> None:
-        if self._ptr:
-            C.llama_batch_free(self._batch)
-            C.llama_free(self._ptr)
-            self._ptr = None
 
     def forget(self, seq: int, start: int) -> None:
         """Drop positions >= start of one sequence from the KV cache."""
@@ -547,7 +555,7 @@ def _stages(model: Model, p: SamplingParams) -> list[Any]:
     return stages
 
 
-class EmbeddingContext:
+class EmbeddingContext(_ContextHandle):
     """A context that pools each input into one vector (the mean of its
     token states). It is separate from the generation context, so an
     embedding request never disturbs a chat's KV cache."""
@@ -565,23 +573,8 @@ class EmbeddingContext:
         params.embeddings = True
         params.pooling_type = C.LLAMA_POOLING_TYPE_MEAN
         params.no_perf = True
-        self._ptr = C.llama_init_from_model(model.ptr, params)
-        if not self._ptr:
-            raise ContextAllocationError(f"cannot allocate an embedding context of {n_ctx} tokens ({log.last_error()})")
-        self.n_ctx = C.llama_n_ctx(self._ptr)
+        super().__init__(model, params, log, f"an embedding context of {n_ctx} tokens")
         self.n_embd = C.llama_model_n_embd(model.ptr)
-        self._memory = C.llama_get_memory(self._ptr)
-        self._batch = C.llama_batch_init(self.n_ctx, 0, 1)
-
-    @property
-    def ptr(self) -> Any:
-        return self._ptr
-
-    def close(self) -> None:
-        if self._ptr:
-            C.llama_batch_free(self._batch)
-            C.llama_free(self._ptr)
-            self._ptr = None
 
     def embed(self, tokens: Sequence[int]) -> list[float]:
         """The pooled, unnormalised embedding of up to n_ctx tokens."""
