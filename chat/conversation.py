@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from chat.engine.engine import Engine
 from chat.engine.generation import Generation
 from chat.engine.types import FinishReason, GenerationRequest, SamplingParams, Usage
-from chat.errors import ContextLengthExceededError, GenerationError, LlamabinError
+from chat.errors import ContextLengthExceededError, LlamabinError
 from chat.prompts import chat_prompt
 from chat.session import Session
 
@@ -54,8 +54,7 @@ class Reply:
                 yield chunk.text
             if chunk.finish_reason is not None:
                 self._end(chunk.finish_reason, chunk.usage)
-                if chunk.error:
-                    raise GenerationError(chunk.error)
+                chunk.raise_error()
 
     def cancel(self) -> None:
         """Stop generating and keep what was said so far."""

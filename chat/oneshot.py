@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import templates
 from chat.conversation import ConversationOptions
 from chat.engine import Engine, GenerationRequest
-from chat.errors import EXIT_INTERRUPTED, EXIT_OK, GenerationError, UsageError
+from chat.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
 from chat.session import Session
 
 
@@ -35,9 +35,8 @@ def run_completion(engine: Engine, options: OneShotOptions) -> int:
     except KeyboardInterrupt:
         gen.cancel()
         return EXIT_INTERRUPTED
-    final = gen.final
-    if final is not None and final.error:
-        raise GenerationError(final.error)
+    if gen.final is not None:
+        gen.final.raise_error()
     return EXIT_OK
 
 

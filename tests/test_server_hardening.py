@@ -90,6 +90,60 @@ def test_a_deep_schema_through_response_format_is_refused(server: ServerProcess)
     assert server.alive
 
 
+EMPTY_RANGE_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "^[b-a]$"}},
+}
+
+
+@pytest.mark.parametrize(
+    "path, body, words",
+    [
+        (
+            "/completion",
+            {"prompt": "x", "n_predict": 5, "grammar": "root ::= [b-a]"},
+            "allows no token here at the start",
+        ),
+        (
+            "/completion",
+            {"prompt": "x", "n_predict": 5, "grammar": "root ::= <[49152]>"},
+            "allows no token here at the start",
+        ),
+        # The schema's string opens with a quote; after it, nothing is allowed.
+        (
+            "/v1/chat/completions",
+            {"messages": HELLO, "max_tokens": 5, "response_format": EMPTY_RANGE_SCHEMA},
+            "allows no token here after the text so far",
+        ),
+        (
+            "/completion",
+            {
+                "prompt": "aaaa",
+                "n_predict": 3,
+                "grammar": "root ::= " + " ".join(["x"] * 11) + "\nx ::= " + " | ".join(['"a"*'] * 30),
+            },
+            "the grammar is too ambiguous to follow",
+        ),
+    ],
+)
+def test_a_grammar_no_token_can_follow_is_a_400_and_the_server_lives(
+    server: ServerProcess, path: str, body: object, words: str
+) -> None:
+    """llama.cpp aborts the process when a grammar allows no token, and
+    matches an ambiguous one for minutes while every request waits."""
+    assert_error(post(server, path, body), 400, words)
+    assert server.alive and server.health()["status"] == "ok"
+
+
+def test_a_stream_whose_grammar_dead_ends_ends_with_the_reason(server: ServerProcess) -> None:
+    body = {"messages": HELLO, "max_tokens": 5, "stream": True, "response_format": EMPTY_RANGE_SCHEMA}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=60) as response:
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    errors = [json.loads(e)["error"] for e in events if e != "[DONE]" and "error" in json.loads(e)]
+    assert len(errors) == 1 and "allows no token here after the text so far" in errors[0]["message"], events
+    assert server.alive and server.health()["status"] == "ok"
+
+
 def test_a_grammar_still_works(server: ServerProcess) -> None:
     body = {"prompt": "The answer is", "n_predict": 4, "temperature": 0, "grammar": 'root ::= ("yes" | "no")'}
     response = post(server, "/completion", body)

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 from chat import phases
 from chat.engine import backends
 from chat.engine.bindings import llama_cpp as C
+from chat.engine.grammar_guard import GrammarError, GrammarGuard
 from chat.engine.grammars import check_grammar
 from chat.engine.types import SamplingParams
 from chat.errors import (
@@ -474,18 +475,33 @@ class Sampler:
         if params.grammar:
             check_grammar(params.grammar)  # before C code recurses into it
         self._ptr = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+        self._guard: GrammarGuard | None = None
         with capture_stderr() as errors:
             stages = _stages(model, params)
         for stage in stages:
             if not stage:
                 self.close()
                 raise UsageError(f"invalid grammar: {errors.first_line() or 'not valid GBNF'}")
-            C.llama_sampler_chain_add(self._ptr, stage)
+            if isinstance(stage, GrammarGuard):
+                self._guard = stage
+                stage = stage.ptr
+            C.llama_sampler_chain_add(self._ptr, stage)  # the chain frees it
+        if self._guard is not None:
+            try:
+                self._guard.check_start()
+            except GrammarError:
+                self.close()
+                raise
 
     def sample(self, ctx: Context, index: int) -> int:
         """Pick the next token from the logits of batch entry `index`; this
-        also feeds it to the stateful samplers (penalties, grammar)."""
-        return int(C.llama_sampler_sample(self._ptr, ctx.ptr, index))
+        also feeds it to the stateful samplers (penalties, grammar). Raises
+        GrammarError, the token thrown away, if the grammar allowed none or
+        took too long to match it."""
+        token = int(C.llama_sampler_sample(self._ptr, ctx.ptr, index))
+        if self._guard is not None:
+            self._guard.check()
+        return token
 
     def close(self) -> None:
         if self._ptr:
@@ -540,7 +556,8 @@ def _stages(model: Model, p: SamplingParams) -> list[Any]:
         )
     )
     if p.grammar:
-        stages.append(C.llama_sampler_init_grammar(model.vocab, p.grammar.encode("utf-8"), b"root"))
+        grammar = C.llama_sampler_init_grammar(model.vocab, p.grammar.encode("utf-8"), b"root")
+        stages.append(GrammarGuard(grammar, model.n_vocab) if grammar else None)
     if p.temperature <= 0:
         stages.append(C.llama_sampler_init_greedy())
         return stages

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from chat.engine.generation import Generation
+from chat.engine.grammar_guard import GrammarError
 from chat.engine.llama import BatchEntry, Context, Model, Sampler
 from chat.engine.logprobs import token_logprob
 from chat.engine.lookup import Drafter, LookupSettings
@@ -339,7 +340,11 @@ class Scheduler:
         first_draft = len(r.slot.cached) - len(drafted)  # the first drafted token's place
         self._totals.drafted_tokens += len(drafted)
         for k in range(len(drafted) + 1):
-            token = r.sampler.sample(self.ctx, index + k)
+            try:
+                token = r.sampler.sample(self.ctx, index + k)
+            except GrammarError as exc:  # this request's grammar: the others go on
+                self._fail(r, str(exc), bad_request=True)
+                return
             if r.gen.request.logprobs is not None and not self.model.is_eog(token):
                 r.logprobs.append(self._logprob(r, index + k, token))
             self._on_token(r, token)
@@ -480,12 +485,13 @@ class Scheduler:
         self._totals.add(usage)
         r.gen.emit(Chunk("", finish_reason=reason, usage=usage))
 
-    def _fail(self, r: _Run, error: str) -> None:
-        """The batch failed: the slot's cache is unknown now, so forget it."""
+    def _fail(self, r: _Run, error: str, bad_request: bool = False) -> None:
+        """The batch failed, or (`bad_request`) the request cannot go on: the
+        slot's cache is unknown now, so forget it."""
         self.ctx.forget(r.slot.seq, 0)
         r.slot.cached = []
         self._leave(r)
-        r.gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=error))
+        r.gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=error, bad_request=bad_request))
 
     def _leave(self, r: _Run) -> None:
         r.sampler.close()

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chat.errors import GenerationError, UsageError
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -122,8 +124,15 @@ class Chunk:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     error: str | None = None
+    bad_request: bool = False  # the error is the request's own (its grammar), not the engine's
     logprobs: tuple[TokenLogprob, ...] = ()
     prompt_logprobs: tuple[TokenLogprob, ...] = ()
+
+    def raise_error(self) -> None:
+        """Raise the error this chunk ends with, if any: UsageError when the
+        request itself was at fault, GenerationError otherwise."""
+        if self.error:
+            raise (UsageError if self.bad_request else GenerationError)(self.error)
 
 
 @dataclass(frozen=True)

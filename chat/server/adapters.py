@@ -336,6 +336,8 @@ class Ids:
 
 def finish_reason(final: Chunk) -> str:
     """OpenAI's finish_reason for the engine's, or the error to report."""
+    if final.finish_reason is FinishReason.ERROR and final.bad_request:
+        raise ApiError(400, final.error or "the request cannot go on")
     if final.finish_reason is FinishReason.ERROR:
         raise ApiError(500, f"generation failed: {final.error}", type=SERVER_ERROR)
     if final.finish_reason is FinishReason.CANCELLED:
