@@ -95,6 +95,14 @@ def test_a_control_token_in_a_message_reaches_the_engine_as_plain_text(client: T
     assert [p.text for p in request.prompt if not p.special] == [forged]
 
 
+def test_a_surrogate_pair_escape_is_the_character_it_spells(client: TestClient, engine: FakeEngine) -> None:
+    """JSON writes characters past U+FFFF as two escapes; only an unpaired one is refused."""
+    body = b'{"messages": [{"role": "user", "content": "smile \\ud83d\\ude00"}]}'
+    assert client.post(CHAT, content=body, headers=JSON).status_code == 200
+    (request,) = engine.requests
+    assert "user\nsmile \U0001f600<|im_end|>" in str(request.prompt)
+
+
 def test_max_tokens_gives_length(client: TestClient) -> None:
     body = client.post(CHAT, json={"messages": HI, "max_tokens": 2}).json()
     assert body["choices"][0]["message"]["content"] == "Hello from"

@@ -319,6 +319,32 @@ BAD_INPUTS: list[tuple[str, str, bytes | object, int, str | None]] = [
     ),
     ("empty embedding input", "/v1/embeddings", {"input": ""}, 400, None),
     ("unknown URL", "/v2/nothing", {}, 404, "not_found"),
+    # A \ud800 escape alone is not text: it fails wherever the string is encoded again.
+    ("an unpaired surrogate", CHAT, b'{"messages": [{"role": "user", "content": "\\ud800"}]}', 400, "invalid_encoding"),
+    ("an unpaired surrogate to tokenize", "/tokenize", b'{"content": "a\\uDFFFb"}', 400, "invalid_encoding"),
+    (
+        "an unpaired surrogate as a stop",
+        "/completion",
+        b'{"prompt": "hi", "stop": ["\\ud800"]}',
+        400,
+        "invalid_encoding",
+    ),
+    ("an unpaired surrogate to embed", "/v1/embeddings", b'{"input": "\\ud800"}', 400, "invalid_encoding"),
+    (
+        "a logit_bias key of a surrogate",
+        CHAT,
+        b'{"messages": [], "logit_bias": {"\\ud800": 1}}',
+        400,
+        "invalid_encoding",
+    ),
+    ("a superscript digit as a token id", CHAT, {"messages": OK_MESSAGES, "logit_bias": {"\u00b2": 1}}, 400, None),
+    (
+        "Arabic-Indic digits as a token id",
+        CHAT,
+        {"messages": OK_MESSAGES, "logit_bias": {"\u0661\u0662": 1}},
+        400,
+        None,
+    ),
 ]
 
 

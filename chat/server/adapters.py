@@ -298,7 +298,9 @@ def _logit_bias(given: dict[str, float] | None, n_vocab: int | None) -> tuple[tu
         return None
     pairs = []
     for key, bias in given.items():
-        token = int(key) if key.strip().isdigit() else -1
+        digits = key.strip()
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses, and "١٢", which it reads as 12.
+        token = int(digits) if digits.isascii() and digits.isdigit() else -1
         if token < 0 or (n_vocab is not None and token >= n_vocab):
             limit = f" (0 to {n_vocab - 1})" if n_vocab is not None else ""
             raise ApiError(400, f"logit_bias: '{key}' is not a token id of this model{limit}", param="logit_bias")

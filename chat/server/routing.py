@@ -14,6 +14,7 @@ server needs of it is this table.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import Message
@@ -136,10 +137,31 @@ async def read_body(request: Request, model: type[M], any_content_type: bool = F
         raise ApiError(400, f"The body's JSON cannot be read: {exc}", code="invalid_json") from None
     except RecursionError:
         raise ApiError(400, "The body could not be parsed as JSON (nested too deeply?)", code="invalid_json") from None
+    if _SURROGATE_ESCAPE.search(raw) and not _is_unicode(data):
+        raise ApiError(
+            400,
+            "The body's JSON holds an unpaired UTF-16 surrogate (an escape from \\ud800 to \\udfff): text must be Unicode",
+            code="invalid_encoding",
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise invalid_body(exc.errors()) from None
+
+
+# Raw UTF-8 cannot hold a surrogate (guards.CheckBody decodes it strictly),
+# so only a \uD800-\uDFFF escape can put one in a string; one left unpaired
+# is not text, and fails wherever the string is encoded again (tokenizing it,
+# or quoting it in an error).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _is_unicode(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_json(content_type: str | None) -> bool:
