@@ -100,17 +100,24 @@ def test_an_option_this_server_lacks_is_refused_by_name(client: ollama.Client, n
 
 
 @pytest.mark.parametrize(
-    "body, words",
+    "path, body, status, words",
     [
-        (b"{not json", "json"),
-        (b"", "empty"),
-        (b'{"model": "x", "messages": "hi"}', "messages"),
-        (b'{"messages": []}', "model"),
+        ("/api/chat", b"{not json", 400, "json"),
+        ("/api/chat", b"", 400, "empty"),
+        ("/api/chat", b'{"model": "x", "messages": "hi"}', 400, "messages"),
+        ("/api/chat", b'{"messages": []}', 400, "model"),
+        ("/api/show", b"{}", 400, "model is required"),
+        # Refused before any route: the body's size and encoding, in Ollama's shape too.
+        ("/api/chat", b'{"model": "x", "messages": [{"role": "user", "content": "\xff"}]}', 400, "utf-8"),
+        ("/api/generate", b'{"model": "x", "prompt": "' + b"a" * (5 * 1024 * 1024) + b'"}', 413, "larger than"),
+        ("/api/generate", b'{"model": "x", "prompt": "\\ud800"}', 400, "surrogate"),
     ],
 )
-def test_malformed_requests_get_ollamas_error_shape(server: ServerProcess, body: bytes, words: str) -> None:
-    reply = httpx.post(f"{server.url}/api/chat", content=body, headers={"Content-Type": "application/json"})
-    assert reply.status_code == 400
+def test_malformed_requests_get_ollamas_error_shape(
+    server: ServerProcess, path: str, body: bytes, status: int, words: str
+) -> None:
+    reply = httpx.post(f"{server.url}{path}", content=body, headers={"Content-Type": "application/json"})
+    assert reply.status_code == status
     error = reply.json()
     assert list(error) == ["error"] and isinstance(error["error"], str) and words in error["error"].lower()
 

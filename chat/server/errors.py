@@ -57,8 +57,10 @@ class ApiError(Exception):
             headers["Retry-After"] = str(self.retry_after)
         return headers or None
 
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers())
+    def response(self, path: str = "") -> JSONResponse:
+        """The error as the API at `path` words it: Ollama's under /api/, OpenAI's elsewhere."""
+        body = self.ollama_body() if ollama_shaped(path) else self.body()
+        return JSONResponse(body, status_code=self.status, headers=self.headers())
 
     def sse(self) -> str:
         """The error as a server-sent event, for failures after a stream began."""
@@ -110,10 +112,7 @@ def install(app: Starlette) -> None:
     """Route every exception a handler raises through `to_api_error`."""
 
     async def handle(request: Request, exc: Exception) -> Response:
-        error = to_api_error(exc)
-        if ollama_shaped(request.url.path):
-            return JSONResponse(error.ollama_body(), status_code=error.status, headers=error.headers())
-        return error.response()
+        return to_api_error(exc).response(request.url.path)
 
     for cls in (ApiError, LlamabinError, TemplateError, HTTPException, Exception):
         app.add_exception_handler(cls, handle)

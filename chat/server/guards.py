@@ -67,7 +67,7 @@ class RequireApiKey:
             await self.app(scope, receive, send)
             return
         error = ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'", code="invalid_api_key")
-        await error.response()(scope, receive, send)
+        await error.response(scope["path"])(scope, receive, send)
 
 
 def _is_public(path: str) -> bool:
@@ -91,7 +91,7 @@ class CheckBody:
             return
         body, error = await self._read(scope, receive)
         if error is not None:
-            await error.response()(scope, receive, send)
+            await error.response(scope["path"])(scope, receive, send)
             return
         replayed = False
 

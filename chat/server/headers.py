@@ -62,5 +62,5 @@ class SecurityHeaders:
             # middleware, where these headers would be missing: answer it
             # here instead, then let it rise to be logged.
             if not started:
-                await to_api_error(exc).response()(scope, receive, send_with_headers)
+                await to_api_error(exc).response(scope["path"])(scope, receive, send_with_headers)
             raise

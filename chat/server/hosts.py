@@ -76,7 +76,7 @@ class HostPolicy:
 
 
 class CheckHost:
-    """403, in OpenAI's error shape, for a Host or Origin the policy refuses."""
+    """403, in the error shape of the API asked, for a Host or Origin the policy refuses."""
 
     def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
         self.app = app
@@ -106,4 +106,4 @@ class CheckHost:
         else:
             await self.app(scope, receive, send)
             return
-        await error.response()(scope, receive, send)
+        await error.response(scope["path"])(scope, receive, send)

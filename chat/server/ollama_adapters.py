@@ -28,7 +28,10 @@ LATEST = ":latest"
 
 
 def check_model(name: str | None, model_id: str) -> None:
-    """The loaded model under its own name or NAME:latest; else Ollama's 404."""
+    """The loaded model under its own name or NAME:latest; else Ollama's 404
+    (or its 400, when no model is named)."""
+    if not name:
+        raise ApiError(400, "model is required", param="model")
     if name not in (model_id, model_id + LATEST):
         raise ApiError(404, f"model '{name}' not found: this server has '{model_id}{LATEST}'", param="model")
 
