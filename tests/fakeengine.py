@@ -47,6 +47,7 @@ class FakeEngine:
         self.requests: list[GenerationRequest] = []
         self._stats = EngineStats()
         self.closed = False
+        self.embed_limit = n_ctx
 
     def close(self) -> None:
         """Later calls are refused, as the real engine's are."""

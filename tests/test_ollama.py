@@ -84,6 +84,18 @@ def test_embed_two_inputs(client: ollama.Client, name: str) -> None:
     assert len(old.embedding) == 576
 
 
+def test_embed_cuts_an_input_too_long_unless_told_not_to(client: ollama.Client, name: str) -> None:
+    """Ollama's truncate, true unless said: the input's first tokens (as many
+    as the model embeds at once) stand for it, or a 400 names the limit."""
+    long = "the colour green, " * 400  # about 2,000 tokens
+    cut = client.embed(name, input=long)
+    assert cut.prompt_eval_count == 512 and len(cut.embeddings[0]) == 576
+    assert cut.embeddings == client.embed(name, input=long + " and then something else").embeddings
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.embed(name, input=long, truncate=False)
+    assert caught.value.status_code == 400 and "more than the context of 512 tokens" in caught.value.error
+
+
 def test_an_unknown_model_is_ollamas_404(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as caught:
         client.chat("llama3:8b", messages=QUESTION)

@@ -189,7 +189,7 @@ class Engine:
         token_lists = [self._embedding_tokens(x) for x in inputs]
         with self._open(), self._embed_lock:
             if self._embedder is None:
-                n_ctx = min(EMBED_CTX, self.n_ctx)
+                n_ctx = self.embed_limit
                 self._embedder = EmbeddingContext(self._model, n_ctx, self._config.n_threads, self._log)
                 set_loras(self._embedder.ptr, self._loras, [adapter.scale for adapter in self._config.lora])
             embedder = self._embedder
@@ -197,6 +197,11 @@ class Engine:
                 if len(toks) > embedder.n_ctx:
                     raise ContextLengthExceededError(len(toks), embedder.n_ctx)
             return [_unit(embedder.embed(toks)) for toks in token_lists]
+
+    @property
+    def embed_limit(self) -> int:
+        """The most tokens one input to `embed` may have."""
+        return min(EMBED_CTX, self.n_ctx)
 
     def _embedding_tokens(self, item: str | list[int]) -> list[int]:
         tokens = self.tokenize(item) if isinstance(item, str) else list(item)

@@ -26,8 +26,12 @@ def check_count(n_inputs: int, width: int, param: str = "input") -> None:
         )
 
 
-async def embed(st: ServerState, request: Request, inputs: list[str | list[int]]) -> tuple[list[list[float]], int]:
-    """(the vectors, the tokens read). A client that leaves stops the work."""
+async def embed(
+    st: ServerState, request: Request, inputs: list[str | list[int]], truncate: bool = False
+) -> tuple[list[list[float]], int]:
+    """(the vectors, the tokens read). A client that leaves stops the work.
+    `truncate`: an input too long for the model is cut to its first tokens
+    (Ollama's default) rather than refused."""
     engine = st.engine
     vectors: list[list[float]] = []
     n_tokens = 0
@@ -36,6 +40,8 @@ async def embed(st: ServerState, request: Request, inputs: list[str | list[int]]
             if await request.is_disconnected():
                 raise ApiError(400, "The client closed the connection")
             tokens = item if isinstance(item, list) else await st.generations.in_thread(partial(engine.tokenize, item))
+            if truncate:
+                tokens = tokens[: engine.embed_limit]
             vectors += await st.generations.in_thread(partial(engine.embed, [tokens]))
             n_tokens += len(tokens)
     return vectors, n_tokens

@@ -133,7 +133,7 @@ async def embed_route(body: EmbedRequest, request: Request, st: ServerState) -> 
     started = time.monotonic()
     inputs: list[str | list[int]] = [body.input] if isinstance(body.input, str) else list(body.input)
     check_count(len(inputs), st.engine.info.n_embd)
-    vectors, n_tokens = await embed(st, request, inputs)
+    vectors, n_tokens = await embed(st, request, inputs, truncate=body.truncate)
     return {
         "model": body.model,
         "embeddings": vectors,
