@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import os
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from packager import progress
 from packager.elf import ElfError, insert_payload
 from packager.errors import BuildError
 from packager.gguf_info import GGUFInfo, read_gguf_info
+from packager.replacing import check_replaceable, disk_error, remove, replacing, temporary
 from packager.runtime import check_lib_dir, has_cpu_variants, installed_lib_dir, runtime_executable
 from packager.sidecar import write_sidecar
 from packager.targets import Runtime, extract, find_runtime, host_target, is_windows
@@ -45,6 +44,7 @@ class BuildOptions:
     no_index: bool = False  # never ask pip's index for a runtime
     gguf_file: str | None = None  # the GGUF's file name to record; None: the model's (--quant's is temporary)
     lora: dict[str, Any] | None = None  # a LoRA adapter after the weights in the blob: the manifest's `lora`
+    force: bool = False  # replace an existing output that is not a llamabin executable
 
 
 @dataclass(frozen=True)
@@ -76,33 +76,42 @@ def build(opts: BuildOptions, say: Callable[[str], None]) -> BuildResult:
     out = output_path(opts)
     target = build_target(opts)
     _check_writable(out.parent)
+    check_replaceable(out, (opts.model,), opts.force)
     say(f"reading {opts.model}")
     info = read_gguf_info(opts.model)
+    use_sidecar = opts.sidecar if opts.sidecar is not None else _needs_sidecar(target, info.size)
+    if use_sidecar:
+        check_replaceable(sidecar_path(out), (opts.model,), opts.force)
     args = _baked_args(opts)
     template = _baked_template(opts.template)
     found = find_target_runtime(opts)  # before minutes of hashing: a missing runtime is found at once
     digest = _sha256(opts.model, info.size)
     manifest = _manifest(opts, info, digest, args, template, out)
     runtime = select_runtime(opts, say)
-    use_sidecar = opts.sidecar if opts.sidecar is not None else _needs_sidecar(target, info.size)
-    with _staged(out) as tmp_exe, _staged(sidecar_path(out)) as tmp_side:
-        if use_sidecar:
-            _write_with_sidecar(runtime, tmp_exe, tmp_side, opts.model, manifest, info.size)
-        else:
-            _write_inside(runtime, tmp_exe, opts.model, manifest, info.size)
-    result = BuildResult(out, sidecar_path(out) if use_sidecar else None, manifest)
-    if target != host_target():
-        say(f"note: not started here: a {target} file runs only on {target} (this machine is {host_target()})")
-        return result
-    say(f"checking the result (runtime from {found.origin})")
+    runs_here = target == host_target()  # a file for another machine cannot be started here
+    # Written under a temporary name and started there: whatever was at
+    # `out` stays until the new file has run once.
+    tmp_side = sidecar_path(temporary(out))  # where the staged file looks for its weights
     try:
-        _smoke_test(out)
+        with replacing(out, None, check=runs_here) as tmp_exe:
+            if use_sidecar:
+                _write_with_sidecar(runtime, tmp_exe, tmp_side, opts.model, manifest, info.size)
+            else:
+                _write_inside(runtime, tmp_exe, opts.model, manifest, info.size)
+            if runs_here:
+                say(f"checking the result (runtime from {found.origin})")
     except BaseException:
-        for path in (result.executable, result.sidecar):
-            if path is not None:
-                path.unlink(missing_ok=True)
+        remove(tmp_side)
         raise
-    return result
+    if use_sidecar:
+        try:
+            os.replace(tmp_side, sidecar_path(out))
+        except OSError as exc:
+            remove(tmp_side)
+            raise disk_error(exc, sidecar_path(out)) from None
+    if not runs_here:
+        say(f"note: not started here: a {target} file runs only on {target} (this machine is {host_target()})")
+    return BuildResult(out, sidecar_path(out) if use_sidecar else None, manifest)
 
 
 def find_target_runtime(opts: BuildOptions) -> Runtime:
@@ -296,17 +305,6 @@ def _write_with_sidecar(runtime: Path, out: Path, side: Path, model: Path, manif
         write_sidecar(model, side, encode_manifest(manifest), update)
 
 
-def _smoke_test(exe: Path) -> None:
-    """Start the new file once: this proves it runs, and that the baked
-    defaults parse (the runtime refuses bad ones)."""
-    with tempfile.TemporaryDirectory() as home:
-        env = dict(os.environ, LLAMABIN_HOME=home)
-        result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, env=env, timeout=120)
-    if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines()
-        raise BuildError(f"the built file does not start: {lines[-1] if lines else result.returncode}")
-
-
 def _check_writable(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -314,32 +312,6 @@ def _check_writable(directory: Path) -> None:
         raise BuildError(f"cannot create output directory {directory}: {exc.strerror}") from None
     if not os.access(directory, os.W_OK):
         raise BuildError(f"cannot write to {directory}: permission denied")
-
-
-class _staged:
-    """Write to a temporary name beside the target and rename at the end,
-    so a failed or interrupted build never leaves a half-written file."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-        self.tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
-
-    def __enter__(self) -> Path:
-        return self.tmp
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if exc is None and self.tmp.exists():
-            os.replace(self.tmp, self.target)
-            return
-        self.tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise _disk_error(exc, self.target) from None
-
-
-def _disk_error(exc: OSError, target: Path) -> BuildError:
-    if exc.errno == errno.ENOSPC:
-        return BuildError(f"no space left on the device while writing {target}")
-    return BuildError(f"cannot write {target}: {exc.strerror or exc}")
 
 
 def iter_manifest_lines(manifest: dict[str, Any]) -> Iterator[str]:

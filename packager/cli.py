@@ -109,6 +109,7 @@ def group() -> None:
     help="A LoRA adapter GGUF: merged into an F16, BF16 or F32 MODEL (before --quant), packed beside a quantized one.",
 )
 @click.option("--lora-scale", type=float, help="Strength of the --lora adapter [default: 1].")
+@click.option("--force", is_flag=True, help="Replace an existing output file that is not a llamabin executable.")
 @click.option("--verbose", is_flag=True, help="Show PyInstaller's output.")
 def build_cmd(
     model: Path,
@@ -128,6 +129,7 @@ def build_cmd(
     imatrix: Path | None,
     lora_adapter: Path | None,
     lora_scale: float | None,
+    force: bool,
     verbose: bool,
 ) -> None:
     """Build one executable from MODEL for this OS and architecture, or for each --target.
@@ -167,6 +169,7 @@ def build_cmd(
         llama_lib,
         find_links=tuple(p.resolve() for p in find_links),
         no_index=no_index,
+        force=force,
     )
     quant_type = check_quant_options(quant, imatrix)  # before any work
     if lora_scale is not None and lora_adapter is None:
@@ -274,8 +277,9 @@ def inspect_cmd(file: Path, show_license: bool) -> None:
     envvar="LLAMABIN_LLAMA_LIB",
     help="Folder of llama.cpp libraries to ship, as for build [env LLAMABIN_LLAMA_LIB].",
 )
+@click.option("--force", is_flag=True, help="Replace an existing output file that is not a llamabin executable.")
 @click.option("--verbose", is_flag=True, help="Show PyInstaller's output.")
-def upgrade_cmd(old_file: Path, output: Path | None, llama_lib: Path | None, verbose: bool) -> None:
+def upgrade_cmd(old_file: Path, output: Path | None, llama_lib: Path | None, force: bool, verbose: bool) -> None:
     """Move OLD_FILE's weights and manifest onto the current runtime.
 
     No GGUF is needed: the weights are copied byte for byte (their sha256
@@ -284,7 +288,7 @@ def upgrade_cmd(old_file: Path, output: Path | None, llama_lib: Path | None, ver
     atomically unless -o names another file; a sidecar stays as it is.
     """
     target = load_payload(old_file, UsageError).manifest.get("target")
-    opts = BuildOptions(old_file, llama_lib=llama_lib, verbose=verbose, target=target)
+    opts = BuildOptions(old_file, llama_lib=llama_lib, verbose=verbose, target=target, force=force)
     result = upgrade(old_file, output, opts, lambda msg: click.echo(msg, err=True))
     click.echo(str(result.path))
 

@@ -15,11 +15,9 @@ described in docs/payload-layout.md (manifest first, then the footer).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,8 +26,6 @@ from packager import progress
 from packager.build import (
     BuildOptions,
     _baked_template,
-    _disk_error,
-    _smoke_test,
     build_target,
     refused_message,
     runtime_versions,
@@ -46,6 +42,7 @@ from packager.elf import (  # the writer's helpers: the same copy, the same head
     read_elf,
 )
 from packager.errors import BuildError
+from packager.replacing import check_replaceable, disk_error, replacing, same_file, smoke_test, temporary
 from packager.sidecar import sidecar_tail
 from packager.targets import host_target
 from payload.errors import LlamabinError, UsageError
@@ -92,13 +89,17 @@ def upgrade(old: Path, out: Path | None, opts: BuildOptions, say: Say) -> Rewrit
     `build` would use now, with ``old``'s weights and manifest."""
     payload = load_payload(old, UsageError)
     target = _output(old, out)
+    if target != old:
+        check_replaceable(target, (old, payload.path), opts.force)
+        if payload.path != old:
+            check_replaceable(sidecar_path(target), (old, payload.path), opts.force)
     _check_writable(target)  # before the runtime is prepared, which may take minutes
     runtime = select_runtime(opts, say)
     runs_here = build_target(opts) == host_target()  # a file for another machine cannot be started here
     manifest = dict(payload.manifest, versions=runtime_versions(opts))
     raw = _encode(manifest)
     if payload.path != old:  # the weights are in the sidecar: rewrite only the executable
-        with _replacing(target, old, check=runs_here) as tmp:
+        with replacing(target, old, check=runs_here) as tmp:
             shutil.copyfile(runtime, tmp)
         side = sidecar_path(target)
         if target == old:
@@ -107,10 +108,10 @@ def upgrade(old: Path, out: Path | None, opts: BuildOptions, say: Say) -> Rewrit
                 say(f"note: {payload.path.name} keeps its manifest (no room to rewrite it in place)")
                 return Rewritten(target, False, payload)
             return Rewritten(target, True, done)
-        with _replacing(side, None) as tmp_side:
+        with replacing(side, None) as tmp_side:
             _copy_sidecar(payload, tmp_side, raw)
         return Rewritten(target, False, _reread(side))
-    with _replacing(target, old, check=runs_here) as tmp:
+    with replacing(target, old, check=runs_here) as tmp:
         with progress.bar(payload.blob_size, "copying weights") as update:
             try:
                 insert_payload(runtime, tmp, old, raw, update, (payload.blob_offset, payload.blob_size))
@@ -120,18 +121,19 @@ def upgrade(old: Path, out: Path | None, opts: BuildOptions, say: Say) -> Rewrit
 
 
 def _check_writable(target: Path) -> None:
-    probe = _temporary(target)
+    probe = temporary(target)
     try:
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise _disk_error(exc, target) from None
+        raise disk_error(exc, target) from None
 
 
 def _output(old: Path, out: Path | None) -> Path:
     if out is None:
         return old
-    return out / old.name if out.is_dir() else out
+    target = out / old.name if out.is_dir() else out
+    return old if same_file(target, old) else target  # -o naming the file itself: in place
 
 
 # --- set -----------------------------------------------------------------------
@@ -158,20 +160,20 @@ def set_defaults(file: Path, new: NewDefaults, say: Say) -> Rewritten:
     done = _manifest_in_place(payload, raw)
     if done is not None:
         try:
-            _smoke_test(file)
+            smoke_test(file)
         except BuildError:
             _manifest_in_place(done, old_raw)  # put the old defaults back
             raise
         return Rewritten(payload.path, True, done)
     say(f"note: the new manifest does not fit in {payload.path.name}'s spare space: rewriting the file by copy")
     inside = payload.path == file
-    with _replacing(payload.path, payload.path, check=inside) as tmp:
+    with replacing(payload.path, payload.path, check=inside) as tmp:
         if inside:
             _copy_exe(payload, tmp, raw)
         else:  # the sidecar: checked once it is in place, beside its executable
             _copy_sidecar(payload, tmp, raw)
     if not inside:
-        _smoke_test(file)
+        smoke_test(file)
     return Rewritten(payload.path, False, _reread(payload.path))
 
 
@@ -260,7 +262,7 @@ def _manifest_in_place(payload: Payload, raw: bytes) -> Payload | None:
     try:
         fd = os.open(payload.path, os.O_WRONLY)
     except OSError as exc:
-        raise _disk_error(exc, payload.path) from None
+        raise disk_error(exc, payload.path) from None
     try:
         _pwrite_all(fd, raw, offset)
         os.fsync(fd)
@@ -269,7 +271,7 @@ def _manifest_in_place(payload: Payload, raw: bytes) -> Payload | None:
         _pwrite_all(fd, bytes(old.manifest_size), old.manifest_offset)
         os.fsync(fd)
     except OSError as exc:
-        raise _disk_error(exc, payload.path) from None
+        raise disk_error(exc, payload.path) from None
     finally:
         os.close(fd)
     return Payload(payload.path, footer, decode_manifest(raw))
@@ -336,53 +338,3 @@ def _reread(path: Path) -> Payload:
     payload = read_payload(path)
     assert payload is not None, path
     return payload
-
-
-@contextmanager
-def _replacing(target: Path, keep_mode_of: Path | None, check: bool = False) -> Iterator[Path]:
-    """A temporary name beside ``target`` to write; on success it is synced,
-    given ``keep_mode_of``'s mode, started once (``check``, as build does)
-    and renamed over ``target`` (then the directory is synced). On failure
-    ``target`` is left as it was."""
-    tmp = _temporary(target)
-    try:
-        yield tmp
-        mode = (keep_mode_of if keep_mode_of is not None and keep_mode_of.exists() else tmp).stat().st_mode
-        os.chmod(tmp, mode & 0o7777)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if check:
-            _smoke_test(tmp)
-        os.replace(tmp, target)
-        _sync_dir(target.parent)
-    except OSError as exc:
-        _remove(tmp)
-        raise _disk_error(exc, target) from None
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(tmp: Path) -> None:
-    with contextlib.suppress(OSError):  # a read-only filesystem refuses even a missing name
-        tmp.unlink(missing_ok=True)
-
-
-def _temporary(target: Path) -> Path:
-    return target.with_name(f".{target.name}.partial-{os.getpid()}")
-
-
-def _sync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -30,9 +30,11 @@ def run_chat(*args: str, input: str | None = None, timeout: float = 120) -> subp
     )
 
 
-def llamabin(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def llamabin(*args: str, timeout: float = 900, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """The packer, run from `cwd` (the checkout unless given) as a user would."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))  # found from any folder, as an installed packer is
     return subprocess.run(
-        [sys.executable, "-m", "packager", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        [sys.executable, "-m", "packager", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
     )
 
 

@@ -3,7 +3,9 @@ half-written output."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import struct
 import subprocess
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from packager.runtime import KEEP_RUNTIMES, prune
+from payload.find import read_payload
 from tests.helpers import llamabin, tmpfs
 
 
@@ -183,3 +186,54 @@ def test_old_runtimes_are_pruned_and_recent_ones_kept(tmp_path: Path) -> None:
     prune(tmp_path, keep=tmp_path / "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".building-x", "a", "b", "c", "new"]
     assert KEEP_RUNTIMES == 4
+
+
+# -- what an output may replace ----------------------------------------------------
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_output_is_never_the_input_model(smollm2: Path, portable_lib: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model.gguf"
+    shutil.copy(smollm2, model)
+    before = digest(model)
+    result = llamabin("build", str(model), "-o", str(model), "--llama-lib", str(portable_lib))
+    assert result.returncode == 2
+    assert f"the output {model} is the input {model}" in one_error_line(result.stderr)
+    assert digest(model) == before
+
+
+def test_a_file_that_is_not_llamabins_is_replaced_only_with_force(
+    smollm2: Path, portable_lib: Path, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    refused = llamabin("build", str(smollm2), "-o", str(notes), "--llama-lib", str(portable_lib))
+    assert refused.returncode == 2
+    assert "exists and is not a llamabin executable: give another -o, or --force" in one_error_line(refused.stderr)
+    assert notes.read_text() == "my notes\n"
+    forced = llamabin("build", str(smollm2), "-o", str(notes), "--llama-lib", str(portable_lib), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert read_payload(notes) is not None
+
+
+def test_a_build_that_fails_its_check_keeps_the_file_it_would_replace(
+    built: Path, smollm2: Path, portable_lib: Path, tmp_path: Path
+) -> None:
+    good = tmp_path / "good"
+    shutil.copy2(built, good)
+    before = digest(good)
+    # "-n" without its number passes the build's own checks; only starting the file finds it.
+    result = llamabin("build", str(smollm2), "-o", str(good), "--llama-lib", str(portable_lib), "--", "-n")
+    assert result.returncode == 1
+    assert "the built file does not start" in one_error_line(result.stderr)
+    assert digest(good) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]  # no partial file left
+
+
+def test_an_output_named_bare_lands_in_the_current_folder(smollm2: Path, portable_lib: Path, tmp_path: Path) -> None:
+    result = llamabin("build", str(smollm2), "-o", "mybin", "--llama-lib", str(portable_lib), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_payload(tmp_path / "mybin") is not None

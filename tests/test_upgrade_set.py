@@ -141,6 +141,22 @@ def test_upgrade_to_another_file_leaves_the_old_one(exe: Path, portable_lib: Pat
     assert payload_of(out).manifest["versions"] != OLD_VERSIONS
 
 
+def test_upgrade_of_a_file_named_in_the_current_folder(exe: Path, portable_lib: Path) -> None:
+    make_older(exe)
+    result = llamabin("upgrade", exe.name, "--llama-lib", str(portable_lib), cwd=exe.parent)
+    assert result.returncode == 0, result.stderr
+    assert payload_of(exe).manifest["versions"] != OLD_VERSIONS
+
+
+def test_upgrade_onto_a_file_not_llamabins_is_refused(exe: Path, portable_lib: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    result = llamabin("upgrade", str(exe), "-o", str(notes), "--llama-lib", str(portable_lib))
+    assert result.returncode == 2
+    assert "exists and is not a llamabin executable" in one_error_line(result)
+    assert notes.read_text() == "my notes\n"
+
+
 def test_upgrade_with_a_sidecar_rewrites_only_the_executable(
     smollm2: Path, portable_lib: Path, tmp_path: Path, empty_dir: Path
 ) -> None:

@@ -1,0 +1,114 @@
+"""Writing a file in place of another without losing either: `build`,
+`upgrade` and `set` write to a temporary name beside the target, start the
+result once where it can run, and only then rename it over the target.
+What may be replaced at all is decided here too: never the input, and
+never a file that is not a llamabin executable unless asked (--force)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from packager.errors import BuildError
+from payload.errors import UsageError
+from payload.find import find_payload
+
+
+def check_replaceable(target: Path, inputs: tuple[Path, ...], force: bool) -> None:
+    """Refuse, before any work, to write over one of the `inputs`, or over
+    an existing file that is not a llamabin executable (unless `force`)."""
+    for given in inputs:
+        if same_file(target, given):
+            raise UsageError(f"the output {target} is the input {given}: give another -o")
+    if target.is_dir():
+        raise UsageError(f"the output {target} is a directory")
+    if not force and target.exists() and not _is_ours(target):
+        raise UsageError(f"{target} exists and is not a llamabin executable: give another -o, or --force to replace it")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Both exist and are one file (under any names)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        return find_payload(path) is not None
+    except Exception:  # a damaged llamabin file is still one: replacing it is what upgrade is for
+        return True
+
+
+def smoke_test(exe: Path) -> None:
+    """Start the new file once: this proves it runs, and that the baked
+    defaults parse (the runtime refuses bad ones)."""
+    with tempfile.TemporaryDirectory() as home:
+        env = dict(os.environ, LLAMABIN_HOME=home)
+        # An absolute path: a bare name would be looked up on PATH.
+        result = subprocess.run([os.path.abspath(exe), "--help"], capture_output=True, text=True, env=env, timeout=120)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise BuildError(f"the built file does not start: {lines[-1] if lines else result.returncode}")
+
+
+def disk_error(exc: OSError, target: Path) -> BuildError:
+    if exc.errno == errno.ENOSPC:
+        return BuildError(f"no space left on the device while writing {target}")
+    return BuildError(f"cannot write {target}: {exc.strerror or exc}")
+
+
+def temporary(target: Path) -> Path:
+    return target.with_name(f".{target.name}.partial-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def replacing(target: Path, keep_mode_of: Path | None, check: bool = False) -> Iterator[Path]:
+    """A temporary name beside ``target`` to write; on success it is synced,
+    given ``keep_mode_of``'s mode, started once (``check``) and renamed
+    over ``target`` (then the directory is synced). On failure ``target`` is
+    left as it was."""
+    tmp = temporary(target)
+    try:
+        yield tmp
+        mode = (keep_mode_of if keep_mode_of is not None and keep_mode_of.exists() else tmp).stat().st_mode
+        os.chmod(tmp, mode & 0o7777)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if check:
+            smoke_test(tmp)
+        os.replace(tmp, target)
+        sync_dir(target.parent)
+    except OSError as exc:
+        remove(tmp)
+        raise disk_error(exc, target) from None
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+def remove(tmp: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only filesystem refuses even a missing name
+        tmp.unlink(missing_ok=True)
+
+
+def sync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
