@@ -102,6 +102,35 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> 
 
 
 MAX_SLOTS = 256  # llama.cpp's limit on sequences in one context (LLAMA_MAX_SEQ)
+MAX_THREADS = 512  # ggml's (GGML_MAX_N_THREADS): past it llama.cpp crashes rather than refuse
+
+
+def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and not 0 < value <= MAX_THREADS:
+        raise click.BadParameter(f"must be between 1 and {MAX_THREADS}")
+    return value
+
+
+def _text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Text from the command line must be UTF-8: other bytes reach Python as
+    lone surrogates, which no tokenizer or HTTP header can take."""
+    if value is not None:
+        _check_utf8(value, "is not UTF-8 text", click.BadParameter)
+    return value
+
+
+def _check_utf8(text: str, problem: str, error: type[Exception]) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start].encode("utf-8", "surrogateescape")
+        raise error(f"{problem} (byte 0x{bad.hex()} at character {exc.start})") from None
+
+
+def _read_stdin() -> str:
+    text = sys.stdin.read()
+    _check_utf8(text, "standard input is not UTF-8 text", UsageError)
+    return text
 
 
 def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -135,10 +164,15 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     metavar="N0,N1,...",
     help="How to split the offloaded layers over the devices (--rpc workers, GPUs), as proportions [default: by free memory].",
 )
-@click.option("--ask", metavar="TEXT", help="Ask one templated question ('-' reads stdin) and exit.")
-@click.option("-p", "--prompt", metavar="TEXT", help="Prompt for --cli; system prompt for the chat.")
+@click.option("--ask", metavar="TEXT", callback=_text, help="Ask one templated question ('-' reads stdin) and exit.")
+@click.option("-p", "--prompt", metavar="TEXT", callback=_text, help="Prompt for --cli; system prompt for the chat.")
 @click.option(
-    "--system-prompt", "--system", "system_prompt", metavar="TEXT", help="System prompt for the chat and --ask."
+    "--system-prompt",
+    "--system",
+    "system_prompt",
+    metavar="TEXT",
+    callback=_text,
+    help="System prompt for the chat and --ask.",
 )
 @click.option("-f", "--file", "prompt_file", metavar="FILE", help="Read the --cli prompt from FILE ('-' for stdin).")
 @click.option(
@@ -183,7 +217,7 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     help="How many recent tokens the penalty looks at.",
 )
 @click.option("-s", "--seed", type=int, default=-1, show_default=True, help="Random seed (-1 = random).")
-@click.option("-t", "--threads", type=int, callback=_positive, help="CPU threads [default: all cores].")
+@click.option("-t", "--threads", type=int, callback=_threads, help="CPU threads [default: all cores].")
 @click.option(
     "--draft-max",
     type=click.IntRange(0, 64),
@@ -241,7 +275,7 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     metavar="NAME|FILE",
     help="Chat template: alpaca, chatml, gemma, llama3, or a Jinja file [default: the model's own].",
 )
-@click.option("--grammar", metavar="GBNF", help="Constrain output to a GBNF grammar.")
+@click.option("--grammar", metavar="GBNF", callback=_text, help="Constrain output to a GBNF grammar.")
 @click.option(
     "--grammar-file",
     metavar="FILE",
@@ -264,7 +298,7 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     help=f"Also serve on PORT, for Ollama clients that cannot be pointed elsewhere ({OLLAMA_PORT} is Ollama's).",
 )
 @click.option("--nobrowser", is_flag=True, help="Do not open the web chat in a browser.")
-@click.option("--api-key", metavar="KEY", help="Require 'Authorization: Bearer KEY' on API calls.")
+@click.option("--api-key", metavar="KEY", callback=_text, help="Require 'Authorization: Bearer KEY' on API calls.")
 @click.option("--api-key-file", metavar="FILE", help="Read the API key from the first line of FILE.")
 @click.option(
     "--allowed-host",
@@ -535,7 +569,7 @@ def _grammar(opts: dict[str, Any]) -> str | None:
 
 def _one_shot_prompt(mode: Mode, opts: dict[str, Any]) -> str | None:
     if mode is Mode.ASK:
-        text = sys.stdin.read() if opts["ask"] == "-" else opts["ask"]
+        text = _read_stdin() if opts["ask"] == "-" else opts["ask"]
     elif mode is Mode.CLI:
         if opts["prompt"] is not None and opts["prompt_file"]:
             raise UsageError("give the prompt with -p or -f, not both")
@@ -544,7 +578,7 @@ def _one_shot_prompt(mode: Mode, opts: dict[str, Any]) -> str | None:
         elif opts["prompt"] is not None:
             text = opts["prompt"]
         elif not sys.stdin.isatty():
-            text = sys.stdin.read()
+            text = _read_stdin()
         else:
             raise UsageError("--cli needs a prompt: -p TEXT, -f FILE, or text on stdin")
     else:
@@ -556,7 +590,7 @@ def _one_shot_prompt(mode: Mode, opts: dict[str, Any]) -> str | None:
 
 def _read_text(name: str, what: str) -> str:
     if name == "-":
-        return sys.stdin.read()
+        return _read_stdin()
     try:
         return Path(name).read_text(encoding="utf-8")
     except FileNotFoundError:

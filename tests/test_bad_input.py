@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_chat
+from tests.helpers import ROOT, run_chat
 
 
 def one_error_line(stderr: str) -> str:
@@ -104,3 +107,49 @@ def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
     result = run_chat("-m", str(bogus), "--cli", "-p", "hi", "--verbose")
     assert result.returncode == 1
     assert "Traceback" in result.stderr
+
+
+NOT_UTF8 = os.fsdecode(b"hi \xff")  # how Python hands over a command line's bytes that are not UTF-8
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (
+            ["--cli", "-p", NOT_UTF8],
+            "Invalid value for '-p' / '--prompt': is not UTF-8 text (byte 0xff at character 3)",
+        ),
+        (["--ask", NOT_UTF8], "Invalid value for '--ask': is not UTF-8 text"),
+        (
+            ["--ask", "hi", "--system-prompt", NOT_UTF8],
+            "Invalid value for '--system-prompt' / '--system': is not UTF-8",
+        ),
+        (
+            ["--cli", "-p", "hi", "--grammar", 'root ::= "' + NOT_UTF8 + '"'],
+            "Invalid value for '--grammar': is not UTF-8",
+        ),
+        (["--server", "--api-key", NOT_UTF8], "Invalid value for '--api-key': is not UTF-8 text"),
+        # ggml keeps at most 512 threads; past that llama.cpp crashed, or hung trying.
+        (["--cli", "-p", "hi", "-t", "100000"], "Invalid value for '-t' / '--threads': must be between 1 and 512"),
+    ],
+    ids=["prompt", "ask", "system-prompt", "grammar", "api-key", "threads"],
+)
+def test_text_that_is_not_utf8_and_threads_past_ggmls_limit_are_usage_errors(
+    smollm2: Path, args: list[str], says: str
+) -> None:
+    result = run_chat("-m", str(smollm2), *args)
+    assert result.returncode == 2
+    assert says in one_error_line(result.stderr)
+
+
+@pytest.mark.parametrize("args", [["--cli", "-f", "-"], ["--cli"], ["--ask", "-"]], ids=["file-dash", "piped", "ask"])
+def test_standard_input_that_is_not_utf8_is_a_usage_error(smollm2: Path, args: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "chat", "-m", str(smollm2), *args],
+        input=b"hello \xff\n",
+        capture_output=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert result.returncode == 2
+    assert "standard input is not UTF-8 text (byte 0xff at character 6)" in one_error_line(result.stderr.decode())
