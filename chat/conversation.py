@@ -218,6 +218,15 @@ class Conversation:
         self.system_prompt = str(system) if system else None
 
 
+def is_transcript(path: Path) -> bool:
+    """Whether `path` holds a conversation saved by /save."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("messages"), list) and "system_prompt" in doc
+
+
 def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` readable by its owner only (0600, whatever the
     umask), atomically: a private temporary file with an unguessable name

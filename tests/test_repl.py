@@ -193,15 +193,41 @@ def loose_umask() -> Iterator[None]:
 @pytest.mark.parametrize("command", ["save", "dump"])
 def test_save_and_dump_write_private_files(command: str, conv: Conversation, tmp_path: Path, loose_umask: None) -> None:
     conv.messages = [Message("user", "my secret"), Message("assistant", "kept")]
-    fresh, old = tmp_path / "new.txt", tmp_path / "old.txt"
-    old.write_text("an earlier, world-readable file")
+    fresh = tmp_path / "new.txt"
+    shown = type_into(conv, lines(f"/{command} {fresh}"))
+    assert "error" not in shown and "my secret" in fresh.read_text()
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["new.txt"]  # no temporary file left
+
+
+def test_save_replaces_an_earlier_save_and_makes_it_private(
+    conv: Conversation, tmp_path: Path, loose_umask: None
+) -> None:
+    old = tmp_path / "chat.json"
+    old.write_text('{"system_prompt": null, "messages": []}\n')
     old.chmod(0o644)
-    shown = type_into(conv, lines(f"/{command} {fresh}", f"/{command} {old}"))
-    assert "error" not in shown
-    for path in (fresh, old):
-        assert "my secret" in path.read_text()
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.txt", "old.txt"]  # no temporary file left
+    conv.messages = [Message("user", "my secret"), Message("assistant", "kept")]
+    shown = type_into(conv, lines(f"/save {old}"))
+    assert f"saved 2 messages to {old}" in shown and "my secret" in old.read_text()
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "command, says",
+    [
+        ("save", "exists and is not a saved conversation: give a new file name"),
+        ("dump", "exists: give a new file name"),
+    ],
+)
+def test_save_and_dump_never_write_over_another_file(
+    command: str, says: str, conv: Conversation, tmp_path: Path
+) -> None:
+    conv.messages = [Message("user", "hello"), Message("assistant", "hi there")]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    shown = type_into(conv, lines(f"/{command} {notes}"))
+    assert f"error: {notes} {says}" in shown
+    assert notes.read_text() == "my notes"
 
 
 @pytest.mark.parametrize("command", ["save", "dump"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chat.conversation import write_private
+from chat.conversation import is_transcript, write_private
 from chat.errors import LlamabinError
 from chat.repl.registry import (
     Command,
@@ -136,6 +136,8 @@ def _dump(state: ReplState, arg: str) -> None:
         state.say(text.rstrip("\n"))
         return
     path = _path(arg)
+    if _taken(path):  # a dump has no mark of its own: whatever is there may be the user's
+        raise LlamabinError(f"{path} exists: give a new file name")
     try:
         write_private(path, text)
     except OSError as exc:
@@ -145,6 +147,8 @@ def _dump(state: ReplState, arg: str) -> None:
 
 def _save(state: ReplState, arg: str) -> None:
     path = _path(arg)
+    if _taken(path) and not is_transcript(path):  # saving over an earlier /save is the usual case
+        raise LlamabinError(f"{path} exists and is not a saved conversation: give a new file name")
     try:
         state.conversation.save(path)
     except OSError as exc:
@@ -161,3 +165,8 @@ def _load(state: ReplState, arg: str) -> None:
 
 def _path(arg: str) -> Path:
     return Path(arg).expanduser()
+
+
+def _taken(path: Path) -> bool:
+    """A file is there (a link is refused when written, in its own words)."""
+    return path.exists() and not path.is_symlink()
