@@ -6,6 +6,7 @@ and `serve` do the work, each given only its own options.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from chat.bundle import Bundle, find_bundle
 from chat.engine.llama import LoraAdapter, ModelSource
 from chat.engine.lookup import DEFAULT_DRAFT_MAX
 from chat.engine.rpc import DEFAULT_WORKER_PORT, Endpoint, parse_endpoints
-from chat.engine.types import SamplingParams
+from chat.engine.types import SAMPLING_LIMITS, SamplingParams
 from chat.errors import EXIT_INTERRUPTED, EXIT_USAGE, LlamabinError, UsageError
 from chat.loading import EngineLoad
 from chat.oneshot import OneShotOptions, run_ask, run_completion
@@ -111,6 +112,19 @@ def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> i
     return value
 
 
+def _in_limits(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A sampling flag within the engine's limits for it (SAMPLING_LIMITS),
+    NaN and infinities refused."""
+    low, high = SAMPLING_LIMITS["temperature" if param.name == "temp" else str(param.name)]
+    if value is not None and not (math.isfinite(value) and low <= value <= high):
+        raise click.BadParameter(f"must be between {_number(low)} and {_number(high)}")
+    return value
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if x == int(x) else f"{x:g}"
+
+
 def _text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Text from the command line must be UTF-8: other bytes reach Python as
     lone surrogates, which no tokenizer or HTTP header can take."""
@@ -185,7 +199,7 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
 @click.option(
     "-n",
     "--n-predict",
-    type=int,
+    type=click.IntRange(-2),
     default=-1,
     show_default=True,
     help="Tokens to generate at most (-1 = until the answer ends).",
@@ -193,18 +207,39 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
 @click.option(
     "--temp",
     type=float,
+    callback=_in_limits,
     default=SAMPLING.temperature,
     show_default=True,
     help="Temperature; 0 picks the likeliest token (greedy).",
 )
-@click.option("--top-k", type=int, default=SAMPLING.top_k, show_default=True, help="Top-k sampling (0 = off).")
 @click.option(
-    "--top-p", type=float, default=SAMPLING.top_p, show_default=True, help="Top-p (nucleus) sampling (1.0 = off)."
+    "--top-k",
+    type=int,
+    callback=_in_limits,
+    default=SAMPLING.top_k,
+    show_default=True,
+    help="Top-k sampling (0 = off).",
 )
-@click.option("--min-p", type=float, default=SAMPLING.min_p, show_default=True, help="Min-p sampling (0.0 = off).")
+@click.option(
+    "--top-p",
+    type=float,
+    callback=_in_limits,
+    default=SAMPLING.top_p,
+    show_default=True,
+    help="Top-p (nucleus) sampling (1.0 = off).",
+)
+@click.option(
+    "--min-p",
+    type=float,
+    callback=_in_limits,
+    default=SAMPLING.min_p,
+    show_default=True,
+    help="Min-p sampling (0.0 = off).",
+)
 @click.option(
     "--repeat-penalty",
     type=float,
+    callback=_in_limits,
     default=SAMPLING.repeat_penalty,
     show_default=True,
     help="Penalty for repeated tokens (1.0 = off).",
@@ -212,11 +247,14 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
 @click.option(
     "--repeat-last-n",
     type=int,
+    callback=_in_limits,
     default=SAMPLING.repeat_last_n,
     show_default=True,
     help="How many recent tokens the penalty looks at.",
 )
-@click.option("-s", "--seed", type=int, default=-1, show_default=True, help="Random seed (-1 = random).")
+@click.option(
+    "-s", "--seed", type=click.IntRange(-1, 2**32 - 1), default=-1, show_default=True, help="Random seed (-1 = random)."
+)
 @click.option("-t", "--threads", type=int, callback=_threads, help="CPU threads [default: all cores].")
 @click.option(
     "--draft-max",
@@ -267,7 +305,7 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     "-ngl",
     "--n-gpu-layers",
     "--gpu-layers",
-    type=int,
+    type=click.IntRange(0),
     help="Layers to offload to a GPU or --rpc workers (999 = all) [default: 0; all with --rpc].",
 )
 @click.option(

@@ -153,3 +153,25 @@ def test_standard_input_that_is_not_utf8_is_a_usage_error(smollm2: Path, args: l
     )
     assert result.returncode == 2
     assert "standard input is not UTF-8 text (byte 0xff at character 6)" in one_error_line(result.stderr.decode())
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--temp", "nan"], "Invalid value for '--temp': must be between 0 and 100"),
+        (["--temp", "-1"], "Invalid value for '--temp': must be between 0 and 100"),
+        (["--top-p", "2"], "Invalid value for '--top-p': must be between 0 and 1"),
+        (["--min-p", "inf"], "Invalid value for '--min-p': must be between 0 and 1"),
+        (["--repeat-penalty", "-1"], "Invalid value for '--repeat-penalty': must be between 0 and 10"),
+        (["--top-k", "-5"], "Invalid value for '--top-k': must be between 0 and 1048576"),
+        (["--repeat-last-n", "-5"], "Invalid value for '--repeat-last-n': must be between -1 and 65536"),
+        (["-ngl", "-5"], "Invalid value for '-ngl' / '--n-gpu-layers' / '--gpu-layers'"),
+        (["-n", "-3"], "Invalid value for '-n' / '--n-predict'"),
+        (["-s", "99999999999999999999"], "Invalid value for '-s' / '--seed'"),
+    ],
+)
+def test_sampling_flags_out_of_range_are_usage_errors(smollm2: Path, args: list[str], says: str) -> None:
+    """The same bounds as the server's fields: a value there would be a 400."""
+    result = run_chat("-m", str(smollm2), "--cli", "-p", "hi", *args)
+    assert result.returncode == 2
+    assert says in one_error_line(result.stderr)

@@ -16,7 +16,8 @@ from chat.errors import GenerationError, UsageError
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick each next token. temperature <= 0 means greedy."""
+    """How to pick each next token. temperature <= 0 means greedy. The
+    front ends hold what they are given within SAMPLING_LIMITS."""
 
     temperature: float = 0.8
     top_k: int = 40
@@ -32,6 +33,23 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()
     seed: int | None = None
     grammar: str | None = None
+
+
+# Counts that reach llama.cpp as 32-bit ints, where a huge value would wrap
+# around; the repeat window also sizes a buffer, so it stays modest.
+MAX_TOP_K = 1 << 20
+MAX_REPEAT_WINDOW = 1 << 16
+
+# The values each sampling setting may take, (least, most), for every front
+# end: the command line's flags and the native API's fields alike.
+SAMPLING_LIMITS: dict[str, tuple[float, float]] = {
+    "temperature": (0, 100),
+    "top_k": (0, MAX_TOP_K),
+    "top_p": (0, 1),
+    "min_p": (0, 1),
+    "repeat_penalty": (0, 10),
+    "repeat_last_n": (-1, MAX_REPEAT_WINDOW),  # -1: the whole context
+}
 
 
 @dataclass(frozen=True)

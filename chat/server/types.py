@@ -13,14 +13,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from chat.engine.types import MAX_REPEAT_WINDOW, MAX_TOP_K
+
 MAX_MESSAGES = 4096
 MAX_STOPS = 16
 MAX_EMBED_INPUTS = 2048
 MAX_TOKEN_IDS = 1 << 20
-# Counts that reach llama.cpp as 32-bit ints, where a huge value would wrap
-# around; the repeat window also sizes a buffer, so it stays modest.
-MAX_TOP_K = 1 << 20
-MAX_REPEAT_WINDOW = 1 << 16
 MAX_LOGIT_BIAS = 1024  # OpenAI allows 300
 MAX_TOOLS = 128
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
