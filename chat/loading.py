@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from chat import phases
+from chat import ctrl_c, phases
 from chat.engine import Engine, backends
 from chat.engine.llama import LlamaLog
 from chat.session import Session
@@ -41,6 +41,7 @@ class EngineLoad:
         self._settings = settings
         self._engine: Engine | None = None
         self._error: BaseException | None = None
+        self._loaded = threading.Event()  # set when the load ends, whichever way
         self._thread = threading.Thread(target=self._load, name="llamabin-load", daemon=True)
         self._thread.start()
 
@@ -57,6 +58,7 @@ class EngineLoad:
             self._error = exc
         finally:
             sys.setswitchinterval(switch_interval)
+            self._loaded.set()
 
     def engine(self) -> Engine:
         """The loaded engine, or the load's own error."""
@@ -79,13 +81,12 @@ class EngineLoad:
         cannot stop a load half-way, and exiting under it can crash the
         process, so Ctrl-C takes effect once the load is over (as it did
         when the load ran on the main thread)."""
-        interrupted = False
-        while self._thread.is_alive():
-            try:
-                self._thread.join()
-            except KeyboardInterrupt:
-                interrupted = True
-        return interrupted
+        try:
+            with ctrl_c.held():
+                self._loaded.wait()
+        except KeyboardInterrupt:
+            return True
+        return False
 
     def close(self) -> None:
         interrupted = self._wait()

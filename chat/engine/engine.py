@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from chat import ctrl_c
 from chat.engine import rpc
 from chat.engine.generation import Generation
 from chat.engine.llama import (
@@ -111,7 +112,8 @@ class Engine:
         cache_mib = default_cache_ram_mib() if config.cache_ram_mib is None else config.cache_ram_mib
         cache = PromptCache(cache_mib, window=self._model.n_swa) if cache_mib != 0 else None
         self._scheduler = Scheduler(self._model, self._ctx, config.n_parallel, lookup, cache)
-        self._worker = threading.Thread(target=self._scheduler.run, name="llamabin-engine", daemon=True)
+        self._worker_done = threading.Event()
+        self._worker = threading.Thread(target=self._serve, name="llamabin-engine", daemon=True)
         self._worker.start()
         # Calls into llama.cpp from front-end threads, counted so that close()
         # frees nothing under one: a freed vocabulary or context crashes the
@@ -119,6 +121,12 @@ class Engine:
         self._calls = threading.Condition()
         self._in_use = 0
         self._closed = False
+
+    def _serve(self) -> None:
+        try:
+            self._scheduler.run()
+        finally:
+            self._worker_done.set()
 
     # -- the interface every front end uses ---------------------------------
 
@@ -251,19 +259,25 @@ class Engine:
     def close(self) -> None:
         """Free the model once the calls under way have returned; the
         generations not finished end CANCELLED, and later calls raise
-        EngineClosedError. Closing twice is harmless."""
-        with self._calls:
-            if self._closed:
-                return
-            self._closed = True
-            self._calls.wait_for(lambda: self._in_use == 0)
-        if self._worker.is_alive():
-            self._scheduler.stop()
-            self._worker.join()
-        if self._embedder is not None:
-            self._embedder.close()
-        self._ctx.close()
-        self._model.close()
+        EngineClosedError. Closing twice is harmless.
+
+        A Ctrl-C meanwhile (a second one, or the one a packaged file's
+        bootloader passes on) is held until the end (chat.ctrl_c): leaving
+        with the worker inside llama_decode lets the process exit under it,
+        which crashes."""
+        with ctrl_c.held():
+            with self._calls:
+                if self._closed:
+                    return
+                self._closed = True
+                self._calls.wait_for(lambda: self._in_use == 0)
+            if not self._worker_done.is_set():
+                self._scheduler.stop()
+                self._worker_done.wait()
+            if self._embedder is not None:
+                self._embedder.close()
+            self._ctx.close()
+            self._model.close()
 
     @contextmanager
     def _open(self) -> Iterator[None]:
