@@ -602,6 +602,8 @@ def _grammar(opts: dict[str, Any]) -> str | None:
         return JSON_GBNF
     if opts["grammar_file"]:
         return _read_text(str(opts["grammar_file"]), "grammar file")
+    if opts["grammar"] is not None and not opts["grammar"].strip():
+        raise UsageError("the grammar is empty: give GBNF rules, starting with root ::= ...")
     return opts["grammar"] or None
 
 

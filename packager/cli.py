@@ -54,7 +54,11 @@ def group() -> None:
     type=click.Path(),
     help="Output file or directory (a name ending in / is a directory) [default: dist/].",
 )
-@click.option("--name", help="Base name of the file [default: the GGUF's file name].")
+@click.option(
+    "--name",
+    callback=lambda _ctx, _param, value: _file_name(value),
+    help="Base name of the file [default: the GGUF's file name].",
+)
 @click.option("--system-prompt", help="Default system prompt for the chat.")
 @click.option("--ctx-size", "-c", type=click.IntRange(min=0), help="Default context size.")
 @click.option("--template", metavar="NAME|FILE", help="Chat template to build in (a file is stored inside).")
@@ -264,6 +268,13 @@ def inspect_cmd(file: Path, show_license: bool) -> None:
     click.echo(f"weights at:    byte {payload.blob_offset:,} of {payload.path.name}")
     for line in iter_manifest_lines(manifest):
         click.echo(line)
+
+
+def _file_name(value: str | None) -> str | None:
+    """--name is a file's name, not a path: the file goes where -o says."""
+    if value is not None and (not value.strip() or value in (".", "..") or "/" in value or os.sep in value):
+        raise click.BadParameter(f"{value!r} is not a file name (the folder is -o's)")
+    return value
 
 
 @group.command("upgrade")

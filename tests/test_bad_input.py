@@ -175,3 +175,9 @@ def test_sampling_flags_out_of_range_are_usage_errors(smollm2: Path, args: list[
     result = run_chat("-m", str(smollm2), "--cli", "-p", "hi", *args)
     assert result.returncode == 2
     assert says in one_error_line(result.stderr)
+
+
+def test_an_empty_grammar_is_refused_not_ignored(smollm2: Path) -> None:
+    result = run_chat("-m", str(smollm2), "--cli", "-p", "hi", "--grammar", " ")
+    assert result.returncode == 2
+    assert "the grammar is empty" in one_error_line(result.stderr)

@@ -237,3 +237,12 @@ def test_an_output_named_bare_lands_in_the_current_folder(smollm2: Path, portabl
     result = llamabin("build", str(smollm2), "-o", "mybin", "--llama-lib", str(portable_lib), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert read_payload(tmp_path / "mybin") is not None
+
+
+@pytest.mark.parametrize("name", ["../../escape", "sub/name", "", ".."])
+def test_a_name_that_is_a_path_is_refused(smollm2: Path, tmp_path: Path, name: str) -> None:
+    result = llamabin("build", str(smollm2), "--name", name, "-o", str(tmp_path / "out") + "/")
+    assert result.returncode == 2
+    assert "is not a file name (the folder is -o's)" in one_error_line(result.stderr)
+    assert not (tmp_path / "escape").exists()
+    assert_nothing_written(tmp_path / "out")
