@@ -192,7 +192,7 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
 @click.option(
     "-c",
     "--ctx-size",
-    type=int,
+    type=click.IntRange(0),
     help="Context size in tokens [default: 4096, at most the trained size; 0 = trained size].",
 )
 @click.option("--ctx-force", is_flag=True, help="Allow a context larger than the model was trained for.")

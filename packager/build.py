@@ -21,6 +21,7 @@ from packager.runtime import check_lib_dir, has_cpu_variants, installed_lib_dir,
 from packager.sidecar import write_sidecar
 from packager.targets import Runtime, extract, find_runtime, host_target, is_windows
 from packager.versions import build_versions
+from payload.errors import UsageError
 from payload.find import sidecar_path
 from payload.flags import split_baked_args
 from payload.manifest import ManifestError, check_manifest, decode_manifest, encode_manifest
@@ -79,6 +80,7 @@ def build(opts: BuildOptions, say: Callable[[str], None]) -> BuildResult:
     check_replaceable(out, (opts.model,), opts.force)
     say(f"reading {opts.model}")
     info = read_gguf_info(opts.model)
+    _check_ctx_size(opts, info)
     use_sidecar = opts.sidecar if opts.sidecar is not None else _needs_sidecar(target, info.size)
     if use_sidecar:
         check_replaceable(sidecar_path(out), (opts.model,), opts.force)
@@ -176,6 +178,17 @@ def _baked_args(opts: BuildOptions) -> list[str]:
     if refused:
         raise BuildError(refused_message(refused))
     return args + list(opts.runtime_args)
+
+
+def _check_ctx_size(opts: BuildOptions, info: GGUFInfo) -> None:
+    """A built-in context above the trained one would make every run refuse
+    to start, unless --ctx-force is built in beside it (as the runtime asks)."""
+    if opts.ctx_size and info.context_length and opts.ctx_size > info.context_length:
+        if "--ctx-force" not in opts.runtime_args:
+            raise UsageError(
+                f"--ctx-size {opts.ctx_size} is above the {info.context_length} tokens this model was trained for;"
+                " every run would refuse it (add `-- --ctx-force` to build it in anyway)"
+            )
 
 
 def refused_message(refused: list[str]) -> str:

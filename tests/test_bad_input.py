@@ -181,3 +181,9 @@ def test_an_empty_grammar_is_refused_not_ignored(smollm2: Path) -> None:
     result = run_chat("-m", str(smollm2), "--cli", "-p", "hi", "--grammar", " ")
     assert result.returncode == 2
     assert "the grammar is empty" in one_error_line(result.stderr)
+
+
+def test_a_negative_context_size_is_a_usage_error(smollm2: Path) -> None:
+    result = run_chat("-m", str(smollm2), "--cli", "-p", "hi", "-c", "-5")
+    assert result.returncode == 2
+    assert "Invalid value for '-c' / '--ctx-size': -5 is not in the range x>=0" in one_error_line(result.stderr)

@@ -246,3 +246,10 @@ def test_a_name_that_is_a_path_is_refused(smollm2: Path, tmp_path: Path, name: s
     assert "is not a file name (the folder is -o's)" in one_error_line(result.stderr)
     assert not (tmp_path / "escape").exists()
     assert_nothing_written(tmp_path / "out")
+
+
+def test_a_context_above_the_trained_one_is_refused_before_building(smollm2: Path, tmp_path: Path) -> None:
+    result = llamabin("build", str(smollm2), "-o", str(tmp_path / "out") + "/", "-c", "99999")
+    assert result.returncode == 2
+    assert "--ctx-size 99999 is above the 8192 tokens this model was trained for" in one_error_line(result.stderr)
+    assert_nothing_written(tmp_path / "out")
