@@ -142,9 +142,14 @@ def _check_utf8(text: str, problem: str, error: type[Exception]) -> None:
 
 
 def _read_stdin() -> str:
-    text = sys.stdin.read()
-    _check_utf8(text, "standard input is not UTF-8 text", UsageError)
-    return text
+    # Bytes, decoded here: how sys.stdin decodes depends on the locale
+    # (strict under en_US.UTF-8, surrogates under C.UTF-8).
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = data[exc.start : exc.start + 1].hex()
+        raise UsageError(f"standard input is not UTF-8 text (byte 0x{bad} at offset {exc.start})") from None
 
 
 def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:

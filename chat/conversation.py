@@ -218,11 +218,17 @@ class Conversation:
         self.system_prompt = str(system) if system else None
 
 
+MAX_TRANSCRIPT_BYTES = 256 * 1024 * 1024
+
+
 def is_transcript(path: Path) -> bool:
-    """Whether `path` holds a conversation saved by /save."""
+    """Whether `path` holds a conversation saved by /save (a regular file:
+    a FIFO would block the read)."""
     try:
+        if not path.is_file() or path.stat().st_size > MAX_TRANSCRIPT_BYTES:
+            return False
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(doc, dict) and isinstance(doc.get("messages"), list) and "system_prompt" in doc
 

@@ -27,17 +27,32 @@ from types import FrameType
 DEBOUNCE_S = 0.5  # a person's second press comes later; the bootloader's, within microseconds
 
 
+class Presses:
+    """Tells a new press of Ctrl-C from the echo of the last one."""
+
+    def __init__(self) -> None:
+        self._last = -DEBOUNCE_S
+
+    def new(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < DEBOUNCE_S:
+            return False
+        self._last = now
+        return True
+
+
+# SIGINT is one per process, and so is the memory of its last press: both
+# handlers here ask this one.
+PRESSES = Presses()
+
+
 def debounce() -> None:
     """From now on (main thread), SIGINT raises KeyboardInterrupt, except
     within DEBOUNCE_S of the one before."""
-    last = [-DEBOUNCE_S]
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        now = time.monotonic()
-        if now - last[0] < DEBOUNCE_S:
-            return
-        last[0] = now
-        raise KeyboardInterrupt
+        if PRESSES.new():
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, interrupt)
 
@@ -45,15 +60,17 @@ def debounce() -> None:
 @contextmanager
 def held() -> Iterator[None]:
     """Run the block with Ctrl-C noted instead of raised; raise
-    KeyboardInterrupt after it if one came. Off the main thread, where
-    Python never raises it, the block just runs."""
+    KeyboardInterrupt after it if one came (and the block raised nothing
+    else). Off the main thread, where Python never raises it, the block
+    just runs."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     came: list[int] = []
 
     def note(signum: int, frame: FrameType | None) -> None:
-        came.append(signum)
+        if PRESSES.new():
+            came.append(signum)
 
     previous = signal.signal(signal.SIGINT, note)
     try:

@@ -46,6 +46,7 @@ class BuildOptions:
     gguf_file: str | None = None  # the GGUF's file name to record; None: the model's (--quant's is temporary)
     lora: dict[str, Any] | None = None  # a LoRA adapter after the weights in the blob: the manifest's `lora`
     force: bool = False  # replace an existing output that is not a llamabin executable
+    inputs: tuple[Path, ...] = ()  # the user's own files (before --quant, --lora, a conversion): never written over
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,13 @@ def build(opts: BuildOptions, say: Callable[[str], None]) -> BuildResult:
     out = output_path(opts)
     target = build_target(opts)
     _check_writable(out.parent)
-    check_replaceable(out, (opts.model,), opts.force)
+    check_replaceable(out, (opts.model, *opts.inputs), opts.force)
     say(f"reading {opts.model}")
     info = read_gguf_info(opts.model)
     _check_ctx_size(opts, info)
     use_sidecar = opts.sidecar if opts.sidecar is not None else _needs_sidecar(target, info.size)
     if use_sidecar:
-        check_replaceable(sidecar_path(out), (opts.model,), opts.force)
+        check_replaceable(sidecar_path(out), (opts.model, *opts.inputs), opts.force)
     args = _baked_args(opts)
     template = _baked_template(opts.template)
     found = find_target_runtime(opts)  # before minutes of hashing: a missing runtime is found at once
@@ -102,15 +103,12 @@ def build(opts: BuildOptions, say: Callable[[str], None]) -> BuildResult:
                 _write_inside(runtime, tmp_exe, opts.model, manifest, info.size)
             if runs_here:
                 say(f"checking the result (runtime from {found.origin})")
-    except BaseException:
-        remove(tmp_side)
-        raise
-    if use_sidecar:
-        try:
+        if use_sidecar:
             os.replace(tmp_side, sidecar_path(out))
-        except OSError as exc:
-            remove(tmp_side)
-            raise disk_error(exc, sidecar_path(out)) from None
+    except OSError as exc:
+        raise disk_error(exc, sidecar_path(out)) from None
+    finally:
+        remove(tmp_side)  # gone already unless something failed
     if not runs_here:
         say(f"note: not started here: a {target} file runs only on {target} (this machine is {host_target()})")
     return BuildResult(out, sidecar_path(out) if use_sidecar else None, manifest)

@@ -18,6 +18,7 @@ from packager.inputs import check_model_input
 from packager.lora import beside, is_quantized, merged
 from packager.quantize import check_options as check_quant_options
 from packager.quantize import quantized, quantized_name
+from packager.replacing import check_replaceable
 from packager.rewrite import NewDefaults, load_payload, set_defaults, upgrade
 from packager.targets import available, host_target, known_targets, packer_version, parse_targets
 from payload.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LlamabinError, UsageError
@@ -174,7 +175,10 @@ def build_cmd(
         find_links=tuple(p.resolve() for p in find_links),
         no_index=no_index,
         force=force,
+        inputs=tuple(p for p in (model, imatrix, lora_adapter) if p is not None),
     )
+    if output is not None and not output.endswith(("/", os.sep)) and not Path(output).is_dir():
+        check_replaceable(Path(output), opts.inputs, force)  # before minutes of quantizing or converting
     quant_type = check_quant_options(quant, imatrix)  # before any work
     if lora_scale is not None and lora_adapter is None:
         raise click.UsageError("--lora-scale is used only with --lora ADAPTER")

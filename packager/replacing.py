@@ -17,6 +17,8 @@ from pathlib import Path
 from packager.errors import BuildError
 from payload.errors import UsageError
 from payload.find import find_payload
+from payload.footer import LayoutError
+from payload.manifest import ManifestError
 
 
 def check_replaceable(target: Path, inputs: tuple[Path, ...], force: bool) -> None:
@@ -42,8 +44,13 @@ def same_file(a: Path, b: Path) -> bool:
 def _is_ours(path: Path) -> bool:
     try:
         return find_payload(path) is not None
-    except Exception:  # a damaged llamabin file is still one: replacing it is what upgrade is for
+    except (LayoutError, ManifestError):  # a damaged llamabin file is still one: replacing it is what upgrade is for
         return True
+    except OSError:
+        return False
+
+
+START_WAIT_S = 120
 
 
 def smoke_test(exe: Path) -> None:
@@ -51,8 +58,15 @@ def smoke_test(exe: Path) -> None:
     defaults parse (the runtime refuses bad ones)."""
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, LLAMABIN_HOME=home)
-        # An absolute path: a bare name would be looked up on PATH.
-        result = subprocess.run([os.path.abspath(exe), "--help"], capture_output=True, text=True, env=env, timeout=120)
+        try:
+            # An absolute path: a bare name would be looked up on PATH.
+            result = subprocess.run(
+                [os.path.abspath(exe), "--help"], capture_output=True, text=True, env=env, timeout=START_WAIT_S
+            )
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"the built file did not answer --help within {START_WAIT_S} s") from None
+        except OSError as exc:
+            raise BuildError(f"cannot start the built file: {exc.strerror} (is its folder on a noexec disk?)") from None
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
         raise BuildError(f"the built file does not start: {lines[-1] if lines else result.returncode}")

@@ -142,17 +142,18 @@ def test_text_that_is_not_utf8_and_threads_past_ggmls_limit_are_usage_errors(
     assert says in one_error_line(result.stderr)
 
 
+@pytest.mark.parametrize("locale", ["C.UTF-8", "C"])  # Python reads stdin differently under each
 @pytest.mark.parametrize("args", [["--cli", "-f", "-"], ["--cli"], ["--ask", "-"]], ids=["file-dash", "piped", "ask"])
-def test_standard_input_that_is_not_utf8_is_a_usage_error(smollm2: Path, args: list[str]) -> None:
+def test_standard_input_that_is_not_utf8_is_a_usage_error(smollm2: Path, args: list[str], locale: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "chat", "-m", str(smollm2), *args],
         input=b"hello \xff\n",
         capture_output=True,
         timeout=120,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        env=dict(os.environ, PYTHONPATH=str(ROOT), LC_ALL=locale),
     )
     assert result.returncode == 2
-    assert "standard input is not UTF-8 text (byte 0xff at character 6)" in one_error_line(result.stderr.decode())
+    assert "standard input is not UTF-8 text (byte 0xff at offset 6)" in one_error_line(result.stderr.decode())
 
 
 @pytest.mark.parametrize(

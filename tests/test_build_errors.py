@@ -195,11 +195,15 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_the_output_is_never_the_input_model(smollm2: Path, portable_lib: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [[], ["--force"], ["--quant", "Q4_K_M", "--force"]], ids=["plain", "force", "quant"])
+def test_the_output_is_never_the_input_model(
+    smollm2: Path, portable_lib: Path, tmp_path: Path, extra: list[str]
+) -> None:
+    """Not even with --force, nor when the build packs a quantized copy."""
     model = tmp_path / "model.gguf"
     shutil.copy(smollm2, model)
     before = digest(model)
-    result = llamabin("build", str(model), "-o", str(model), "--llama-lib", str(portable_lib))
+    result = llamabin("build", str(model), "-o", str(model), "--llama-lib", str(portable_lib), *extra)
     assert result.returncode == 2
     assert f"the output {model} is the input {model}" in one_error_line(result.stderr)
     assert digest(model) == before

@@ -282,16 +282,20 @@ class Engine:
     @contextmanager
     def _open(self) -> Iterator[None]:
         """Mark a call into llama.cpp from a front end's thread; refused once closed."""
-        with self._calls:
-            if self._closed:
-                raise EngineClosedError()
-            self._in_use += 1
-        try:
-            yield
-        finally:
+        # The count must never be lost, or close() would wait for ever: a
+        # Ctrl-C on the main thread is held until the call is over (these
+        # are short; off the main thread none comes).
+        with ctrl_c.held():
             with self._calls:
-                self._in_use -= 1
-                self._calls.notify_all()
+                if self._closed:
+                    raise EngineClosedError()
+                self._in_use += 1
+            try:
+                yield
+            finally:
+                with self._calls:
+                    self._in_use -= 1
+                    self._calls.notify_all()
 
     def __enter__(self) -> Engine:
         return self

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import struct
 import time
 from array import array
 from typing import Any
@@ -35,6 +36,8 @@ from chat.errors import UsageError
 STEP_LIMIT_S = 1.0
 
 SAMPLES = (64, 512, 4096, 32768)  # candidates timed before a token's matching, to stop a slow one early
+
+_MINUS_INF = struct.pack("<f", -math.inf)
 
 NAME = ctypes.create_string_buffer(b"llamabin-grammar-guard")  # static: llama.cpp keeps the pointer it is given
 _NameFunction = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)
@@ -76,7 +79,7 @@ class GrammarGuard:
         if matching one would take longer than a token may."""
         n = self._n_vocab
         fields = array("i", bytes(12 * n))  # (id, logit, p) per token; 0 bits are 0.0
-        fields[0::3] = array("i", range(n))
+        fields[0::3] = array("i", range(n))  # once per request: ~10 ms for 262k tokens
         cur = (C.llama_token_data * n).from_buffer(fields)
         arr = C.llama_token_data_array(cur, n, -1, False)
         spent = self._too_slow_on_samples(arr)
@@ -152,11 +155,11 @@ class GrammarGuard:
                 return spent
         return None
 
-    def _time(self, ids: Any) -> float:
+    def _time(self, ids: memoryview) -> float:
         """Seconds the grammar takes to judge the tokens `ids`."""
         k = len(ids)
-        fields = array("i", bytes(12 * k))
-        fields[0::3] = array("i", ids)
+        fields = bytearray(12 * k)  # (id, logit, p) per token; 0 bits are 0.0
+        memoryview(fields).cast("i")[0::3] = ids
         sample = C.llama_token_data_array((C.llama_token_data * k).from_buffer(fields), k, -1, False)
         start = time.perf_counter()
         C.llama_sampler_apply(self._grammar, ctypes.byref(sample))
@@ -173,8 +176,10 @@ class GrammarGuard:
 
 
 def _all_masked(arr: Any) -> bool:
-    """No candidate left: every logit is -inf."""
-    return int(arr.size) == 0 or max(_fields(arr).cast("f")[1::3]) == -math.inf
+    """No candidate left: every logit is -inf (compared as bytes, at C's
+    speed: a Python loop over a 262k vocabulary took ~10 ms a token)."""
+    n = int(arr.size)
+    return n == 0 or _fields(arr).cast("I")[1::3].tobytes() == _MINUS_INF * n
 
 
 def _ids(arr: Any) -> memoryview:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from chat import phases
 from chat.engine import backends
 from chat.engine.bindings import llama_cpp as C
-from chat.engine.grammar_guard import GrammarError, GrammarGuard
+from chat.engine.grammar_guard import GrammarGuard
 from chat.engine.grammars import check_grammar
 from chat.engine.types import SamplingParams
 from chat.errors import (
@@ -489,7 +489,7 @@ class Sampler:
         if self._guard is not None:
             try:
                 self._guard.check_start()
-            except GrammarError:
+            except BaseException:  # GrammarError, or Ctrl-C during a slow check
                 self.close()
                 raise
 

@@ -6,6 +6,7 @@ socket comes already bound (chat.server.listen).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import threading
@@ -13,11 +14,12 @@ import time
 import webbrowser
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from types import FrameType
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from chat import phases
+from chat import ctrl_c, phases
 from chat.engine import Engine
 from chat.errors import EXIT_OK, LlamabinError
 from chat.server.app import create_app
@@ -147,11 +149,21 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, generations: Generations | None) -> None:
         super().__init__(config)
         self.generations = generations  # None while the model loads
+        # Its own: the press uvicorn takes is raised again once it has shut
+        # down, and must then reach the caller as a new one.
+        self._presses = ctrl_c.Presses()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.generations is not None:
             self.generations.cancel_all()
         await super().shutdown(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn takes a second SIGINT as "quit now"; a packaged file's
+        # bootloader passes on each press, so only a new press counts.
+        if sig == signal.SIGINT and not self._presses.new():
+            return
+        super().handle_exit(sig, frame)
 
 
 def _config(app: object, settings: ServerSettings, quiet: bool) -> uvicorn.Config:
