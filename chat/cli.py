@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,17 @@ def _number(x: float) -> str:
     return str(int(x)) if x == int(x) else f"{x:g}"
 
 
+def _at_least(low: int, high: int | None = None) -> Callable[[click.Context, click.Parameter, int | None], int | None]:
+    """A check that an integer flag is in [low, high], with no range cluttering --help."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+        if value is not None and (value < low or (high is not None and value > high)):
+            raise click.BadParameter(f"must be at least {low}" if high is None else f"must be between {low} and {high}")
+        return value
+
+    return check
+
+
 def _text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Text from the command line must be UTF-8: other bytes reach Python as
     lone surrogates, which no tokenizer or HTTP header can take."""
@@ -197,14 +208,16 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
 @click.option(
     "-c",
     "--ctx-size",
-    type=click.IntRange(0),
+    type=int,
+    callback=_at_least(0),
     help="Context size in tokens [default: 4096, at most the trained size; 0 = trained size].",
 )
 @click.option("--ctx-force", is_flag=True, help="Allow a context larger than the model was trained for.")
 @click.option(
     "-n",
     "--n-predict",
-    type=click.IntRange(-2),
+    type=int,
+    callback=_at_least(-2),
     default=-1,
     show_default=True,
     help="Tokens to generate at most (-1 = until the answer ends).",
@@ -258,7 +271,13 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     help="How many recent tokens the penalty looks at.",
 )
 @click.option(
-    "-s", "--seed", type=click.IntRange(-1, 2**32 - 1), default=-1, show_default=True, help="Random seed (-1 = random)."
+    "-s",
+    "--seed",
+    type=int,
+    callback=_at_least(-1, 2**32 - 1),
+    default=-1,
+    show_default=True,
+    help="Random seed (-1 = random).",
 )
 @click.option("-t", "--threads", type=int, callback=_threads, help="CPU threads [default: all cores].")
 @click.option(
@@ -310,7 +329,8 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     "-ngl",
     "--n-gpu-layers",
     "--gpu-layers",
-    type=click.IntRange(0),
+    type=int,
+    callback=_at_least(0),
     help="Layers to offload to a GPU or --rpc workers (999 = all) [default: 0; all with --rpc].",
 )
 @click.option(
