@@ -96,20 +96,8 @@ ALL_LAYERS = 999
 SAMPLING = SamplingParams()
 
 
-def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and value <= 0:
-        raise click.BadParameter("must be a positive number")
-    return value
-
-
 MAX_SLOTS = 256  # llama.cpp's limit on sequences in one context (LLAMA_MAX_SEQ)
 MAX_THREADS = 512  # ggml's (GGML_MAX_N_THREADS): past it llama.cpp crashes rather than refuse
-
-
-def _threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and not 0 < value <= MAX_THREADS:
-        raise click.BadParameter(f"must be between 1 and {MAX_THREADS}")
-    return value
 
 
 def _in_limits(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -125,7 +113,7 @@ def _number(x: float) -> str:
     return str(int(x)) if x == int(x) else f"{x:g}"
 
 
-def _at_least(low: int, high: int | None = None) -> Callable[[click.Context, click.Parameter, int | None], int | None]:
+def _within(low: int, high: int | None = None) -> Callable[[click.Context, click.Parameter, int | None], int | None]:
     """A check that an integer flag is in [low, high], with no range cluttering --help."""
 
     def check(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -139,17 +127,14 @@ def _at_least(low: int, high: int | None = None) -> Callable[[click.Context, cli
 def _text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Text from the command line must be UTF-8: other bytes reach Python as
     lone surrogates, which no tokenizer or HTTP header can take."""
-    if value is not None:
-        _check_utf8(value, "is not UTF-8 text", click.BadParameter)
-    return value
-
-
-def _check_utf8(text: str, problem: str, error: type[Exception]) -> None:
+    if value is None:
+        return None
     try:
-        text.encode("utf-8")
+        value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        bad = text[exc.start].encode("utf-8", "surrogateescape")
-        raise error(f"{problem} (byte 0x{bad.hex()} at character {exc.start})") from None
+        bad = value[exc.start].encode("utf-8", "surrogateescape")
+        raise click.BadParameter(f"is not UTF-8 text (byte 0x{bad.hex()} at character {exc.start})") from None
+    return value
 
 
 def _read_stdin() -> str:
@@ -161,12 +146,6 @@ def _read_stdin() -> str:
     except UnicodeDecodeError as exc:
         bad = data[exc.start : exc.start + 1].hex()
         raise UsageError(f"standard input is not UTF-8 text (byte 0x{bad} at offset {exc.start})") from None
-
-
-def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and not 0 < value <= MAX_SLOTS:
-        raise click.BadParameter(f"must be between 1 and {MAX_SLOTS}")
-    return value
 
 
 @click.command(
@@ -209,7 +188,7 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     "-c",
     "--ctx-size",
     type=int,
-    callback=_at_least(0),
+    callback=_within(0),
     help="Context size in tokens [default: 4096, at most the trained size; 0 = trained size].",
 )
 @click.option("--ctx-force", is_flag=True, help="Allow a context larger than the model was trained for.")
@@ -217,7 +196,7 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     "-n",
     "--n-predict",
     type=int,
-    callback=_at_least(-2),
+    callback=_within(-2),
     default=-1,
     show_default=True,
     help="Tokens to generate at most (-1 = until the answer ends).",
@@ -274,12 +253,12 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     "-s",
     "--seed",
     type=int,
-    callback=_at_least(-1, 2**32 - 1),
+    callback=_within(-1, 2**32 - 1),
     default=-1,
     show_default=True,
     help="Random seed (-1 = random).",
 )
-@click.option("-t", "--threads", type=int, callback=_threads, help="CPU threads [default: all cores].")
+@click.option("-t", "--threads", type=int, callback=_within(1, MAX_THREADS), help="CPU threads [default: all cores].")
 @click.option(
     "--draft-max",
     type=click.IntRange(0, 64),
@@ -299,7 +278,7 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     "-np",
     "--parallel",
     type=int,
-    callback=_slots,
+    callback=_within(1, MAX_SLOTS),
     help="Requests the server decodes together [default: 4 with the server, else 1]. Given explicitly, each gets -c / N tokens of its own, as in llama-server; else they share -c (see -kvu).",
 )
 @click.option(
@@ -330,7 +309,7 @@ def _slots(ctx: click.Context, param: click.Parameter, value: int | None) -> int
     "--n-gpu-layers",
     "--gpu-layers",
     type=int,
-    callback=_at_least(0),
+    callback=_within(0),
     help="Layers to offload to a GPU or --rpc workers (999 = all) [default: 0; all with --rpc].",
 )
 @click.option(
