@@ -16,7 +16,7 @@ from pathlib import Path
 
 from packager.errors import BuildError
 from payload.errors import UsageError
-from payload.find import find_payload
+from payload.find import find_payload, read_payload
 from payload.footer import LayoutError
 from payload.manifest import ManifestError
 
@@ -43,11 +43,27 @@ def same_file(a: Path, b: Path) -> bool:
 
 def _is_ours(path: Path) -> bool:
     try:
-        return find_payload(path) is not None
+        if read_payload(path) is not None:
+            return True
+        # A file whose weights are in a sidecar is the bare runtime: a
+        # sidecar alone does not make any file beside it ours.
+        return _is_frozen_program(path) and find_payload(path) is not None
     except (LayoutError, ManifestError):  # a damaged llamabin file is still one: replacing it is what upgrade is for
         return True
     except OSError:
         return False
+
+
+# The cookie PyInstaller writes at the end of the archive it appends to its
+# bootloader; a code signature may follow it on macOS and Windows.
+_PYINSTALLER_COOKIE = b"MEI\014\013\012\013\016"
+_COOKIE_SEARCH = 1 << 20
+
+
+def _is_frozen_program(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - _COOKIE_SEARCH))
+        return _PYINSTALLER_COOKIE in f.read()
 
 
 START_WAIT_S = 120

@@ -223,6 +223,25 @@ def test_a_file_that_is_not_llamabins_is_replaced_only_with_force(
     assert read_payload(notes) is not None
 
 
+def test_a_sidecar_does_not_make_a_foreign_file_beside_it_llamabins(
+    smollm2: Path, portable_lib: Path, tmp_path: Path
+) -> None:
+    """An executable whose weights are in NAME.gguf is llamabin's and may be
+    rebuilt; a file of the user's that merely sits beside such a sidecar is not."""
+    build = ("build", str(smollm2), "--sidecar", "--llama-lib", str(portable_lib))
+    first = llamabin(*build, "-o", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    exe = tmp_path / "SmolLM2-135M-Instruct.Q4_1-linux-x86_64"
+    again = llamabin(*build, "-o", str(exe))
+    assert again.returncode == 0, again.stderr
+
+    exe.write_text("my notes\n")
+    refused = llamabin(*build, "-o", str(exe))
+    assert refused.returncode == 2
+    assert "exists and is not a llamabin executable: give another -o, or --force" in one_error_line(refused.stderr)
+    assert exe.read_text() == "my notes\n"
+
+
 def test_a_build_that_fails_its_check_keeps_the_file_it_would_replace(
     built: Path, smollm2: Path, portable_lib: Path, tmp_path: Path
 ) -> None:
