@@ -18,7 +18,7 @@ from packager.inputs import check_model_input
 from packager.lora import beside, is_quantized, merged
 from packager.quantize import check_options as check_quant_options
 from packager.quantize import quantized, quantized_name
-from packager.replacing import check_replaceable
+from packager.replacing import check_replaceable, folders_removed_on_failure
 from packager.rewrite import NewDefaults, load_payload, set_defaults, upgrade
 from packager.targets import available, host_target, known_targets, packer_version, parse_targets
 from payload.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LlamabinError, UsageError
@@ -149,65 +149,80 @@ def build_cmd(
     Only model, sampling and context flags can be built in: not --host,
     --port, --api-key, a mode, or a flag that names a file.
     """
-    convert_step = check_model_input(model)  # a folder's converter, or what to do with it
-    refused = split_baked_args(list(runtime_args)).refused
-    if refused:  # a usage error (exit 2), found before minutes of hashing
-        raise click.UsageError(refused_message(refused))
-    if len(target_spec) > 1 and output is not None and not output.endswith(("/", os.sep)) and not Path(output).is_dir():
-        raise click.UsageError("with several targets, -o must be a directory (end it with /)")
-    if output is not None and output.endswith(("/", os.sep)):
+    # The folder the files go to: -o DIR/, an existing -o DIR, -o FILE's folder, or dist/.
+    if output is None:
+        out_dir = Path("dist")
+    elif output.endswith(("/", os.sep)) or Path(output).is_dir():
+        out_dir = Path(output)
+    else:
+        out_dir = Path(output).parent
+    with folders_removed_on_failure(out_dir):
+        convert_step = check_model_input(model)  # a folder's converter, or what to do with it
+        refused = split_baked_args(list(runtime_args)).refused
+        if refused:  # a usage error (exit 2), found before minutes of hashing
+            raise click.UsageError(refused_message(refused))
+        if (
+            len(target_spec) > 1
+            and output is not None
+            and not output.endswith(("/", os.sep))
+            and not Path(output).is_dir()
+        ):
+            raise click.UsageError("with several targets, -o must be a directory (end it with /)")
+        if output is not None and output.endswith(("/", os.sep)):
+            try:
+                Path(output).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BuildError(f"cannot create output directory {output}: {exc.strerror}") from None
+        opts = BuildOptions(
+            model,
+            None if output is None else Path(output),
+            name,
+            system_prompt,
+            ctx_size,
+            template,
+            license_file,
+            runtime_args,
+            sidecar,
+            verbose,
+            llama_lib,
+            find_links=tuple(p.resolve() for p in find_links),
+            no_index=no_index,
+            force=force,
+            inputs=tuple(p for p in (model, imatrix, lora_adapter) if p is not None),
+        )
+        if output is not None and not output.endswith(("/", os.sep)) and not Path(output).is_dir():
+            check_replaceable(Path(output), opts.inputs, force)  # before minutes of quantizing or converting
+        quant_type = check_quant_options(quant, imatrix)  # before any work
+        if lora_scale is not None and lora_adapter is None:
+            raise click.UsageError("--lora-scale is used only with --lora ADAPTER")
+        if quant_type is None and lora_adapter is None and convert_step is None:
+            _build_targets(opts, target_spec)
+            return
+        workdir = output_path(opts).parent
         try:
-            Path(output).mkdir(parents=True, exist_ok=True)
+            workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BuildError(f"cannot create output directory {output}: {exc.strerror}") from None
-    opts = BuildOptions(
-        model,
-        None if output is None else Path(output),
-        name,
-        system_prompt,
-        ctx_size,
-        template,
-        license_file,
-        runtime_args,
-        sidecar,
-        verbose,
-        llama_lib,
-        find_links=tuple(p.resolve() for p in find_links),
-        no_index=no_index,
-        force=force,
-        inputs=tuple(p for p in (model, imatrix, lora_adapter) if p is not None),
-    )
-    if output is not None and not output.endswith(("/", os.sep)) and not Path(output).is_dir():
-        check_replaceable(Path(output), opts.inputs, force)  # before minutes of quantizing or converting
-    quant_type = check_quant_options(quant, imatrix)  # before any work
-    if lora_scale is not None and lora_adapter is None:
-        raise click.UsageError("--lora-scale is used only with --lora ADAPTER")
-    if quant_type is None and lora_adapter is None and convert_step is None:
-        _build_targets(opts, target_spec)
-        return
-    workdir = output_path(opts).parent
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BuildError(f"cannot create output directory {workdir}: {exc.strerror}") from None
-    base_name = model.name if convert_step else model.stem
-    stem = quantized_name(base_name, quant_type) if quant_type else base_name
-    name = name or (f"{stem}-{lora_adapter.stem}" if lora_adapter else stem)
-    with ExitStack() as steps:  # each step's file is removed when the build ends, however it ends
-        gguf = steps.enter_context(convert_step(model, workdir, _say)) if convert_step else model
-        packed: dict[str, Any] | None = None
-        scale = 1.0 if lora_scale is None else lora_scale
-        if lora_adapter is not None and quant_type is None and is_quantized(gguf):
-            # No full-precision weights to merge into: the adapter goes in
-            # the file beside them, applied at each start.
-            gguf, packed = steps.enter_context(beside(gguf, lora_adapter, scale, workdir, _say))
-        elif lora_adapter is not None:
-            gguf = steps.enter_context(merged(gguf, lora_adapter, scale, workdir, _say))
-        if quant_type is not None:
-            host_runtime = select_runtime(dataclasses.replace(opts, target=None), _say)
-            gguf = steps.enter_context(quantized(gguf, quant_type, imatrix, workdir, host_runtime, _say))
-        base_file = f"{name}.gguf" if packed is None else model.name
-        _build_targets(dataclasses.replace(opts, model=gguf, name=name, gguf_file=base_file, lora=packed), target_spec)
+            raise BuildError(f"cannot create output directory {workdir}: {exc.strerror}") from None
+        base_name = model.name if convert_step else model.stem
+        stem = quantized_name(base_name, quant_type) if quant_type else base_name
+        name = name or (f"{stem}-{lora_adapter.stem}" if lora_adapter else stem)
+        with ExitStack() as steps:  # each step's file is removed when the build ends, however it ends
+            gguf = steps.enter_context(convert_step(model, workdir, _say)) if convert_step else model
+            packed: dict[str, Any] | None = None
+            scale = 1.0 if lora_scale is None else lora_scale
+            if lora_adapter is not None and quant_type is None and is_quantized(gguf):
+                # No full-precision weights to merge into: the adapter goes in
+                # the file beside them, applied at each start.
+                gguf, packed = steps.enter_context(beside(gguf, lora_adapter, scale, workdir, _say))
+            elif lora_adapter is not None:
+                gguf = steps.enter_context(merged(gguf, lora_adapter, scale, workdir, _say))
+            if quant_type is not None:
+                host_runtime = select_runtime(dataclasses.replace(opts, target=None), _say)
+                gguf = steps.enter_context(quantized(gguf, quant_type, imatrix, workdir, host_runtime, _say))
+            base_file = f"{name}.gguf" if packed is None else model.name
+            _build_targets(
+                dataclasses.replace(opts, model=gguf, name=name, gguf_file=base_file, lora=packed), target_spec
+            )
 
 
 def _build_targets(opts: BuildOptions, targets: list[str]) -> None:

@@ -126,6 +126,27 @@ def replacing(target: Path, keep_mode_of: Path | None, check: bool = False) -> I
         raise
 
 
+@contextlib.contextmanager
+def folders_removed_on_failure(directory: Path) -> Iterator[None]:
+    """The folders that do not exist yet on the way to ``directory`` are
+    removed again, when empty, if the block fails: a failed build leaves
+    nothing behind, not even the folder -o named."""
+    missing: list[Path] = []
+    folder = Path(os.path.abspath(directory))
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        yield
+    except BaseException:
+        for folder in missing:  # the innermost first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or not ours to remove: keep it and what holds it
+                break
+        raise
+
+
 def remove(tmp: Path) -> None:
     with contextlib.suppress(OSError):  # a read-only filesystem refuses even a missing name
         tmp.unlink(missing_ok=True)

@@ -256,6 +256,19 @@ def test_a_build_that_fails_its_check_keeps_the_file_it_would_replace(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]  # no partial file left
 
 
+@pytest.mark.parametrize("output", ["new/deeper/", "new/deeper/file"])
+def test_a_failed_build_leaves_no_folder_it_made(
+    smollm2: Path, portable_lib: Path, tmp_path: Path, output: str
+) -> None:
+    work = tmp_path / "work"
+    (work / "kept").mkdir(parents=True)  # an empty folder that was there before stays
+    for out in (output, f"kept/{output}"):
+        result = llamabin("build", str(smollm2), "-o", out, "--llama-lib", str(portable_lib), "--", "-n", cwd=work)
+        assert result.returncode == 1
+        assert "the built file does not start" in one_error_line(result.stderr)
+    assert sorted(p.name for p in work.rglob("*")) == ["kept"]
+
+
 def test_an_output_named_bare_lands_in_the_current_folder(smollm2: Path, portable_lib: Path, tmp_path: Path) -> None:
     result = llamabin("build", str(smollm2), "-o", "mybin", "--llama-lib", str(portable_lib), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
