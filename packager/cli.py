@@ -278,7 +278,7 @@ def targets_cmd(find_links: tuple[Path, ...]) -> None:
 @click.option("--license", "show_license", is_flag=True, help="Print the license text stored inside.")
 def inspect_cmd(file: Path, show_license: bool) -> None:
     """Show what a built file holds: model, defaults, template, license, versions."""
-    payload = load_payload(file)
+    payload = load_payload(file, UsageError)
     manifest = payload.manifest
     if show_license:
         click.echo((manifest.get("license") or {}).get("text") or "no license text is stored in this file")

@@ -40,8 +40,8 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         size = path.stat().st_size
         with path.open("rb") as f:
             magic = f.read(4)
-    except FileNotFoundError:
-        raise BuildError(f"model file not found: {path}") from None
+    except FileNotFoundError:  # a usage error (exit 2), as the runtime's -m says it
+        raise UsageError(f"model file not found: {path}") from None
     except OSError as exc:
         raise BuildError(f"cannot read {path}: {exc.strerror}") from None
     if magic != b"GGUF":

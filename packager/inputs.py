@@ -11,7 +11,6 @@ from pathlib import Path
 
 from packager import convert, keras_preset, llama_converter
 from packager.convert import SUPPORTED, architecture, read_json
-from packager.errors import BuildError
 from payload.errors import UsageError
 
 # A converter: (folder, workdir, say) -> a context holding the GGUF it wrote.
@@ -25,7 +24,7 @@ def check_model_input(path: Path) -> Converter | None:
     message naming what it is and what to do with it; a missing model is
     found here, before any runtime is prepared for it."""
     if not path.exists():
-        raise BuildError(f"model file not found: {path}")  # as packager.gguf_info says it
+        raise UsageError(f"model file not found: {path}")  # as packager.gguf_info says it
     if not path.is_dir():
         return None
     config = read_json(path / "config.json")

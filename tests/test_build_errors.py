@@ -93,7 +93,7 @@ def test_a_hostile_gguf_header_is_refused_at_once(tmp_path: Path, body: bytes) -
 
 def test_missing_and_unreadable_input(tmp_path: Path) -> None:
     missing = llamabin("build", str(tmp_path / "nope.gguf"))
-    assert missing.returncode == 1 and "model file not found" in one_error_line(missing.stderr)
+    assert missing.returncode == 2 and "model file not found" in one_error_line(missing.stderr)
     fifo_dir = tmp_path / "a-directory.gguf"
     fifo_dir.mkdir()
     unreadable = llamabin("build", str(fifo_dir))

@@ -100,7 +100,7 @@ def test_bad_quant_options_are_usage_errors(smollm2_f16: Path, args: list[str], 
 
 def test_a_missing_model_is_named_before_any_runtime_is_prepared(tmp_path: Path) -> None:
     result = llamabin("build", str(tmp_path / "none-F16.gguf"), "--quant", "Q4_K_M")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"model file not found: {tmp_path / 'none-F16.gguf'}" in result.stderr
     assert "runtime" not in result.stderr
 

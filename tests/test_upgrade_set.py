@@ -261,7 +261,7 @@ def test_set_on_an_old_file_without_spare_room_falls_back(exe: Path) -> None:
 # --- (d) refusals ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [("upgrade",), ("set", "--system-prompt", "hi")])
+@pytest.mark.parametrize("command", [("upgrade",), ("set", "--system-prompt", "hi"), ("inspect",)])
 def test_a_file_that_is_not_llamabin_is_a_usage_error(command: tuple[str, ...], tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     shutil.copy2(sys.executable, plain)  # an ELF executable without a payload
