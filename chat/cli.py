@@ -385,7 +385,8 @@ def command(ctx: click.Context, **opts: Any) -> int:
         from chat.rpcworker import run_worker
 
         return run_worker(worker_options(opts))
-    settings = build_settings(opts, bundle)
+    typed = frozenset(name for name in opts if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE)
+    settings = build_settings(opts, bundle, typed)
     if opts["doctor"]:
         from chat.doctor import run_doctor
 
@@ -449,8 +450,11 @@ def worker_options(opts: dict[str, Any]) -> WorkerOptions:
     return WorkerOptions(opts["host"], port, threads, announce=not opts["log_disable"], verbose=opts["verbose"])
 
 
-def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settings:
+def build_settings(opts: dict[str, Any], bundle: Bundle | None = None, typed: frozenset[str] = frozenset()) -> Settings:
+    """The settings `opts` ask for; `typed` names the options given on the
+    command line (the others are defaults, some built into the file)."""
     mode = _mode(opts)
+    _check_prompt_flags(mode, opts, typed)
     if opts["model"] is not None:
         model = ModelSource(Path(opts["model"]))
     elif bundle is not None:
@@ -486,7 +490,9 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None) -> Settin
         kv_unified=opts["kv_unified"] or not opts["parallel"],
         template=opts["template"],
         baked_template=bundle.chat_template if bundle and model == bundle.source else None,
-        system_prompt=opts["system_prompt"] or (opts["prompt"] if chat_mode else None),
+        # In the chat, -p is the system prompt (llamafile's usage); typed, it
+        # beats one built into the file, as every typed flag does.
+        system_prompt=opts["prompt"] if chat_mode and opts["prompt"] is not None else opts["system_prompt"],
         prompt=_one_shot_prompt(mode, opts),
         verbose=opts["verbose"],
         log_disable=opts["log_disable"],
@@ -579,6 +585,35 @@ def _mode(opts: dict[str, Any]) -> Mode:
     if len(chosen) > 1:
         raise UsageError(" and ".join(f"--{m.value}" for m in chosen) + " cannot be used together")
     return chosen[0] if chosen else Mode.DEFAULT
+
+
+# Which prompt flags each mode reads; a typed one it would ignore is refused.
+_READS: dict[Mode, frozenset[str]] = {
+    Mode.DEFAULT: frozenset({"prompt", "system_prompt"}),
+    Mode.CHAT: frozenset({"prompt", "system_prompt"}),
+    Mode.CLI: frozenset({"prompt", "prompt_file"}),
+    Mode.ASK: frozenset({"system_prompt"}),
+    Mode.SERVER: frozenset(),
+}
+_WHY_NOT = {
+    Mode.DEFAULT: "the chat reads what you type; -f is --cli's",
+    Mode.CHAT: "the chat reads what you type; -f is --cli's",
+    Mode.CLI: "its prompt is used as it is, with no chat template",
+    Mode.ASK: "--ask takes the question itself ('--ask -' reads it from stdin); the system prompt is --system-prompt",
+    Mode.SERVER: "each request brings its own messages",
+}
+
+
+def _check_prompt_flags(mode: Mode, opts: dict[str, Any], typed: frozenset[str]) -> None:
+    if mode is Mode.RPC_WORKER:
+        return
+    flags = {"prompt": "-p", "prompt_file": "-f", "system_prompt": "--system-prompt"}
+    ignored = [flag for name, flag in flags.items() if name in typed and opts[name] and name not in _READS[mode]]
+    if ignored:
+        who = "the chat" if mode is Mode.DEFAULT else f"--{mode.value}"
+        raise UsageError(f"{who} does not use {' or '.join(ignored)}: {_WHY_NOT[mode]}")
+    if mode in (Mode.DEFAULT, Mode.CHAT) and {"prompt", "system_prompt"} <= typed:
+        raise UsageError("give the chat's system prompt with -p or --system-prompt, not both")
 
 
 def _sampling(opts: dict[str, Any]) -> SamplingParams:

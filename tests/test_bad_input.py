@@ -142,6 +142,25 @@ def test_text_that_is_not_utf8_and_threads_past_ggmls_limit_are_usage_errors(
     assert says in one_error_line(result.stderr)
 
 
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--server", "-p", "hi"], "--server does not use -p: each request brings its own messages"),
+        (["--server", "--system-prompt", "hi"], "--server does not use --system-prompt"),
+        (["--ask", "hi", "-p", "be brief"], "--ask does not use -p: --ask takes the question itself"),
+        (["--ask", "hi", "-f", "README.md"], "--ask does not use -f"),
+        (["--cli", "-p", "hi", "--system-prompt", "be brief"], "--cli does not use --system-prompt"),
+        (["--chat", "-f", "README.md"], "--chat does not use -f"),
+        (["-f", "README.md"], "the chat does not use -f"),
+        (["--chat", "-p", "a", "--system", "b"], "give the chat's system prompt with -p or --system-prompt, not both"),
+    ],
+)
+def test_a_prompt_flag_the_mode_would_ignore_is_refused(smollm2: Path, args: list[str], says: str) -> None:
+    result = run_chat("-m", str(smollm2), *args)
+    assert result.returncode == 2
+    assert says in one_error_line(result.stderr)
+
+
 @pytest.mark.parametrize("locale", ["C.UTF-8", "C"])  # Python reads stdin differently under each
 @pytest.mark.parametrize("args", [["--cli", "-f", "-"], ["--cli"], ["--ask", "-"]], ids=["file-dash", "piped", "ask"])
 def test_standard_input_that_is_not_utf8_is_a_usage_error(smollm2: Path, args: list[str], locale: str) -> None:

@@ -215,6 +215,30 @@ def test_set_changes_the_system_prompt_in_place(exe: Path, empty_dir: Path) -> N
         assert PIRATE.encode() not in f.read()  # the old manifest was zeroed
 
 
+def test_a_typed_system_prompt_beats_the_built_in_one(exe: Path, empty_dir: Path) -> None:
+    """`./model --chat -p "you are a pirate"` (llamafile's usage) on a file
+    built with --system-prompt: what is typed wins, as for every flag."""
+    assert llamabin("set", str(exe), "--system-prompt", PIRATE).returncode == 0
+
+    def system_prompt(*args: str) -> str:
+        result = subprocess.run(
+            ["env", "-i", str(exe), "--chat", *args],
+            input="/system\n/exit\n",
+            capture_output=True,
+            text=True,
+            cwd=empty_dir,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        shown = [line for line in result.stdout.splitlines() if line.startswith("system prompt:")]
+        assert len(shown) == 1, result.stdout
+        return shown[0].removeprefix("system prompt: ")
+
+    assert system_prompt() == PIRATE
+    assert system_prompt("-p", "You are a librarian.") == "You are a librarian."
+    assert system_prompt("--system-prompt", "Be brief.") == "Be brief."
+
+
 def test_set_a_manifest_too_large_for_the_spare_room_copies_the_file(exe: Path) -> None:
     where, size = weights(exe), exe.stat().st_size
 
