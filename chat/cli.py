@@ -454,7 +454,7 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None, typed: fr
     """The settings `opts` ask for; `typed` names the options given on the
     command line (the others are defaults, some built into the file)."""
     mode = _mode(opts)
-    _check_prompt_flags(mode, opts, typed)
+    _check_unread_flags(mode, opts, typed)
     if opts["model"] is not None:
         model = ModelSource(Path(opts["model"]))
     elif bundle is not None:
@@ -587,7 +587,7 @@ def _mode(opts: dict[str, Any]) -> Mode:
     return chosen[0] if chosen else Mode.DEFAULT
 
 
-# Which prompt flags each mode reads; a typed one it would ignore is refused.
+# Which prompt flags each mode reads (_check_unread_flags).
 _READS: dict[Mode, frozenset[str]] = {
     Mode.DEFAULT: frozenset({"prompt", "system_prompt"}),
     Mode.CHAT: frozenset({"prompt", "system_prompt"}),
@@ -604,13 +604,33 @@ _WHY_NOT = {
 }
 
 
-def _check_prompt_flags(mode: Mode, opts: dict[str, Any], typed: frozenset[str]) -> None:
+# The server's flags, for the modes that run no server.
+_SERVER_FLAGS = {
+    "host": "--host",
+    "port": "--port",
+    "ollama_port": "--ollama-port",
+    "api_key": "--api-key",
+    "api_key_file": "--api-key-file",
+    "allowed_hosts": "--allowed-host",
+    "cors_origins": "--cors-origin",
+    "max_connections": "--max-connections",
+    "request_timeout": "--request-timeout",
+}
+
+
+def _check_unread_flags(mode: Mode, opts: dict[str, Any], typed: frozenset[str]) -> None:
+    """A typed flag the mode would not read is refused: a user who writes
+    `--chat --host 0.0.0.0` expects a server, and should hear there is none."""
     if mode is Mode.RPC_WORKER:
         return
+    who = "the chat" if mode is Mode.DEFAULT else f"--{mode.value}"
+    if mode not in (Mode.DEFAULT, Mode.SERVER):
+        ignored = [flag for name, flag in _SERVER_FLAGS.items() if name in typed]
+        if ignored:
+            raise UsageError(f"{who} runs no server: {ignored[0]} is for --server and the default mode")
     flags = {"prompt": "-p", "prompt_file": "-f", "system_prompt": "--system-prompt"}
     ignored = [flag for name, flag in flags.items() if name in typed and opts[name] and name not in _READS[mode]]
     if ignored:
-        who = "the chat" if mode is Mode.DEFAULT else f"--{mode.value}"
         raise UsageError(f"{who} does not use {' or '.join(ignored)}: {_WHY_NOT[mode]}")
     if mode in (Mode.DEFAULT, Mode.CHAT) and {"prompt", "system_prompt"} <= typed:
         raise UsageError("give the chat's system prompt with -p or --system-prompt, not both")

@@ -153,9 +153,12 @@ def test_text_that_is_not_utf8_and_threads_past_ggmls_limit_are_usage_errors(
         (["--chat", "-f", "README.md"], "--chat does not use -f"),
         (["-f", "README.md"], "the chat does not use -f"),
         (["--chat", "-p", "a", "--system", "b"], "give the chat's system prompt with -p or --system-prompt, not both"),
+        (["--chat", "--host", "0.0.0.0"], "--chat runs no server: --host is for --server and the default mode"),
+        (["--cli", "-p", "hi", "--port", "9000"], "--cli runs no server: --port is for --server"),
+        (["--ask", "hi", "--api-key", "k"], "--ask runs no server: --api-key is for --server"),
     ],
 )
-def test_a_prompt_flag_the_mode_would_ignore_is_refused(smollm2: Path, args: list[str], says: str) -> None:
+def test_a_flag_the_mode_would_ignore_is_refused(smollm2: Path, args: list[str], says: str) -> None:
     result = run_chat("-m", str(smollm2), *args)
     assert result.returncode == 2
     assert says in one_error_line(result.stderr)
