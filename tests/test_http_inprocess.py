@@ -321,6 +321,20 @@ def test_local_names_addresses_and_allowed_names_are_served(host: str) -> None:
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.parametrize(
+    "host", ["[::1", "[::1]x", "[localhost]:8080", "localhost:http", "localhost:99999", ":8080", "[::1]:-1"]
+)
+def test_a_malformed_host_is_a_bad_request(client: TestClient, host: str) -> None:
+    error = error_of(client.get("/v1/models", headers={"Host": host}), 400)
+    assert error["code"] == "invalid_host" and f"the Host header {host!r} is malformed" == error["message"]
+
+
+@pytest.mark.parametrize("origin", ["http://[::1", "http://localhost:99999", "http://[::1]:x"])
+def test_a_malformed_origin_is_refused(client: TestClient, origin: str) -> None:
+    error = error_of(client.get("/v1/models", headers={"Origin": origin}), 403)
+    assert error["code"] == "origin_not_allowed"
+
+
 def test_another_origin_is_refused_and_the_servers_own_page_is_not(client: TestClient) -> None:
     evil = client.post(CHAT, json={"messages": HI}, headers={"Origin": "https://evil.example"})
     error = error_of(evil, 403)

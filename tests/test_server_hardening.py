@@ -165,6 +165,13 @@ def test_a_rebound_name_is_refused(server: ServerProcess, path: str) -> None:
     assert "--allowed-host" in response.json()["error"]["message"]
 
 
+def test_a_malformed_host_or_origin_is_a_client_error(server: ServerProcess) -> None:
+    host = httpx.get(f"{server.url}/v1/models", headers={"Host": "[::1"}, timeout=30)
+    assert_error(host, 400, "the Host header '[::1' is malformed")
+    origin = httpx.get(f"{server.url}/v1/models", headers={"Origin": "http://[::1"}, timeout=30)
+    assert_error(origin, 403, "Requests from web pages at 'http://[::1' are not allowed")
+
+
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "llm.example", "192.0.2.7"])
 def test_local_names_addresses_and_allowed_names_are_served(server: ServerProcess, host: str) -> None:
     response = httpx.get(f"{server.url}/v1/models", headers={"Host": f"{host}:{server.port}"}, timeout=30)

@@ -27,16 +27,22 @@ from chat.server.errors import ApiError
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
-def _split_host(value: str) -> tuple[str, str]:
-    """(host, port) of a Host header or netloc: '[::1]:8080' -> ('::1', '8080')."""
+def _split_host(value: str) -> tuple[str, str] | None:
+    """(host, port) of a Host header or netloc: '[::1]:8080' -> ('::1', '8080');
+    None when it is not one (RFC 9110: host, then optionally ':' and digits)."""
     value = value.strip().lower()
     if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        return host, rest.removeprefix(":")
-    if value.count(":") == 1:
+        host, closed, rest = value[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")) or not _is_ip(host):
+            return None
+        port = rest.removeprefix(":")
+    elif value.count(":") == 1:
         host, _, port = value.partition(":")
-        return host, port
-    return value, ""
+    else:
+        host, port = value, ""  # a bare IPv6 address, or a name without a port
+    if not host or (port and not (port.isascii() and port.isdigit() and int(port) <= 65535)):
+        return None
+    return host, port
 
 
 def _is_ip(host: str) -> bool:
@@ -59,20 +65,26 @@ class HostPolicy:
         self.cors_origins = frozenset(o.lower() for o in cors_origins)
 
     def host_ok(self, host: str) -> bool:
-        name, _ = _split_host(host)
+        split = _split_host(host)
+        if split is None:
+            return False
+        name = split[0]
         return name in self.names or name.endswith(".localhost") or _is_ip(name)
 
     def origin_ok(self, origin: str, host: str) -> bool:
         origin = origin.strip().lower()
         if origin in self.cors_origins:
             return True
-        parts = urlsplit(origin)
+        try:
+            parts = urlsplit(origin)
+        except ValueError:  # "http://[::1": an unclosed IPv6 bracket
+            return False
         if parts.scheme not in ("http", "https") or not parts.netloc:
             return False  # "null" (a sandboxed frame, a file:// page) and the like
         if parts.netloc == host.strip().lower():
             return True  # the page this server served
-        name, _ = _split_host(parts.netloc)
-        return name in self.names
+        split = _split_host(parts.netloc)
+        return split is not None and split[0] in self.names
 
 
 class CheckHost:
@@ -89,7 +101,9 @@ class CheckHost:
         headers = dict(scope["headers"])
         host = headers.get(b"host", b"").decode("latin-1")
         origin = headers.get(b"origin")
-        if host and not self.policy.host_ok(host):
+        if host and _split_host(host) is None:
+            error = ApiError(400, f"the Host header {host!r} is malformed", code="invalid_host")
+        elif host and not self.policy.host_ok(host):
             error = ApiError(
                 403,
                 f"Host {host!r} is not served here: to reach this server under that name,"
