@@ -8,7 +8,7 @@ imports torch and transformers (gigabytes) for any model. For the layout
 it writes for Llama and Gemma 2 (names, the rotary permutation of q/k,
 Gemma's norm offsets, the tokenizer's pieces, scores and types) this file
 follows it; other architectures are
-refused with a pointer to it. Needs the `convert` extra (safetensors,
+refused with a pointer to it. Needs the `convert` extra (safetensors, ml_dtypes,
 sentencepiece).
 """
 
@@ -81,6 +81,7 @@ def permute(weights: Any, n_head: int) -> Any:
 @contextmanager
 def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterator[Path]:
     """`folder` as an F32 GGUF that exists inside the block."""
+    config = load_config(folder)
     arch = architecture(folder)
     if arch not in SUPPORTED:
         raise UsageError(
@@ -93,9 +94,14 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
     shards = sorted(folder.glob("*.safetensors"))
     if not shards:
         raise UsageError(f"{folder} has no *.safetensors weights")
+    for shard in shards:
+        if not shard.is_file():  # a dangling link (a copied hub cache), or a folder
+            raise UsageError(f"{shard} is not a readable file")
     try:
+        import ml_dtypes  # noqa: F401  (teaches numpy bfloat16, the dtype most checkpoints are stored in)
         import numpy as np
         import sentencepiece
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
     except ImportError:
         raise UsageError("converting a checkpoint needs the convert extra: pip install 'llamabin[convert]'") from None
@@ -105,18 +111,25 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
         raise BuildError(
             f"not enough disk space in {workdir} to convert: about {need // MiB} MiB, {free // MiB} MiB free"
         )
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     say(f"converting {folder} ({arch}) to an F32 GGUF")
     weights: dict[str, Any] = {}
     for shard in shards:
-        weights.update(load_file(str(shard)))
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_model))
+        try:
+            weights.update(load_file(str(shard)))
+        except (SafetensorError, OSError, ValueError, TypeError) as exc:
+            raise UsageError(f"cannot read {shard}: {exc}") from None
+    try:
+        sp = sentencepiece.SentencePieceProcessor(model_proto=tokenizer_model.read_bytes())
+    except (RuntimeError, OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"{tokenizer_model} is not a SentencePiece model: {exc}") from None
 
     def write(dst: Path) -> None:
         try:
             write_gguf(dst, folder, config, weights, sp, np)
         except KeyError as exc:
             raise UsageError(f"{folder}: {exc.args[0]} is missing from its config.json or weights") from None
+        except (ValueError, TypeError, ArithmeticError) as exc:  # what the checks above did not foresee
+            raise BuildError(f"cannot convert {folder}: {exc}") from None
 
     with scratch_gguf(workdir, folder, write) as tmp:
         yield tmp
@@ -145,31 +158,43 @@ def write_gguf(dst: Path, folder: Path, config: dict[str, Any], weights: dict[st
 
     family = _FAMILY.get(config["architectures"][0], "llama")
     gemma, gemma2 = family != "llama", family == "gemma2"
-    n_head = int(config["num_attention_heads"])
-    n_head_kv = int(config.get("num_key_value_heads") or n_head)
-    n_embd = int(config["hidden_size"])
-    head_dim = int(config.get("head_dim") or n_embd // n_head)
+    hp = _Hparams(folder, config)
+    n_layer = hp.whole("num_hidden_layers", high=4096)
+    n_head = hp.whole("num_attention_heads", high=4096)
+    n_head_kv = hp.whole("num_key_value_heads", default=n_head, high=n_head)
+    if n_head % n_head_kv:
+        raise UsageError(
+            f"{hp.where}: num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}"
+        )
+    n_embd = hp.whole("hidden_size")
+    n_ff = hp.whole("intermediate_size")
+    head_dim = hp.whole("head_dim", default=n_embd // n_head or None)
+    if not gemma and head_dim % 2:
+        raise UsageError(f"{hp.where}: head_dim {head_dim} is odd; rotary embeddings rotate pairs")
+    n_vocab = _vocab_rows(weights, hp, sp.vocab_size())
+    _check_shapes(weights, hp.where, _shapes(n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab, gemma2))
     writer = gguf.GGUFWriter(dst, family)
     writer.add_name(folder.name)
-    writer.add_context_length(int(config.get("max_position_embeddings", 4096)))
+    writer.add_context_length(hp.whole("max_position_embeddings", default=4096))
     writer.add_embedding_length(n_embd)
-    writer.add_block_count(int(config["num_hidden_layers"]))
-    writer.add_feed_forward_length(int(config["intermediate_size"]))
-    if gemma:
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    if gemma or head_dim != n_embd // n_head:  # Mistral Nemo's heads, say, are not hidden_size / heads wide
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
-    else:
+    if not gemma:
         writer.add_rope_dimension_count(head_dim)
     if gemma2:
-        writer.add_sliding_window(int(config.get("sliding_window") or 4096))
-        writer.add_attn_logit_softcapping(float(config.get("attn_logit_softcapping") or 50.0))
-        writer.add_final_logit_softcapping(float(config.get("final_logit_softcapping") or 30.0))
+        writer.add_sliding_window(hp.whole("sliding_window", default=4096))
+        writer.add_attn_logit_softcapping(hp.positive("attn_logit_softcapping", 50.0))
+        writer.add_final_logit_softcapping(hp.positive("final_logit_softcapping", 30.0))
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_head_kv)
-    writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
-    writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
+    writer.add_layer_norm_rms_eps(hp.positive("rms_norm_eps", 1e-6))
+    writer.add_rope_freq_base(hp.positive("rope_theta", 10000.0))
+    _add_rope_scaling(writer, hp, gguf)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    _add_tokenizer(writer, folder, sp, gguf)
+    _add_tokenizer(writer, folder, sp, gguf, n_vocab)
 
     def f32(name: str) -> Any:
         return np.asarray(weights[name], dtype=np.float32)
@@ -181,7 +206,7 @@ def write_gguf(dst: Path, folder: Path, config: dict[str, Any], weights: dict[st
     writer.add_tensor("output_norm.weight", norm("model.norm.weight"))
     if "lm_head.weight" in weights and not config.get("tie_word_embeddings", gemma):
         writer.add_tensor("output.weight", f32("lm_head.weight"))
-    for i in range(int(config["num_hidden_layers"])):
+    for i in range(n_layer):
         for hf, ours in (_GEMMA2_LAYER_NAMES if gemma2 else _LAYER_NAMES).items():
             name = f"model.layers.{i}.{hf}"
             tensor = norm(name) if hf.endswith("layernorm.weight") else f32(name)
@@ -193,7 +218,102 @@ def write_gguf(dst: Path, folder: Path, config: dict[str, Any], weights: dict[st
     write_out(writer)
 
 
-def _add_tokenizer(writer: Any, folder: Path, sp: Any, gguf: Any) -> None:
+class _Hparams:
+    """config.json's numbers, each checked: a checkpoint's config that
+    disagrees with its weights must fail here in one line, not in numpy or
+    at the first start of the built file."""
+
+    def __init__(self, folder: Path, config: dict[str, Any]) -> None:
+        self.where = f"{folder / 'config.json'}"
+        self.config = config
+
+    def whole(self, key: str, default: int | None = None, high: int = 2**31 - 1) -> int:
+        value = self.config.get(key)
+        if value is None:
+            if default is None:
+                raise KeyError(key)
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise UsageError(f"{self.where}: {key} must be a whole number from 1 to {high}, not {value!r}")
+        return value
+
+    def positive(self, key: str, default: float) -> float:
+        value = self.config.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise UsageError(f"{self.where}: {key} must be a positive number, not {value!r}")
+        return float(value)
+
+
+def _vocab_rows(weights: dict[str, Any], hp: _Hparams, pieces: int) -> int:
+    """The embedding's rows: the tokenizer's pieces, or more when the
+    checkpoint pads its vocabulary (added tokens, a round number)."""
+    rows = int(weights["model.embed_tokens.weight"].shape[0])
+    declared = hp.config.get("vocab_size")
+    if declared is not None and declared != rows:
+        raise UsageError(f"{hp.where}: vocab_size is {declared!r}, but the embeddings have {rows} rows")
+    if rows < pieces:
+        raise UsageError(f"{hp.where}: the embeddings have {rows} rows, fewer than the tokenizer's {pieces} pieces")
+    return rows
+
+
+def _shapes(
+    n_layer: int, n_embd: int, n_ff: int, n_head: int, n_head_kv: int, head_dim: int, n_vocab: int, gemma2: bool
+) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape as config.json describes the model (HF's [out, in])."""
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (n_vocab, n_embd),
+        "lm_head.weight": (n_vocab, n_embd),
+        "model.norm.weight": (n_embd,),
+    }
+    q, kv = n_head * head_dim, n_head_kv * head_dim
+    layer = {
+        "input_layernorm.weight": (n_embd,),
+        "post_attention_layernorm.weight": (n_embd,),
+        "self_attn.q_proj.weight": (q, n_embd),
+        "self_attn.k_proj.weight": (kv, n_embd),
+        "self_attn.v_proj.weight": (kv, n_embd),
+        "self_attn.o_proj.weight": (n_embd, q),
+        "mlp.gate_proj.weight": (n_ff, n_embd),
+        "mlp.up_proj.weight": (n_ff, n_embd),
+        "mlp.down_proj.weight": (n_embd, n_ff),
+    }
+    if gemma2:
+        layer |= {"pre_feedforward_layernorm.weight": (n_embd,), "post_feedforward_layernorm.weight": (n_embd,)}
+    for i in range(n_layer):
+        shapes |= {f"model.layers.{i}.{name}": shape for name, shape in layer.items()}
+    return shapes
+
+
+def _check_shapes(weights: dict[str, Any], where: str, shapes: dict[str, tuple[int, ...]]) -> None:
+    for name, shape in shapes.items():
+        tensor = weights.get(name)
+        if tensor is not None and tuple(tensor.shape) != shape:
+            got, want = "x".join(map(str, tensor.shape)), "x".join(map(str, shape))
+            raise UsageError(f"{name} is {got}, but {where} makes it {want}")
+
+
+def _add_rope_scaling(writer: Any, hp: _Hparams, gguf: Any) -> None:
+    scaling = hp.config.get("rope_scaling")
+    if scaling is None:
+        return
+    kind = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else scaling
+    if kind == "default":
+        return
+    if kind != "linear":
+        raise UsageError(
+            f"{hp.where}: rope_scaling {kind!r} is not converted here (linear is):"
+            " convert with llama.cpp's convert_hf_to_gguf.py and build the GGUF"
+        )
+    factor = scaling.get("factor")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < float("inf"):
+        raise UsageError(f"{hp.where}: rope_scaling's factor must be a positive number, not {factor!r}")
+    writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    writer.add_rope_scaling_factor(float(factor))
+
+
+def _add_tokenizer(writer: Any, folder: Path, sp: Any, gguf: Any, n_vocab: int) -> None:
     tokens, scores, kinds = [], [], []
     for i in range(sp.vocab_size()):
         tokens.append(sp.id_to_piece(i).encode("utf-8"))
@@ -208,6 +328,17 @@ def _add_tokenizer(writer: Any, folder: Path, sp: Any, gguf: Any) -> None:
             kinds.append(gguf.TokenType.BYTE)
         else:
             kinds.append(gguf.TokenType.NORMAL)
+    # Rows past the tokenizer's pieces: the added tokens where
+    # added_tokens.json places them, padding elsewhere (as llama.cpp's
+    # convert_hf_to_gguf.py writes them).
+    for i in range(len(tokens), n_vocab):
+        tokens.append(f"[PAD{i}]".encode())
+        scores.append(-1000.0)
+        kinds.append(gguf.TokenType.UNUSED)
+    for text, token_id in read_json(folder / "added_tokens.json").items():
+        if isinstance(token_id, int) and not isinstance(token_id, bool) and sp.vocab_size() <= token_id < n_vocab:
+            tokens[token_id] = text.encode("utf-8")
+            kinds[token_id] = gguf.TokenType.USER_DEFINED
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
@@ -218,15 +349,47 @@ def _add_tokenizer(writer: Any, folder: Path, sp: Any, gguf: Any) -> None:
     settings = read_json(folder / "tokenizer_config.json")
     writer.add_add_bos_token(bool(settings.get("add_bos_token", True)))
     writer.add_add_eos_token(bool(settings.get("add_eos_token", False)))
+    template = _chat_template(folder, settings)
+    if template is not None:
+        writer.add_chat_template(template)
+
+
+def _chat_template(folder: Path, settings: dict[str, Any]) -> str | list[dict[str, str]] | None:
+    """The checkpoint's chat template: chat_template.jinja, where newer
+    checkpoints keep it, else tokenizer_config.json's (a text, or a list of
+    named templates whose "default" is the one used)."""
+    try:
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {folder / 'chat_template.jinja'}: {exc}") from None
     template = settings.get("chat_template")
     if isinstance(template, str):
-        writer.add_chat_template(template)
+        return template
+    if isinstance(template, list) and all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("template"), str) for t in template
+    ):
+        return template
+    return None
+
+
+def load_config(folder: Path) -> dict[str, Any]:
+    """config.json as a JSON object, or one line saying why it is not one."""
+    path = folder / "config.json"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise UsageError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{path} is not a JSON object")
+    return value
 
 
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from a file; {} if it is missing, unreadable or not an object."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        value = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from packager import convert, keras_preset, llama_converter
-from packager.convert import SUPPORTED, architecture, read_json
+from packager.convert import SUPPORTED, architecture, load_config, read_json
 from payload.errors import UsageError
 
 # A converter: (folder, workdir, say) -> a context holding the GGUF it wrote.
@@ -27,7 +27,9 @@ def check_model_input(path: Path) -> Converter | None:
         raise UsageError(f"model file not found: {path}")  # as packager.gguf_info says it
     if not path.is_dir():
         return None
-    config = read_json(path / "config.json")
+    # A config.json that is there but is not a JSON object is named as such,
+    # not taken for a missing one.
+    config = load_config(path) if (path / "config.json").exists() else {}
     if (path / "adapter_config.json").is_file():
         base = read_json(path / "adapter_config.json").get("base_model_name_or_path") or "its base model"
         raise UsageError(

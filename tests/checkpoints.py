@@ -30,6 +30,9 @@ class TinyLlama:
     window: int = 4  # Gemma 2's sliding window on even layers, short enough to matter here
     attn_cap: float = 50.0
     final_cap: float = 30.0
+    heads_wide: int = 0  # config.json's head_dim, when not hidden / heads (Mistral Nemo's layout)
+    padded: int = 0  # embedding rows past the tokenizer's pieces; the first is an added token
+    bf16: bool = False  # weights stored as bfloat16, as most published checkpoints are
 
     @property
     def gemma(self) -> bool:
@@ -41,7 +44,7 @@ class TinyLlama:
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.heads_wide or self.hidden // self.heads
 
 
 def train_sentencepiece(size: int, **special: Any) -> bytes:
@@ -79,9 +82,10 @@ def make_checkpoint(folder: Path, shape: TinyLlama = TinyLlama(), seed: int = 0)
     def norm() -> np.ndarray:
         return (1 + 0.1 * rng.standard_normal(h)).astype(np.float32)
 
-    weights = {"model.embed_tokens.weight": matrix(shape.vocab, h), "model.norm.weight": norm()}
+    rows = shape.vocab + shape.padded
+    weights = {"model.embed_tokens.weight": matrix(rows, h), "model.norm.weight": norm()}
     if not shape.gemma:  # Gemma ties the output to the embeddings
-        weights["lm_head.weight"] = matrix(shape.vocab, h)
+        weights["lm_head.weight"] = matrix(rows, h)
     for i in range(shape.layers):
         p = f"model.layers.{i}."
         weights[p + "input_layernorm.weight"] = norm()
@@ -96,13 +100,22 @@ def make_checkpoint(folder: Path, shape: TinyLlama = TinyLlama(), seed: int = 0)
         if shape.gemma2:
             weights[p + "pre_feedforward_layernorm.weight"] = norm()
             weights[p + "post_feedforward_layernorm.weight"] = norm()
-    save_file(weights, str(folder / "model.safetensors"))
+    if shape.bf16:
+        import ml_dtypes
+
+        weights = {name: w.astype(ml_dtypes.bfloat16) for name, w in weights.items()}
+        save_file(weights, str(folder / "model.safetensors"))
+        weights = {name: w.astype(np.float32) for name, w in weights.items()}  # what the reference computes with
+    else:
+        save_file(weights, str(folder / "model.safetensors"))
+    if shape.padded:
+        (folder / "added_tokens.json").write_text(json.dumps({"<|added|>": shape.vocab}))
     config: dict[str, object] = {
         "architectures": [
             {"gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM"}.get(shape.family, "LlamaForCausalLM")
         ],
         "model_type": shape.family,
-        "vocab_size": shape.vocab,
+        "vocab_size": rows,
         "hidden_size": h,
         "intermediate_size": f,
         "num_hidden_layers": shape.layers,
@@ -114,7 +127,7 @@ def make_checkpoint(folder: Path, shape: TinyLlama = TinyLlama(), seed: int = 0)
         "tie_word_embeddings": shape.gemma,
         "torch_dtype": "float32",
     }
-    if shape.gemma:
+    if shape.gemma or shape.heads_wide:
         config["head_dim"] = d
     if shape.gemma2:
         config |= {

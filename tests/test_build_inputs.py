@@ -50,6 +50,7 @@ def _folder(tmp_path: Path, files: dict[str, object]) -> Path:
             "is a Keras preset of keras_hub>LlamaBackbone; llamabin converts Keras presets of keras-hub's GemmaBackbone",
         ),
         ({"config.json": {"model_type": "llama"}}, "has a config.json without `architectures`"),
+        ({"config.json": ["LlamaForCausalLM"]}, "config.json is not a JSON object"),
         ({}, "is a folder, not a GGUF model file or a checkpoint (it has no config.json)"),
     ],
 )

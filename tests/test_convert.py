@@ -5,6 +5,9 @@ quantizes and packs into a running file."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ import sentencepiece
 from chat.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from chat.engine.llama import ModelSource
 from packager.convert import converted
+from payload.errors import UsageError
 from tests.checkpoints import TinyLlama, make_checkpoint, reference_logits
 from tests.helpers import llamabin, llamabin_with_file_limit, run_file
 
@@ -32,11 +36,23 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     return folder, make_checkpoint(folder)
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma", "gemma2"])
-def test_the_converted_model_scores_text_as_the_reference_forward_pass(family: str, tmp_path: Path) -> None:
+SHAPES = {
+    "llama": TinyLlama(),
+    "gemma": TinyLlama(family="gemma"),
+    "gemma2": TinyLlama(family="gemma2"),
+    # Published checkpoints: BF16 weights, heads wider than hidden / heads,
+    # a vocabulary padded past the tokenizer with an added token.
+    "bf16": TinyLlama(bf16=True),
+    "wide-heads": TinyLlama(heads_wide=32),
+    "padded-vocab": TinyLlama(padded=8),
+}
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_the_converted_model_scores_text_as_the_reference_forward_pass(name: str, tmp_path: Path) -> None:
     """Gemma 2's post-norms, soft-caps, sliding window (4 tokens here, on
     even layers) and norm offsets all count in its scores."""
-    shape = TinyLlama(family=family)
+    shape = SHAPES[name]
     folder = tmp_path / "checkpoint"
     weights = make_checkpoint(folder, shape)
     sp = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
@@ -90,3 +106,71 @@ def test_a_conversion_that_cannot_be_written_leaves_nothing(
     assert f"cannot write the converted model in {out}: " in result.stderr
     assert "Traceback" not in result.stderr
     assert list(out.iterdir()) == []
+
+
+def _config(**changes: object) -> Callable[[Path], None]:
+    def change(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(config | changes))
+
+    return change
+
+
+def _write(name: str, content: bytes) -> Callable[[Path], None]:
+    return lambda folder: (folder / name).write_bytes(content)
+
+
+def _dangling(folder: Path) -> None:
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").symlink_to(folder / "blobs" / "gone")
+
+
+DAMAGED = {
+    "no-heads": (_config(num_attention_heads=0), "num_attention_heads must be a whole number from 1 to 4096, not 0"),
+    "heads-as-text": (_config(num_attention_heads="four"), "num_attention_heads must be a whole number"),
+    "kv-heads": (_config(num_key_value_heads=3), "num_attention_heads 4 is not a multiple of num_key_value_heads 3"),
+    "context": (_config(max_position_embeddings=2**70), "max_position_embeddings must be a whole number"),
+    "eps": (_config(rms_norm_eps="tiny"), "rms_norm_eps must be a positive number, not 'tiny'"),
+    "hidden": (_config(hidden_size=128), "model.embed_tokens.weight is 320x64, but"),
+    "ffn": (_config(intermediate_size=7), "model.layers.0.mlp.gate_proj.weight is 128x64, but"),
+    "vocab": (_config(vocab_size=999), "vocab_size is 999, but the embeddings have 320 rows"),
+    "rope": (_config(rope_scaling={"rope_type": "yarn", "factor": 4.0}), "rope_scaling 'yarn' is not converted here"),
+    "deep-json": (_write("config.json", b"[" * 100000 + b"]" * 100000), "config.json is not readable JSON"),
+    "weights": (_write("model.safetensors", b"not safetensors"), "cannot read"),
+    "tokenizer": (_write("tokenizer.model", b"garbage"), "tokenizer.model is not a SentencePiece model"),
+    "dangling-link": (_dangling, "model.safetensors is not a readable file"),
+}
+
+
+@pytest.mark.parametrize("name", DAMAGED)
+def test_a_damaged_checkpoint_is_named_in_one_line(
+    checkpoint: tuple[Path, dict[str, np.ndarray]], tmp_path: Path, name: str
+) -> None:
+    damage, message = DAMAGED[name]
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(checkpoint[0], folder)
+    damage(folder)
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(UsageError) as raised, converted(folder, work, lambda _msg: None):
+        pass
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert list(work.iterdir()) == []
+
+
+def test_a_bf16_checkpoint_builds_and_keeps_its_chat_template_file(portable_lib: Path, tmp_path: Path) -> None:
+    """Through the packer's own process, which must teach numpy bfloat16
+    itself; newer checkpoints keep the template in chat_template.jinja."""
+    folder = tmp_path / "tiny-bf16"
+    make_checkpoint(folder, TinyLlama(bf16=True))
+    (folder / "chat_template.jinja").write_text("{% for m in messages %}[{{ m['content'] }}]{% endfor %}")
+    out = tmp_path / "dist"
+    result = llamabin("build", str(folder), "--llama-lib", str(portable_lib), "-o", f"{out}/")
+    assert result.returncode == 0, result.stderr
+    exe = out / "tiny-bf16-linux-x86_64"
+    answer = run_file(exe, "--cli", "-p", "The file", "-n", "4", "--temp", "0", "--log-disable", cwd=tmp_path)
+    assert answer.returncode == 0, answer.stderr
+    asked = run_file(exe, "--ask", "hello", "-n", "1", "--verbose-prompt", cwd=tmp_path)
+    assert asked.returncode == 0, asked.stderr
+    assert "[hello]" in asked.stderr  # the model's own template, from chat_template.jinja
