@@ -6,7 +6,9 @@ and `serve` do the work, each given only its own options.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,7 +22,7 @@ from chat.engine.llama import LoraAdapter, ModelSource
 from chat.engine.lookup import DEFAULT_DRAFT_MAX
 from chat.engine.rpc import DEFAULT_WORKER_PORT, Endpoint, parse_endpoints
 from chat.engine.types import SAMPLING_LIMITS, SamplingParams
-from chat.errors import EXIT_INTERRUPTED, EXIT_USAGE, LlamabinError, UsageError
+from chat.errors import EXIT_INTERRUPTED, EXIT_USAGE, LlamabinError, OutputError, UsageError
 from chat.loading import EngineLoad
 from chat.oneshot import OneShotOptions, run_ask, run_completion
 from chat.rpcworker import WorkerOptions
@@ -703,6 +705,15 @@ def main(argv: Sequence[str] | None = None, default_map: dict[str, Any] | None =
     an exit code (a traceback only with --verbose)."""
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args
+    # A stream the shell closed (<&-, >&-, 2>&-) is None in Python: a closed
+    # input reads as empty, and closed output has nowhere to put an answer.
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull)  # noqa: SIM115
+    if sys.stdout is None:
+        _fail("standard output is closed: redirect it (>/dev/null discards what is printed)")
+        return EXIT_USAGE
     try:
         bundle = find_bundle()
         if bundle is not None and default_map is None and not _names_a_model(args):
@@ -717,6 +728,11 @@ def main(argv: Sequence[str] | None = None, default_map: dict[str, Any] | None =
     except click.UsageError as exc:
         _fail(f"{exc.format_message()} (see --help)")
         return EXIT_USAGE
+    except OutputError as exc:
+        _discard_stdout()  # or Python's last flush at exit fails again, with a traceback
+        if not exc.broken_pipe:  # a reader that stopped reading (| head) is not an error to report
+            _fail(str(exc))
+        return exc.exit_code
     except LlamabinError as exc:
         if verbose:
             raise
@@ -764,6 +780,13 @@ def _asks_for_help(args: list[str]) -> bool:
 
 def _prog_name() -> str:
     return Path(sys.argv[0]).name if getattr(sys, "frozen", False) else "llamabin"
+
+
+def _discard_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _fail(message: str) -> None:

@@ -7,6 +7,8 @@ base classes and the exit codes are the packer's too (payload.errors).
 
 from __future__ import annotations
 
+from typing import TextIO
+
 from payload.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, LlamabinError, UsageError
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "LlamabinError",
     "ModelFileError",
     "ModelMissingError",
+    "OutputError",
     "UsageError",
 ]
 
@@ -54,6 +57,25 @@ class EngineClosedError(LlamabinError):
 
     def __init__(self) -> None:
         super().__init__("the model is closed: the program is stopping")
+
+
+class OutputError(LlamabinError):
+    """Standard output cannot be written (a full disk, a closed pipe): the
+    answer has nowhere to go, so the run ends rather than going on unseen."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(f"cannot write to standard output: {exc.strerror or exc}")
+        self.broken_pipe = isinstance(exc, BrokenPipeError)
+
+
+def write_out(out: TextIO, text: str) -> None:
+    """`text` to `out`, flushed (streamed pieces must show as they arrive);
+    a failure is an OutputError."""
+    try:
+        out.write(text)
+        out.flush()
+    except OSError as exc:
+        raise OutputError(exc) from None
 
 
 class GenerationError(LlamabinError):

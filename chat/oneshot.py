@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import templates
 from chat.conversation import ConversationOptions
 from chat.engine import Engine, GenerationRequest
-from chat.errors import EXIT_INTERRUPTED, EXIT_OK, UsageError
+from chat.errors import EXIT_INTERRUPTED, EXIT_OK, OutputError, UsageError, write_out
 from chat.session import Session
 
 
@@ -58,6 +58,9 @@ def run_ask(session: Session, options: OneShotOptions) -> int:
     except KeyboardInterrupt:
         reply.cancel()
         return EXIT_INTERRUPTED
+    except OutputError:
+        reply.cancel()
+        raise
     return EXIT_OK
 
 
@@ -65,11 +68,9 @@ def _write(pieces: Iterable[str]) -> None:
     out = sys.stdout
     last = ""
     for piece in pieces:
-        out.write(piece)
-        out.flush()
+        write_out(out, piece)
         last = piece or last
     # A shell prompt should not land on the answer's last line, but a pipe
     # gets the completion byte for byte.
     if out.isatty() and not last.endswith("\n"):
-        out.write("\n")
-    out.flush()
+        write_out(out, "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -210,3 +211,58 @@ def test_a_negative_context_size_is_a_usage_error(smollm2: Path) -> None:
     result = run_chat("-m", str(smollm2), "--cli", "-p", "hi", "-c", "-5")
     assert result.returncode == 2
     assert "Invalid value for '-c' / '--ctx-size': must be at least 0" in one_error_line(result.stderr)
+
+
+@pytest.mark.parametrize("args", [["--cli", "-p", "hi"], ["--ask", "hi"], ["--chat"]], ids=["cli", "ask", "chat"])
+def test_a_full_disk_on_stdout_is_one_line(smollm2: Path, args: list[str]) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "chat", "-m", str(smollm2), *args, "-n", "8"],
+            input="hi\n",
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
+    assert result.returncode == 1
+    assert one_error_line(result.stderr) == "llamabin: error: cannot write to standard output: No space left on device"
+
+
+@pytest.mark.parametrize(
+    "redirect, args, code, says",
+    [
+        (">&-", ["--cli", "-p", "hi"], 2, "standard output is closed: redirect it"),
+        ("<&-", ["--cli"], 2, "the prompt is empty"),
+        ("<&-", ["--ask", "-"], 2, "the prompt is empty"),
+        ("<&-", ["--chat"], 0, None),
+    ],
+)
+def test_a_closed_standard_stream_is_handled(
+    smollm2: Path, redirect: str, args: list[str], code: int, says: str | None
+) -> None:
+    command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "chat", "-m", str(smollm2), *args, "-n", "4"])
+    result = subprocess.run(
+        ["bash", "-c", f"exec {command} {redirect}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert result.returncode == code, result.stderr
+    if says is None:
+        assert "Traceback" not in result.stderr and "error" not in result.stderr
+    else:
+        assert says in one_error_line(result.stderr)
+
+
+def test_a_reader_that_stops_reading_ends_the_run_quietly(smollm2: Path) -> None:
+    command = [sys.executable, "-m", "chat", "-m", str(smollm2), "--cli", "-p", "1 2 3", "-n", "256", "--temp", "0"]
+    writer = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(ROOT))
+    )
+    assert writer.stdout is not None and writer.stderr is not None
+    writer.stdout.read(1)
+    writer.stdout.close()  # as `| head -c 1` does
+    assert writer.wait(timeout=120) == 1
+    assert writer.stderr.read() == b""

@@ -11,7 +11,7 @@ from typing import TextIO
 
 from chat.conversation import Conversation, ConversationOptions, Reply
 from chat.engine import FinishReason
-from chat.errors import EXIT_OK, LlamabinError
+from chat.errors import EXIT_OK, LlamabinError, OutputError
 from chat.paths import NoHomeError, history_file
 from chat.repl.commands import builtin_commands
 from chat.repl.input import CONTINUATION, PROMPT, LineReader, make_reader
@@ -115,6 +115,8 @@ class Repl:
                 self._answer(text)
         except CommandError as exc:
             self.console.say(str(exc))
+        except OutputError:  # nothing more can be shown: the chat ends, saying why on stderr
+            raise
         except (LlamabinError, TemplateError) as exc:
             self.console.error(str(exc))
         except KeyboardInterrupt:
@@ -134,6 +136,9 @@ class Repl:
         except KeyboardInterrupt:
             _cancel(reply)
             self.console.notice("stopped; the partial answer is kept")
+        except OutputError:
+            _cancel(reply)
+            raise
         except LlamabinError as exc:
             self.console.error(str(exc))
         else:

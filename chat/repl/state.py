@@ -9,6 +9,7 @@ from typing import TextIO
 
 from chat.conversation import Conversation
 from chat.engine.types import Usage
+from chat.errors import write_out
 
 
 class Console:
@@ -21,8 +22,7 @@ class Console:
 
     def write(self, text: str) -> None:
         if text:
-            self.out.write(text)
-            self.out.flush()  # streamed pieces must show as they arrive
+            write_out(self.out, text)
             self._midline = not text.endswith("\n")
 
     def end_line(self) -> None:
