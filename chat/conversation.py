@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -162,21 +163,41 @@ class Conversation:
 
     def _fit(self) -> tuple[list[int], int]:
         """Render the prompt, dropping the oldest turns (never the system
-        prompt or the new message) until it and room for an answer fit."""
-        dropped = 0
-        while True:
+        prompt or the new message) until it and room for an answer fit.
+
+        Whole exchanges go, so roles keep alternating. The first history
+        that fits is found by bisection over where it may start: dropping
+        one exchange at a time re-rendered and re-tokenized everything for
+        each, minutes after /load of a long transcript."""
+        history = self.messages
+        starts = [0] + [i for i in range(1, len(history)) if history[i].role == "user"]
+
+        def attempt(start: int) -> list[int]:
+            self.messages = history[start:]
             self.last_prompt = self.render()
-            tokens = self._tokens()
-            if len(tokens) + self._answer_room() <= self.n_ctx:
-                return tokens, dropped
-            if len(self.messages) <= 1:
-                if len(tokens) < self.n_ctx:
-                    return tokens, dropped
-                raise ContextLengthExceededError(len(tokens), self.n_ctx)
-            # Drop a whole exchange so roles keep alternating.
-            n = 2 if len(self.messages) > 2 and self.messages[1].role == "assistant" else 1
-            del self.messages[:n]
-            dropped += n
+            return self._tokens()
+
+        def fits(tokens: list[int]) -> bool:
+            return len(tokens) + self._answer_room() <= self.n_ctx
+
+        tokens = attempt(0)
+        if fits(tokens):
+            return tokens, 0
+        lo, hi, best = 1, len(starts) - 1, None  # a later start never renders longer
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if fits(attempt(starts[mid])):
+                best, hi = mid, mid - 1
+            else:
+                lo = mid + 1
+        if best is not None:
+            return attempt(starts[best]), starts[best]
+        # Not even the new message alone leaves room for a whole answer: it
+        # is sent if it fits at all.
+        tokens = attempt(starts[-1])
+        if len(tokens) < self.n_ctx:
+            return tokens, starts[-1]
+        raise ContextLengthExceededError(len(tokens), self.n_ctx)
 
     def undo(self) -> bool:
         """Remove the last exchange (user message and its answer)."""
@@ -203,19 +224,33 @@ class Conversation:
     def load(self, path: Path) -> None:
         """Replace this conversation with a saved transcript; on a bad file
         raise and change nothing."""
+        not_ours = LlamabinError(f"{path} is not a llamabin transcript")
         try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read, a device never end
+                raise LlamabinError(f"{path} is not a regular file")
+            if info.st_size > MAX_TRANSCRIPT_BYTES:
+                raise not_ours
             doc = json.loads(path.read_text(encoding="utf-8"))
-            msgs = [Message(str(m["role"]), str(m["content"])) for m in doc["messages"]]
-            system = doc.get("system_prompt")
         except OSError as exc:
             raise LlamabinError(f"cannot read {path}: {exc.strerror}") from exc
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LlamabinError(f"{path} is not a llamabin transcript") from exc
+        except (ValueError, RecursionError):
+            raise not_ours from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("messages"), list):
+            raise not_ours
+        msgs = []
+        for m in doc["messages"]:
+            if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+                raise LlamabinError(f"{path} has a message that is not a role and a text")
+            msgs.append(Message(m["role"], m["content"]))
+        system = doc.get("system_prompt")
+        if system is not None and not isinstance(system, str):
+            raise LlamabinError(f"{path} has a system_prompt that is not a text")
         bad = [m.role for m in msgs if m.role not in ("user", "assistant")]
         if bad:
             raise LlamabinError(f"{path} has an unknown role {bad[0]!r}")
         self.messages = msgs
-        self.system_prompt = str(system) if system else None
+        self.system_prompt = system or None
 
 
 MAX_TRANSCRIPT_BYTES = 256 * 1024 * 1024

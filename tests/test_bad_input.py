@@ -266,3 +266,19 @@ def test_a_reader_that_stops_reading_ends_the_run_quietly(smollm2: Path) -> None
     writer.stdout.close()  # as `| head -c 1` does
     assert writer.wait(timeout=120) == 1
     assert writer.stderr.read() == b""
+
+
+def test_a_chat_line_that_is_not_utf8_is_refused_and_the_chat_goes_on(smollm2: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "chat", "-m", str(smollm2), "--chat", "-n", "2", "--temp", "0"],
+        input=b"hi \xff there\n/system be \xfe nice\n/system\n",
+        capture_output=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), LC_ALL="C.UTF-8"),
+    )
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert "error: that line is not UTF-8 text (byte 0xff): nothing was done with it" in out
+    assert "error: that line is not UTF-8 text (byte 0xfe)" in out
+    assert "no system prompt" in out
+    assert "internal error" not in out

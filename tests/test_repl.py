@@ -172,6 +172,55 @@ def test_loading_a_bad_file_keeps_the_conversation(conv: Conversation, tmp_path:
     assert conv.messages == [Message("user", "hello"), Message("assistant", "hi there")]
 
 
+@pytest.mark.parametrize(
+    "doc, says",
+    [
+        ({"system_prompt": None, "messages": {}}, "is not a llamabin transcript"),
+        ({"system_prompt": None, "messages": [{"role": "user", "content": {"a": 1}}]}, "has a message that is not"),
+        ({"system_prompt": None, "messages": [{"role": "user", "content": None}]}, "has a message that is not"),
+        ({"system_prompt": 5, "messages": []}, "has a system_prompt that is not a text"),
+        ("[" * 100000 + "]" * 100000, "is not a llamabin transcript"),
+    ],
+)
+def test_a_transcript_that_is_not_text_is_refused(conv: Conversation, tmp_path: Path, doc: object, says: str) -> None:
+    path = tmp_path / "odd.json"
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    conv.messages = [Message("user", "hello"), Message("assistant", "hi there")]
+    shown = type_into(conv, lines(f"/load {path}"))
+    assert f"error: {path} {says}" in shown
+    assert conv.messages == [Message("user", "hello"), Message("assistant", "hi there")]
+
+
+def test_load_refuses_a_fifo_at_once(conv: Conversation, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    shown = type_into(conv, lines(f"/load {fifo}"))
+    assert f"error: {fifo} is not a regular file" in shown
+
+
+def test_a_long_loaded_history_is_cut_where_it_first_fits(engine: Engine, tmp_path: Path) -> None:
+    """Found by bisection: cutting one exchange at a time rendered and
+    tokenized the whole history again for each, minutes for 2,000 turns."""
+    conv = _conversation(engine, max_tokens=16)
+    history = [Message(role, f"{role} turn {i // 2}") for i in range(4000) for role in ("user", "assistant")][:4000]
+    conv.messages = list(history)
+    renders = 0
+    render = conv.render
+
+    def counted(add_generation_prompt: bool = True) -> str:
+        nonlocal renders
+        renders += 1
+        return render(add_generation_prompt)
+
+    conv.render = counted  # type: ignore[method-assign]
+    tokens, dropped = conv._fit()
+    assert renders <= 16  # log2(2000) + a few, not 2000
+    assert len(tokens) + 16 <= conv.n_ctx
+    assert conv.messages == history[dropped:] and conv.messages[0].role == "user"
+    conv.messages = history[dropped - 2 :]  # one exchange more would not have fit
+    assert len(conv._tokens()) + 16 > conv.n_ctx
+
+
 def test_dump_writes_the_rendered_conversation(conv: Conversation, tmp_path: Path) -> None:
     conv.messages = [Message("user", "hello"), Message("assistant", "hi there")]
     out = tmp_path / "dump.txt"

@@ -105,6 +105,12 @@ class Repl:
         if not stripped:
             return
         try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # piped bytes that are not UTF-8 arrive as lone surrogates
+            bad = text[exc.start].encode("utf-8", "surrogateescape").hex()
+            self.console.error(f"that line is not UTF-8 text (byte 0x{bad}): nothing was done with it")
+            return
+        try:
             if fenced:
                 self._answer(text)
             elif stripped.startswith("//"):
