@@ -210,7 +210,10 @@ def _baked_template(choice: str | None) -> dict[str, str] | None:
         names = ", ".join(BUILTIN_NAMES)
         raise BuildError(f"unknown template '{choice}': use one of {names}, or a path to a Jinja file")
     try:
-        tpl = from_file(choice)
+        # The EOS text is the runtime's to know (_template_label): a stand-in
+        # keeps a template that ends turns with eos_token (Mistral's,
+        # Llama 2's) from being refused here for want of a marker.
+        tpl = from_file(choice, eos_token="</s>")
     except TemplateError as exc:
         raise BuildError(str(exc)) from None
     return {"name": tpl.name, "source": tpl.source}

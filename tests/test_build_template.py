@@ -49,7 +49,7 @@ def test_a_broken_model_template_is_refused_in_one_line(tmp_path: Path, source: 
     assert "Traceback" not in result.stderr, result.stderr
     assert lines[-1].startswith(f"llamabin: error: {says}"), result.stderr
     assert lines[-1].endswith(WAY_OUT)
-    assert list(out.iterdir()) == []
+    assert not out.exists()  # not even the folder -o named
 
 
 def test_with_template_the_model_template_is_not_needed(tmp_path: Path) -> None:
@@ -61,3 +61,19 @@ def test_a_template_naming_no_end_marker_is_left_to_the_runtime(tmp_path: Path) 
     # Only the runtime knows the model's EOS text, which ends replies then.
     info = read_gguf_info(tiny_gguf(tmp_path / "tiny.gguf", "{% for m in messages %}{{ m.content }}{% endfor %}"))
     assert _template_label(info, None) == "the model's own"
+
+
+MISTRAL = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+    "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def test_a_template_file_that_ends_turns_with_eos_token_is_built_in(tmp_path: Path) -> None:
+    """Mistral's and Llama 2's templates name no end marker of their own:
+    the model's EOS, which only the runtime reads, ends their replies."""
+    from packager.build import _baked_template
+
+    path = tmp_path / "mistral.jinja"
+    path.write_text(MISTRAL)
+    assert _baked_template(str(path)) == {"name": "mistral.jinja", "source": MISTRAL}
