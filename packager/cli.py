@@ -188,7 +188,12 @@ def build_cmd(
             find_links=tuple(p.resolve() for p in find_links),
             no_index=no_index,
             force=force,
-            inputs=tuple(p for p in (model, imatrix, lora_adapter) if p is not None),
+            # Never written over, not even with --force.
+            inputs=tuple(
+                p
+                for p in (model, imatrix, lora_adapter, license_file, Path(template) if template else None)
+                if p is not None
+            ),
         )
         if output is not None and not output.endswith(("/", os.sep)) and not Path(output).is_dir():
             check_replaceable(Path(output), opts.inputs, force)  # before minutes of quantizing or converting
@@ -203,7 +208,7 @@ def build_cmd(
             workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BuildError(f"cannot create output directory {workdir}: {exc.strerror}") from None
-        base_name = model.name if convert_step else model.stem
+        base_name = model.resolve().name if convert_step else model.stem  # `build .` names the folder
         stem = quantized_name(base_name, quant_type) if quant_type else base_name
         name = name or (f"{stem}-{lora_adapter.stem}" if lora_adapter else stem)
         with ExitStack() as steps:  # each step's file is removed when the build ends, however it ends

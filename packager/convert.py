@@ -174,7 +174,7 @@ def write_gguf(dst: Path, folder: Path, config: dict[str, Any], weights: dict[st
     n_vocab = _vocab_rows(weights, hp, sp.vocab_size())
     _check_shapes(weights, hp.where, _shapes(n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab, gemma2))
     writer = gguf.GGUFWriter(dst, family)
-    writer.add_name(folder.name)
+    writer.add_name(folder.resolve().name)
     writer.add_context_length(hp.whole("max_position_embeddings", default=4096))
     writer.add_embedding_length(n_embd)
     writer.add_block_count(n_layer)

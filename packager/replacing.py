@@ -27,10 +27,16 @@ def check_replaceable(target: Path, inputs: tuple[Path, ...], force: bool) -> No
     for given in inputs:
         if same_file(target, given):
             raise UsageError(f"the output {target} is the input {given}: give another -o")
+        if given.is_dir() and target.exists() and _inside(target, given):  # a checkpoint's weights, config...
+            raise UsageError(f"the output {target} is a file of the input folder {given}: give another -o")
     if target.is_dir():
         raise UsageError(f"the output {target} is a directory")
     if not force and target.exists() and not _is_ours(target):
         raise UsageError(f"{target} exists and is not a llamabin executable: give another -o, or --force to replace it")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
 
 
 def same_file(a: Path, b: Path) -> bool:

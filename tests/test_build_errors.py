@@ -209,6 +209,21 @@ def test_the_output_is_never_the_input_model(
     assert digest(model) == before
 
 
+@pytest.mark.parametrize("flag", ["--license", "--template"])
+def test_no_input_file_is_written_over_even_with_force(
+    smollm2: Path, portable_lib: Path, tmp_path: Path, flag: str
+) -> None:
+    given = tmp_path / "given.txt"
+    given.write_text("{{ messages }}" if flag == "--template" else "MIT License\n")
+    before = given.read_text()
+    result = llamabin(
+        "build", str(smollm2), flag, str(given), "-o", str(given), "--force", "--llama-lib", str(portable_lib)
+    )
+    assert result.returncode == 2
+    assert f"the output {given} is the input {given}" in one_error_line(result.stderr)
+    assert given.read_text() == before
+
+
 def test_a_file_that_is_not_llamabins_is_replaced_only_with_force(
     smollm2: Path, portable_lib: Path, tmp_path: Path
 ) -> None:

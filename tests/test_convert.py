@@ -174,3 +174,19 @@ def test_a_bf16_checkpoint_builds_and_keeps_its_chat_template_file(portable_lib:
     asked = run_file(exe, "--ask", "hello", "-n", "1", "--verbose-prompt", cwd=tmp_path)
     assert asked.returncode == 0, asked.stderr
     assert "[hello]" in asked.stderr  # the model's own template, from chat_template.jinja
+
+
+def test_build_dot_names_the_file_after_the_folder_and_keeps_its_files(
+    checkpoint: tuple[Path, dict[str, np.ndarray]], portable_lib: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "tiny-llama"
+    shutil.copytree(checkpoint[0], folder)
+    weights = (folder / "model.safetensors").read_bytes()
+    forced = llamabin("build", ".", "-o", "model.safetensors", "--force", "--llama-lib", str(portable_lib), cwd=folder)
+    assert forced.returncode == 2
+    assert "the output model.safetensors is a file of the input folder ." in forced.stderr
+    assert (folder / "model.safetensors").read_bytes() == weights
+    built = llamabin("build", ".", "--llama-lib", str(portable_lib), cwd=folder)
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.strip() == "dist/tiny-llama-linux-x86_64"
+    assert sorted(p.name for p in (folder / "dist").iterdir()) == ["tiny-llama-linux-x86_64"]
