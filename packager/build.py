@@ -23,7 +23,7 @@ from packager.targets import Runtime, extract, find_runtime, host_target, is_win
 from packager.versions import build_versions
 from payload.errors import UsageError
 from payload.find import sidecar_path
-from payload.flags import split_baked_args
+from payload.flags import baked_context, split_baked_args
 from payload.manifest import ManifestError, check_manifest, decode_manifest, encode_manifest
 
 
@@ -81,11 +81,11 @@ def build(opts: BuildOptions, say: Callable[[str], None]) -> BuildResult:
     check_replaceable(out, (opts.model, *opts.inputs), opts.force)
     say(f"reading {opts.model}")
     info = read_gguf_info(opts.model)
-    _check_ctx_size(opts, info)
+    args = _baked_args(opts)
+    check_baked_context(args, info.context_length)
     use_sidecar = opts.sidecar if opts.sidecar is not None else _needs_sidecar(target, info.size)
     if use_sidecar:
         check_replaceable(sidecar_path(out), (opts.model, *opts.inputs), opts.force)
-    args = _baked_args(opts)
     template = _baked_template(opts.template)
     found = find_target_runtime(opts)  # before minutes of hashing: a missing runtime is found at once
     digest = _sha256(opts.model, info.size)
@@ -178,15 +178,16 @@ def _baked_args(opts: BuildOptions) -> list[str]:
     return args + list(opts.runtime_args)
 
 
-def _check_ctx_size(opts: BuildOptions, info: GGUFInfo) -> None:
-    """A built-in context above the trained one would make every run refuse
-    to start, unless --ctx-force is built in beside it (as the runtime asks)."""
-    if opts.ctx_size and info.context_length and opts.ctx_size > info.context_length:
-        if "--ctx-force" not in opts.runtime_args:
-            raise UsageError(
-                f"--ctx-size {opts.ctx_size} is above the {info.context_length} tokens this model was trained for;"
-                " every run would refuse it (add `-- --ctx-force` to build it in anyway)"
-            )
+def check_baked_context(args: list[str], trained: int | None) -> None:
+    """A built-in context above the trained one (--ctx-size, or -c after
+    `--`) would make every run refuse to start, unless --ctx-force is built
+    in beside it (as the runtime asks)."""
+    size, force = baked_context(args)
+    if size and trained and size > trained and not force:
+        raise UsageError(
+            f"a built-in context of {size} tokens is above the {trained} tokens this model was trained for;"
+            " every run would refuse it (add `-- --ctx-force` to build it in anyway)"
+        )
 
 
 def refused_message(refused: list[str]) -> str:

@@ -27,6 +27,7 @@ from packager.build import (
     BuildOptions,
     _baked_template,
     build_target,
+    check_baked_context,
     refused_message,
     runtime_versions,
     select_runtime,
@@ -155,6 +156,7 @@ def set_defaults(file: Path, new: NewDefaults, say: Say) -> Rewritten:
         raise UsageError(refused_message(refused))
     payload = load_payload(file, UsageError)
     manifest = _with_defaults(payload.manifest, new)
+    check_baked_context(manifest["defaults"]["args"], manifest.get("gguf", {}).get("context_length"))
     raw = _encode(manifest)
     old_raw = encode_manifest(payload.manifest)
     done = _manifest_in_place(payload, raw)

@@ -185,3 +185,29 @@ def unit_flags(unit: list[str]) -> set[str]:
         if BAKED_FLAGS.get(flag, True):
             break  # the rest is its value
     return found
+
+
+def baked_context(args: list[str]) -> tuple[int | None, bool]:
+    """The context size built-in ``args`` set (the last one, as on a command
+    line; None when none is set or it is not a number, which the runtime
+    refuses itself) and whether they set --ctx-force."""
+    size: int | None = None
+    force = False
+    for unit in units(split_baked_args(args).allowed):
+        flags = unit_flags(unit)
+        if same_flag("--ctx-force") in flags:
+            force = True
+        if same_flag("-c") not in flags:
+            continue
+        head = unit[0]
+        if "=" in head:
+            value = head.partition("=")[2]
+        elif len(unit) > 1:
+            value = unit[-1]
+        else:  # a cluster such as -c8192 or -jc8192: the value follows the c
+            value = head[head.index("c") + 1 :]
+        try:
+            size = int(value)
+        except ValueError:
+            size = None
+    return size, force

@@ -299,8 +299,13 @@ def test_a_name_that_is_a_path_is_refused(smollm2: Path, tmp_path: Path, name: s
     assert_nothing_written(tmp_path / "out")
 
 
-def test_a_context_above_the_trained_one_is_refused_before_building(smollm2: Path, tmp_path: Path) -> None:
-    result = llamabin("build", str(smollm2), "-o", str(tmp_path / "out") + "/", "-c", "99999")
+@pytest.mark.parametrize("flags", [["-c", "99999"], ["--", "-c", "99999"], ["--", "--ctx-size=99999", "-n", "6"]])
+def test_a_context_above_the_trained_one_is_refused_before_building(
+    smollm2: Path, tmp_path: Path, flags: list[str]
+) -> None:
+    result = llamabin("build", str(smollm2), "-o", str(tmp_path / "out") + "/", *flags)
     assert result.returncode == 2
-    assert "--ctx-size 99999 is above the 8192 tokens this model was trained for" in one_error_line(result.stderr)
+    assert "a built-in context of 99999 tokens is above the 8192 tokens this model was trained for" in one_error_line(
+        result.stderr
+    )
     assert_nothing_written(tmp_path / "out")

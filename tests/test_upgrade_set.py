@@ -298,6 +298,17 @@ def test_a_file_that_is_not_llamabin_is_a_usage_error(command: tuple[str, ...], 
     assert missing.returncode == 2 and "no such file" in one_error_line(missing)
 
 
+@pytest.mark.parametrize("flags", [["--ctx-size", "99999"], ["--", "-c", "99999"]])
+def test_set_refuses_a_context_above_the_trained_one(exe: Path, flags: list[str]) -> None:
+    digest = file_digest(exe)
+    result = llamabin("set", str(exe), *flags)
+    assert result.returncode == 2
+    assert "a built-in context of 99999 tokens is above the 8192 tokens" in one_error_line(result)
+    assert file_digest(exe) == digest
+    allowed = llamabin("set", str(exe), *flags, *([] if "--" in flags else ["--"]), "--ctx-force")
+    assert allowed.returncode == 0, allowed.stderr
+
+
 def test_set_refuses_a_flag_a_file_may_not_carry(exe: Path) -> None:
     digest = file_digest(exe)
     result = llamabin("set", str(exe), "--", "--host", "0.0.0.0")
