@@ -24,7 +24,7 @@ from packager.versions import build_versions
 from payload.errors import UsageError
 from payload.find import sidecar_path
 from payload.flags import baked_context, split_baked_args
-from payload.manifest import ManifestError, check_manifest, decode_manifest, encode_manifest
+from payload.manifest import ManifestError, check_encodable, encode_manifest
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,7 @@ def _manifest(
     if opts.lora is not None:
         manifest["lora"] = opts.lora
     try:  # never write one the runtime would refuse (text from argv may hold lone surrogates)
-        check_manifest(decode_manifest(encode_manifest(manifest)))
+        check_encodable(manifest)
     except ManifestError as exc:
         raise BuildError(f"cannot write this file's manifest: {exc}") from None
     return manifest

@@ -50,7 +50,7 @@ from payload.errors import LlamabinError, UsageError
 from payload.find import Payload, find_payload, read_payload, sidecar_path
 from payload.flags import split_baked_args, unit_flags, units
 from payload.footer import ALIGNMENT, FOOTER_SIZE, MANIFEST_RESERVE, Footer, LayoutError, align_up
-from payload.manifest import ManifestError, check_manifest, decode_manifest, encode_manifest
+from payload.manifest import ManifestError, check_encodable, decode_manifest, encode_manifest
 
 Say = Callable[[str], None]
 
@@ -328,12 +328,10 @@ def _copy_sidecar(payload: Payload, out: Path, raw: bytes) -> None:
 
 
 def _encode(manifest: dict[str, Any]) -> bytes:
-    raw = encode_manifest(manifest)
     try:  # never write one the runtime would refuse
-        check_manifest(decode_manifest(raw))
+        return check_encodable(manifest)
     except ManifestError as exc:
         raise BuildError(f"cannot write this file's manifest: {exc}") from None
-    return raw
 
 
 def _reread(path: Path) -> Payload:

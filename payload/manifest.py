@@ -16,6 +16,7 @@ __all__ = [
     "MAX_MANIFEST_SIZE",
     "ManifestError",
     "check_manifest",
+    "check_encodable",
     "decode_manifest",
     "encode_manifest",
 ]
@@ -37,6 +38,19 @@ class ManifestError(LayoutError):
 def encode_manifest(manifest: dict[str, Any]) -> bytes:
     """Canonical manifest bytes: sorted keys and ASCII-only, so builds are reproducible."""
     return json.dumps(manifest, sort_keys=True, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def check_encodable(manifest: dict[str, Any]) -> bytes:
+    """The manifest's bytes, checked as a runtime will read them: the packer
+    never writes one that every run of the file would refuse."""
+    raw = encode_manifest(manifest)
+    if len(raw) > MAX_MANIFEST_SIZE:
+        raise ManifestError(
+            f"it would be {len(raw):,} bytes, above the {MAX_MANIFEST_SIZE:,} a runtime reads"
+            " (is the --license or --template file that large?)"
+        )
+    check_manifest(decode_manifest(raw))
+    return raw
 
 
 def decode_manifest(data: bytes) -> dict[str, Any]:

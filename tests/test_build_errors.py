@@ -309,3 +309,16 @@ def test_a_context_above_the_trained_one_is_refused_before_building(
         result.stderr
     )
     assert_nothing_written(tmp_path / "out")
+
+
+def test_a_license_too_large_for_a_manifest_is_refused_before_writing(
+    smollm2: Path, portable_lib: Path, tmp_path: Path
+) -> None:
+    huge = tmp_path / "LICENSE"
+    huge.write_text("x" * (17 * 2**20))
+    out = tmp_path / "out"
+    result = llamabin("build", str(smollm2), "--license", str(huge), "-o", f"{out}/", "--llama-lib", str(portable_lib))
+    assert result.returncode == 1
+    assert "cannot write this file's manifest: it would be 17,8" in one_error_line(result.stderr)
+    assert "above the 16,777,216 a runtime reads" in result.stderr
+    assert not out.exists()
