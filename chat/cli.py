@@ -255,7 +255,8 @@ def _read_stdin() -> str:
     "-s",
     "--seed",
     type=int,
-    callback=_within(-1, 2**32 - 1),
+    # 2**32 - 1 is llama.cpp's "pick one at random" (LLAMA_DEFAULT_SEED), as -1 is.
+    callback=_within(-1, 2**32 - 2),
     default=-1,
     show_default=True,
     help="Random seed (-1 = random).",
