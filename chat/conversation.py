@@ -47,10 +47,11 @@ class Reply:
         self.text = ""
         self.usage: Usage | None = None
         self.finish_reason: FinishReason | None = None
+        self._draining = False  # cancelled: what still arrives was never shown, so it is not kept
 
     def __iter__(self) -> Iterator[str]:
         for chunk in self._gen:
-            if chunk.text:
+            if chunk.text and not self._draining:
                 self.text += chunk.text
                 yield chunk.text
             if chunk.finish_reason is not None:
@@ -60,6 +61,7 @@ class Reply:
     def cancel(self) -> None:
         """Stop generating and keep what was said so far."""
         self._gen.cancel()
+        self._draining = True
         for _ in self:  # drain to the final chunk, which commits the turn
             pass
         final = self._gen.final

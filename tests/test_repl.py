@@ -22,9 +22,10 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from chat.cli import dispatch
-from chat.conversation import Conversation, Message
-from chat.engine import Engine, EngineConfig, SamplingParams
+from chat.conversation import Conversation, Message, Reply
+from chat.engine import Engine, EngineConfig, FinishReason, SamplingParams
 from chat.engine.llama import ModelSource
+from chat.engine.types import Chunk
 from chat.paths import history_file
 from chat.repl import Repl
 from chat.repl.commands import builtin_commands
@@ -446,3 +447,31 @@ def test_the_default_mode_serves_beside_the_chat_while_it_runs(
     assert "context: 0 / 1024 tokens" in shown[1]
     with pytest.raises(OSError):  # the chat ended, and so did its server
         urllib.request.urlopen(seen[0] + "/health", timeout=5)
+
+
+class _Stream:
+    """A generation that still delivers text after it was cancelled, as the
+    engine's queue does for the tokens already decoded."""
+
+    def __init__(self) -> None:
+        self.final: Chunk | None = None
+        self._chunks = [Chunk("Once "), Chunk("upon "), Chunk("a time", finish_reason=FinishReason.CANCELLED)]
+
+    def __iter__(self) -> Iterator[Chunk]:
+        while self._chunks:
+            chunk = self._chunks.pop(0)
+            if chunk.finish_reason is not None:
+                self.final = chunk
+            yield chunk
+
+    def cancel(self) -> None:
+        pass
+
+
+def test_a_cancelled_answer_keeps_only_what_was_shown(conv: Conversation) -> None:
+    conv.messages = [Message("user", "tell me a story")]
+    reply = Reply(conv, _Stream(), None)  # type: ignore[arg-type]
+    shown = next(iter(reply))
+    reply.cancel()
+    assert shown == "Once "
+    assert conv.messages[-1] == Message("assistant", "Once ")
