@@ -281,7 +281,9 @@ def write_private(path: Path, text: str) -> None:
     OSError for everything the disk can say."""
     if path.is_symlink():
         raise LlamabinError(f"{path} is a symbolic link: give the path of a regular file")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # A short prefix: a name near the 255-byte limit must leave room for
+    # the temporary name's own part.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -169,4 +169,7 @@ def _path(arg: str) -> Path:
 
 def _taken(path: Path) -> bool:
     """A file is there (a link is refused when written, in its own words)."""
-    return path.exists() and not path.is_symlink()
+    try:
+        return path.exists() and not path.is_symlink()
+    except OSError as exc:  # a name too long, say: Python 3.11's exists() raises it
+        raise LlamabinError(f"cannot write {path}: {exc.strerror}") from None
