@@ -484,3 +484,31 @@ def test_file_names_near_and_past_the_limit(conv: Conversation, tmp_path: Path) 
     assert f"saved 2 messages to {near}" in shown
     assert shown.count(f"error: cannot write {past}: File name too long") == 2
     assert "internal error" not in shown
+
+
+def test_a_history_file_that_fails_is_said_once_and_the_chat_goes_on(
+    conv: Conversation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "history"
+    path.mkdir()  # every read and write of it fails, as on a full disk
+    registry = builtin_commands()
+    out = io.StringIO()
+    with create_pipe_input() as pipe:
+        pipe.send_text(lines("/context", "/stats", "/context"))
+        pipe.close()
+        reader = PromptReader(registry, open_history(path), input=pipe, output=DummyOutput())
+        assert Repl(conv, reader, out, registry).run() == 0
+    assert out.getvalue().count("context: 0 / 2048 tokens") == 2  # the chat went on
+    # What the terminal shows above the prompt (patch_stdout takes stderr there):
+    history = open_history(path)
+    list(history.load_history_strings())
+    history.store_string("/context")
+    history.store_string("/stats")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith(f"llamabin: warning: the chat history is not kept ({path}:")
+
+
+def test_a_new_history_file_is_the_users_alone(tmp_path: Path, loose_umask: None) -> None:
+    path = tmp_path / "data" / "history"
+    open_history(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -127,10 +127,38 @@ def open_history(path: Path | None) -> History:
         return InMemoryHistory()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)  # every line typed: the user's alone, as /save's files are
     except OSError:
         return InMemoryHistory()
-    return FileHistory(str(path))
+    return _KeptHistory(path)
+
+
+class _KeptHistory(FileHistory):
+    """The history file, where a failure to read or write it (a full disk,
+    a folder in its place) is said once and the chat goes on: prompt_toolkit
+    would print a traceback at every line."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self._path = path
+        self._warned = False
+
+    def load_history_strings(self) -> Iterator[str]:
+        try:
+            yield from super().load_history_strings()
+        except OSError as exc:
+            self._warn(exc)
+
+    def store_string(self, string: str) -> None:
+        try:
+            super().store_string(string)
+        except OSError as exc:
+            self._warn(exc)
+
+    def _warn(self, exc: OSError) -> None:
+        if not self._warned:
+            self._warned = True
+            sys.stderr.write(f"llamabin: warning: the chat history is not kept ({self._path}: {exc.strerror})\n")
 
 
 def make_reader(registry: Registry[Any], history_path: Path | None) -> LineReader:
