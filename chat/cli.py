@@ -407,7 +407,9 @@ def dispatch(settings: Settings) -> int:
     phases.mark(phases.COMMAND_LINE)
     if settings.mode in (Mode.CLI, Mode.ASK):
         assert settings.prompt is not None
-        options = OneShotOptions(settings.prompt, settings.conversation_options(), settings.verbose_prompt)
+        options = OneShotOptions(
+            settings.prompt, settings.conversation_options(), settings.verbose_prompt, notices=not settings.log_disable
+        )
         with EngineLoad(settings) as load:
             if settings.mode is Mode.CLI:  # a raw completion: no template is resolved
                 status = run_completion(load.engine(), options)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import templates
 from chat.conversation import ConversationOptions
-from chat.engine import Engine, GenerationRequest
+from chat.engine import Engine, FinishReason, GenerationRequest
 from chat.errors import EXIT_INTERRUPTED, EXIT_OK, OutputError, UsageError, write_out
 from chat.session import Session
 
@@ -19,6 +19,7 @@ class OneShotOptions:
     prompt: str  # already read from -p, -f or stdin
     conversation: ConversationOptions  # its sampling and length; --ask also its system prompt
     verbose_prompt: bool = False  # echo the prompt as the model sees it on stderr
+    notices: bool = True  # say on stderr when an answer was cut short (not with --log-disable)
 
 
 def run_completion(engine: Engine, options: OneShotOptions) -> int:
@@ -35,8 +36,15 @@ def run_completion(engine: Engine, options: OneShotOptions) -> int:
     except KeyboardInterrupt:
         gen.cancel()
         return EXIT_INTERRUPTED
+    except OutputError:
+        gen.cancel()
+        raise
     if gen.final is not None:
         gen.final.raise_error()
+        # A raw completion stops at -n as asked; but text a grammar (--json)
+        # shapes is incomplete when cut, and a script should hear of it.
+        if request.sampling.grammar and gen.final.finish_reason is FinishReason.LENGTH:
+            _cut_short(options)
     return EXIT_OK
 
 
@@ -61,7 +69,16 @@ def run_ask(session: Session, options: OneShotOptions) -> int:
     except OutputError:
         reply.cancel()
         raise
+    if reply.finish_reason is FinishReason.LENGTH:
+        _cut_short(options)
     return EXIT_OK
+
+
+def _cut_short(options: OneShotOptions) -> None:
+    if options.notices:
+        limit = options.conversation.max_tokens
+        why = f"the -n {limit} token limit" if limit is not None else "the end of the context"
+        sys.stderr.write(f"llamabin: note: the answer was cut short at {why}\n")
 
 
 def _write(pieces: Iterable[str]) -> None:

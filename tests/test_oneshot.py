@@ -123,3 +123,13 @@ def test_n_predict_limits_the_tokens(smollm2: Path, n: str) -> None:
     result = run_chat("-m", str(smollm2), "--cli", "-p", PROMPT, "-n", n, *GREEDY)
     llm = Llama(str(smollm2), vocab_only=True, verbose=False)
     assert len(llm.tokenize(result.stdout.encode(), add_bos=False)) <= int(n) + 1
+
+
+@pytest.mark.parametrize("mode", [["--ask", "List three colors"], ["--cli", "-p", "Colors:"]])
+def test_shaped_output_cut_short_is_said_on_stderr(smollm2: Path, mode: list[str]) -> None:
+    """Half a JSON value on stdout, exit 0: a script must be able to tell."""
+    cut = run_chat("-m", str(smollm2), *mode, "--json", "-n", "3", *GREEDY)
+    assert cut.returncode == 0, cut.stderr
+    assert cut.stderr == "llamabin: note: the answer was cut short at the -n 3 token limit\n"
+    quiet = run_chat("-m", str(smollm2), *mode, "--json", "-n", "3", *GREEDY, "--log-disable")
+    assert quiet.stdout == cut.stdout and quiet.stderr == ""
