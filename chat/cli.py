@@ -546,6 +546,8 @@ def _loras(opts: dict[str, Any]) -> tuple[LoraAdapter, ...]:
     adapters = [LoraAdapter(path) for path in opts["lora"]]
     adapters += [LoraAdapter(path, scale) for path, scale in opts["lora_scaled"]]
     for adapter in adapters:
+        if not math.isfinite(adapter.scale):  # NaN would turn every weight it touches into NaN
+            raise UsageError(f"--lora-scaled {adapter.path} {adapter.scale}: the scale must be a finite number")
         if not adapter.path.is_file():
             raise UsageError(f"LoRA adapter not found: {adapter.path}")
     return tuple(adapters)

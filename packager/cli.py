@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -113,7 +114,12 @@ def group() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="A LoRA adapter GGUF: merged into an F16, BF16 or F32 MODEL (before --quant), packed beside a quantized one.",
 )
-@click.option("--lora-scale", type=float, help="Strength of the --lora adapter [default: 1].")
+@click.option(
+    "--lora-scale",
+    type=float,
+    callback=lambda _ctx, _param, value: _finite(value),
+    help="Strength of the --lora adapter [default: 1].",
+)
 @click.option("--force", is_flag=True, help="Replace an existing output file that is not a llamabin executable.")
 @click.option("--verbose", is_flag=True, help="Show PyInstaller's output.")
 def build_cmd(
@@ -292,6 +298,12 @@ def inspect_cmd(file: Path, show_license: bool) -> None:
     click.echo(f"weights at:    byte {payload.blob_offset:,} of {payload.path.name}")
     for line in iter_manifest_lines(manifest):
         click.echo(line)
+
+
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):  # NaN would make every merged weight NaN
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def _file_name(value: str | None) -> str | None:

@@ -191,6 +191,7 @@ def test_standard_input_that_is_not_utf8_is_a_usage_error(smollm2: Path, args: l
         (["--repeat-last-n", "-5"], "Invalid value for '--repeat-last-n': must be between -1 and 65536"),
         (["-ngl", "-5"], "Invalid value for '-ngl' / '--n-gpu-layers' / '--gpu-layers': must be at least 0"),
         (["-n", "-3"], "Invalid value for '-n' / '--n-predict': must be at least -2"),
+        (["--lora-scaled", "adapter.gguf", "nan", "--cli", "-p", "hi"], "the scale must be a finite number"),
         (["-s", "4294967295"], "Invalid value for '-s' / '--seed': must be between -1 and 4294967294"),
     ],
 )

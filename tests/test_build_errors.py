@@ -322,3 +322,10 @@ def test_a_license_too_large_for_a_manifest_is_refused_before_writing(
     assert "cannot write this file's manifest: it would be 17,8" in one_error_line(result.stderr)
     assert "above the 16,777,216 a runtime reads" in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("scale", ["nan", "inf", "-inf"])
+def test_a_lora_scale_that_is_not_a_number_is_refused(smollm2: Path, tmp_path: Path, scale: str) -> None:
+    result = llamabin("build", str(smollm2), "--lora", str(smollm2), "--lora-scale", scale, "-o", f"{tmp_path}/")
+    assert result.returncode == 2
+    assert f"Invalid value for '--lora-scale': {float(scale)} is not a finite number" in one_error_line(result.stderr)
