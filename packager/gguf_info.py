@@ -46,12 +46,19 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         raise BuildError(f"cannot read {path}: {exc.strerror}") from None
     if magic != b"GGUF":
         raise BuildError(f"not a GGUF model file: {path}")
+    if _big_endian(path):
+        raise BuildError(f"{path} is a big-endian GGUF: llama.cpp reads little-endian ones on this machine")
     reader = _fast_header(path) or _open(path)
     _check_tensor_bounds(reader, size, path)
-    if _field(reader, "general.type") == "adapter":
+    kind = _field(reader, "general.type")
+    if kind == "adapter":
         raise UsageError(
             f"{path} is a LoRA adapter, not a model: build the base model's file and run it with --lora {path.name}"
         )
+    if kind == "imatrix":
+        raise UsageError(f"{path} is an importance matrix, not a model: give it to --imatrix with the model")
+    if not reader.tensors:
+        raise UsageError(f"{path} holds no tensors: it is not a model")
     arch = _field(reader, "general.architecture") or "unknown"
     return GGUFInfo(
         path=path,
@@ -59,10 +66,19 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         name=_field(reader, "general.name") or path.stem,
         architecture=arch,
         quantization=_quantization(reader),
-        context_length=int(_field(reader, f"{arch}.context_length") or 0),
+        context_length=_whole(reader, f"{arch}.context_length", path),
         chat_template=_field(reader, "tokenizer.chat_template"),
         license=_field(reader, "general.license"),
     )
+
+
+def _big_endian(path: Path) -> bool:
+    """GGUF has no byte-order mark: a version that reads as 2 or 3 only
+    byte-swapped is a big-endian file (gguf's own reader tells them so)."""
+    with path.open("rb") as f:
+        f.seek(4)
+        raw = f.read(4)
+    return len(raw) == 4 and struct.unpack("<I", raw)[0] not in (2, 3) and struct.unpack(">I", raw)[0] in (2, 3)
 
 
 def _open(path: Path):  # type: ignore[no-untyped-def]
@@ -168,7 +184,14 @@ def _fast_header(path: Path) -> _Header | None:
                 for d in dims:
                     elements *= d
                 infos.append((offset, elements * type_size // block))
-            alignment = int(fields["general.alignment"].value) if "general.alignment" in fields else 32
+            alignment = fields["general.alignment"].value if "general.alignment" in fields else 32
+            if (
+                isinstance(alignment, bool)
+                or not isinstance(alignment, int)
+                or alignment <= 0
+                or alignment & (alignment - 1)
+            ):
+                raise ValueError(f"general.alignment {alignment!r} is not a power of two")
             start = -(-pos // alignment) * alignment
     except (struct.error, ValueError, KeyError, OverflowError, MemoryError, RecursionError) as exc:
         raise BuildError(f"{path} is not a valid GGUF (truncated or corrupted): {exc}") from None
@@ -179,6 +202,18 @@ def _check_tensor_bounds(reader, size: int, path: Path) -> None:  # type: ignore
     end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
     if end > size:
         raise BuildError(f"{path} is truncated: its tensors need {end} bytes, the file has {size}")
+
+
+def _whole(reader, key: str, path: Path) -> int:  # type: ignore[no-untyped-def]
+    """A whole-number field (0 if absent); llama.cpp refuses a model whose
+    field has another type, so the packer does too."""
+    field = reader.fields.get(key)
+    value = None if field is None else field.contents()
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BuildError(f"{path} is not a valid GGUF: {key} is {value!r}, not a whole number")
+    return value
 
 
 def _field(reader, key: str) -> str | None:  # type: ignore[no-untyped-def]

@@ -329,3 +329,51 @@ def test_a_lora_scale_that_is_not_a_number_is_refused(smollm2: Path, tmp_path: P
     result = llamabin("build", str(smollm2), "--lora", str(smollm2), "--lora-scale", scale, "-o", f"{tmp_path}/")
     assert result.returncode == 2
     assert f"Invalid value for '--lora-scale': {float(scale)} is not a finite number" in one_error_line(result.stderr)
+
+
+def _gguf(path: Path, *, tensors: bool = True, big_endian: bool = False, **fields: object) -> Path:
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(path, "llama", endianess=gguf.GGUFEndian.BIG if big_endian else gguf.GGUFEndian.LITTLE)
+    for key, value in fields.items():
+        if isinstance(value, float):
+            writer.add_float32(key.replace("__", "."), value)
+        else:
+            writer.add_uint32(key.replace("__", "."), int(value))  # type: ignore[call-overload]
+    if tensors:
+        writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, code, says",
+    [
+        (lambda p: _gguf(p, general__alignment=0), 1, "general.alignment 0 is not a power of two"),
+        (lambda p: _gguf(p, llama__context_length=256.0), 1, "llama.context_length is 256.0, not a whole number"),
+        (lambda p: _gguf(p, tensors=False), 2, "holds no tensors: it is not a model"),
+        (lambda p: _gguf(p, big_endian=True), 1, "is a big-endian GGUF"),
+    ],
+    ids=["alignment-0", "float-context", "no-tensors", "big-endian"],
+)
+def test_a_gguf_no_run_could_load_is_refused(
+    tmp_path: Path, make: Callable[[Path], Path], code: int, says: str
+) -> None:
+    model = make(tmp_path / "odd.gguf")
+    result = llamabin("build", str(model), "-o", f"{tmp_path / 'out'}/")
+    assert result.returncode == code
+    assert says in one_error_line(result.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_importance_matrix_given_as_the_model_points_to_imatrix(smollm2: Path, tmp_path: Path) -> None:
+    from tests.ggufs import importance_matrix
+
+    matrix = importance_matrix(smollm2, tmp_path / "imatrix.gguf")
+    result = llamabin("build", str(matrix), "-o", f"{tmp_path / 'out'}/")
+    assert result.returncode == 2
+    assert "is an importance matrix, not a model: give it to --imatrix" in one_error_line(result.stderr)
