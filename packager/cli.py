@@ -164,6 +164,9 @@ def build_cmd(
         out_dir = Path(output).parent
     with folders_removed_on_failure(out_dir):
         convert_step = check_model_input(model)  # a folder's converter, or what to do with it
+        for given in (license_file, imatrix, lora_adapter):
+            if given is not None and given.exists() and not given.is_file():  # a FIFO would block the read
+                raise UsageError(f"{given} is not a regular file")
         refused = split_baked_args(list(runtime_args)).refused
         if refused:  # a usage error (exit 2), found before minutes of hashing
             raise click.UsageError(refused_message(refused))

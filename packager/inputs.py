@@ -26,6 +26,8 @@ def check_model_input(path: Path) -> Converter | None:
     if not path.exists():
         raise UsageError(f"model file not found: {path}")  # as packager.gguf_info says it
     if not path.is_dir():
+        if not path.is_file():  # a FIFO or a device would block the read, or never end
+            raise UsageError(f"{path} is not a regular file")
         return None
     # A config.json that is there but is not a JSON object is named as such,
     # not taken for a missing one.

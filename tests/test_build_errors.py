@@ -377,3 +377,13 @@ def test_an_importance_matrix_given_as_the_model_points_to_imatrix(smollm2: Path
     result = llamabin("build", str(matrix), "-o", f"{tmp_path / 'out'}/")
     assert result.returncode == 2
     assert "is an importance matrix, not a model: give it to --imatrix" in one_error_line(result.stderr)
+
+
+@pytest.mark.parametrize("role", ["model", "--license", "--imatrix"])
+def test_a_fifo_given_as_an_input_is_refused_at_once(smollm2: Path, tmp_path: Path, role: str) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    args = [str(fifo)] if role == "model" else [str(smollm2), role, str(fifo)]
+    result = llamabin("build", *args, "-o", f"{tmp_path / 'out'}/", timeout=60)
+    assert result.returncode == 2
+    assert f"{fifo} is not a regular file" in one_error_line(result.stderr)
