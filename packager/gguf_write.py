@@ -28,7 +28,15 @@ def copy_metadata(reader: Any, writer: Any, skip: Iterable[str] = ()) -> None:
             continue
         kind = field.types[0]
         sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(key, field.contents(), kind, sub)
+        if gguf.GGUFValueType.STRING in (kind, sub):
+            # Strings as the bytes they are: a vocabulary may hold a token
+            # that is not valid UTF-8, which llama.cpp takes and decoding refuses.
+            value: Any = [bytes(field.parts[i]) for i in field.data]
+            if kind == gguf.GGUFValueType.STRING:
+                value = value[0]
+        else:
+            value = field.contents()
+        writer.add_key_value(key, value, kind, sub)
 
 
 def write_out(writer: Any) -> None:

@@ -11,6 +11,7 @@ applies it at run time, as llama.cpp's --lora does.
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,7 +70,9 @@ def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callabl
             f"{model} is quantized ({kind}): --lora merges into an F16, BF16 or F32 base;"
             f" for this one, run the file with --lora {adapter.name}"
         )
-    alpha = float(_field(lora, "adapter.lora.alpha") or 0)
+    alpha = _field(lora, "adapter.lora.alpha") or 0
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise UsageError(f"{adapter}: adapter.lora.alpha is {alpha!r}, not a number")
     free = shutil.disk_usage(workdir).free
     need = model.stat().st_size * 2  # the changed weights grow to F32
     if free < need:
@@ -80,11 +83,13 @@ def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callabl
     tmp = scratch_path(workdir, model, "lora")
     try:
         try:  # only the writing: what the caller's block raises passes through as it is
-            _write_merged(tmp, base, str(arch), targets, scale, alpha, adapter, model)
+            _write_merged(tmp, base, str(arch), targets, scale, float(alpha), adapter, model)
         except OSError as exc:
             raise BuildError(
                 f"cannot write the merged model in {workdir}: {exc.strerror or f'{exc}, is the disk full?'}"
             ) from None
+        except (ValueError, TypeError, IndexError, ArithmeticError, NotImplementedError) as exc:
+            raise BuildError(f"cannot merge {adapter} into {model}: {exc}") from None
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
@@ -148,6 +153,8 @@ def _write_merged(
         a = gguf.quants.dequantize(a_part.data, a_part.tensor_type).reshape(_numpy_shape(a_part))
         b = gguf.quants.dequantize(b_part.data, b_part.tensor_type).reshape(_numpy_shape(b_part))
         w = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(_numpy_shape(tensor))
+        if w.ndim != 2 or a.ndim != 2 or b.ndim != 2 or a.shape[0] == 0:
+            raise UsageError(f"{adapter}: {tensor.name} is not a matrix the adapter can change (or its rank is 0)")
         rank = a.shape[0]
         if b.shape != (w.shape[0], rank) or a.shape != (rank, w.shape[1]):
             raise UsageError(
@@ -175,7 +182,10 @@ def _reader(path: Path, what: str) -> Any:
 
 def _field(reader: Any, key: str) -> Any:
     field = reader.fields.get(key)
-    return None if field is None else field.contents()
+    try:
+        return None if field is None else field.contents()
+    except UnicodeDecodeError:  # text that is not UTF-8: not a value this reads
+        return None
 
 
 def _file_type(reader: Any) -> str:

@@ -177,3 +177,42 @@ def test_a_merge_that_cannot_be_written_leaves_nothing(
     assert f"cannot write the merged model in {out}: " in result.stderr
     assert "Traceback" not in result.stderr
     assert list(out.iterdir()) == []
+
+
+def _odd_adapter(dst: Path, alpha: object, tensor: str, a: np.ndarray, b: np.ndarray) -> Path:
+    import gguf
+
+    writer = gguf.GGUFWriter(dst, "llama")
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    if isinstance(alpha, str):
+        writer.add_string("adapter.lora.alpha", alpha)
+    else:
+        writer.add_float32("adapter.lora.alpha", float(alpha))  # type: ignore[arg-type]
+    writer.add_tensor(f"{tensor}.lora_a", a)
+    writer.add_tensor(f"{tensor}.lora_b", b)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst
+
+
+@pytest.mark.parametrize(
+    "alpha, tensor, a, b, says",
+    [
+        ("eight", "blk.0.attn_q.weight", np.zeros((4, 576)), np.zeros((576, 4)), "adapter.lora.alpha is 'eight'"),
+        (8.0, "blk.0.attn_norm.weight", np.zeros((4, 576)), np.zeros((576, 4)), "is not a matrix the adapter"),
+        (8.0, "blk.0.attn_q.weight", np.zeros((0, 576)), np.zeros((576, 0)), "is not a matrix the adapter"),
+    ],
+    ids=["alpha-as-text", "a-norm-vector", "rank-0"],
+)
+def test_an_adapter_that_cannot_be_merged_is_one_line(
+    smollm2_f16: Path, tmp_path: Path, alpha: object, tensor: str, a: np.ndarray, b: np.ndarray, says: str
+) -> None:
+    adapter = _odd_adapter(tmp_path / "odd.gguf", alpha, tensor, a.astype(np.float32), b.astype(np.float32))
+    result = llamabin("build", str(smollm2_f16), "--lora", str(adapter), "-o", f"{tmp_path / 'out'}/")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("llamabin: error:")]
+    assert len(lines) == 1 and says in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
