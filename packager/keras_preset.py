@@ -101,6 +101,9 @@ def hf_config(folder: Path) -> dict[str, Any]:
         raise UsageError(f"{folder}/config.json has no {exc.args[0]} (a GemmaBackbone setting)") from None
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{folder}/config.json has a setting that is not a number: {exc}") from None
+    for key in ("hidden_dim", "num_query_heads", "head_dim", "num_layers", "intermediate_dim", "num_key_value_heads"):
+        if not 1 <= int(keras[key]) <= (4096 if key == "num_layers" else 2**31 - 1):
+            raise UsageError(f"{folder}/config.json: {key} is {keras[key]!r}, not a size a model can have")
     # Keras scales queries by 1/sqrt(head_dim), or 1/sqrt(hidden_dim // heads)
     # without query_head_dim_normalize; llama.cpp by the first, but for its
     # Gemma 2 27B (told by the layer count) the second.
@@ -196,13 +199,16 @@ def read_weights(folder: Path, config: dict[str, Any]) -> dict[str, Any]:
         weights = {}
         for hf, group in hf_names(int(config["num_hidden_layers"]), gemma2).items():
             found = next((f[group] for f in opened if group in f), None)
-            if found is None or "0" not in found:
+            if not isinstance(found, h5py.Group) or "0" not in found or not isinstance(found["0"], h5py.Dataset):
                 raise UsageError(f"{folder}: the weights have no {group} (for {hf}); is it a GemmaBackbone's?")
             if len(found) != 1:  # quantized kernels add a scale (vars/1); LoRA is merged on saving
                 raise UsageError(
                     f"{folder}: {group} holds {len(found)} variables, not 1: llamabin converts unquantized presets"
                 )
-            weights[hf] = to_hf(hf, _float32(found["0"], f"{folder}: {group}", np), np)
+            try:
+                weights[hf] = to_hf(hf, _float32(found["0"], f"{folder}: {group}", np), np)
+            except (ValueError, TypeError, AttributeError) as exc:  # a kernel of another shape or kind
+                raise UsageError(f"{folder}: {group} is not laid out as a GemmaBackbone's: {exc}") from None
         return weights
     finally:
         for f in opened:
@@ -214,8 +220,14 @@ def _weight_files(folder: Path) -> list[Path]:
         return [folder / WEIGHTS]
     if (folder / SHARDS).is_file():
         shards: set[str] = set()
-        for value in read_json(folder / SHARDS).get("weight_map", {}).values():
-            shards.update([value] if isinstance(value, str) else value)
+        weight_map = read_json(folder / SHARDS).get("weight_map", {})
+        if not isinstance(weight_map, dict):
+            raise UsageError(f"{folder}/{SHARDS}: weight_map is not an object of file names")
+        for value in weight_map.values():
+            names = [value] if isinstance(value, str) else value
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise UsageError(f"{folder}/{SHARDS}: weight_map holds {value!r}, not file names")
+            shards.update(names)
         missing = sorted(name for name in shards if not (folder / name).is_file())
         if missing or not shards:
             raise UsageError(f"{folder}/{SHARDS} names weight files that are not there: {', '.join(missing) or 'none'}")
@@ -264,8 +276,8 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
     say(f"converting {folder} (Keras {config['architectures'][0].removesuffix('ForCausalLM')}) to an F32 GGUF")
     weights = read_weights(folder, config)
     try:
-        sp = sentencepiece.SentencePieceProcessor(model_file=str(folder / VOCABULARY))
-    except (OSError, RuntimeError) as exc:
+        sp = sentencepiece.SentencePieceProcessor(model_proto=(folder / VOCABULARY).read_bytes())
+    except (OSError, RuntimeError, TypeError) as exc:
         raise UsageError(f"{folder / VOCABULARY} is not a SentencePiece model: {exc}") from None
     if sp.vocab_size() != config["vocab_size"]:
         raise UsageError(

@@ -174,6 +174,24 @@ def test_a_gemma_with_only_some_of_gemma2s_parts_is_refused(
     assert "but not use_sliding_window_attention: llama.cpp runs Gemma (none of them) and Gemma 2" in message
 
 
+@pytest.mark.parametrize(
+    "key, value, says",
+    [
+        ("num_layers", 10**9, "num_layers is 1000000000, not a size a model can have"),
+        ("num_query_heads", 0, "num_query_heads is 0, not a size a model can have"),
+        ("hidden_dim", 32, "model.embed_tokens.weight is 320x64, but"),
+    ],
+)
+def test_a_preset_config_its_weights_do_not_fit_is_refused(
+    presets: dict[str, tuple[Path, Any]], tmp_path: Path, key: str, value: int, says: str
+) -> None:
+    folder = _copy(presets["gemma"][0], tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["config"][key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    assert says in _refusal(folder, tmp_path)
+
+
 def test_build_converts_quantizes_and_packs_a_preset(
     presets: dict[str, tuple[Path, Any]], portable_lib: Path, tmp_path: Path
 ) -> None:
