@@ -639,6 +639,8 @@ def _check_unread_flags(mode: Mode, opts: dict[str, Any], typed: frozenset[str])
     ignored = [flag for name, flag in flags.items() if name in typed and opts[name] and name not in _READS[mode]]
     if ignored:
         raise UsageError(f"{who} does not use {' or '.join(ignored)}: {_WHY_NOT[mode]}")
+    if "verbose_prompt" in typed and mode not in (Mode.CLI, Mode.ASK):
+        raise UsageError(f"{who} does not use --verbose-prompt: it shows the prompt of --cli and --ask")
     if mode in (Mode.DEFAULT, Mode.CHAT) and {"prompt", "system_prompt"} <= typed:
         raise UsageError("give the chat's system prompt with -p or --system-prompt, not both")
 
@@ -677,8 +679,10 @@ def _one_shot_prompt(mode: Mode, opts: dict[str, Any]) -> str | None:
     if mode is Mode.ASK:
         text = _read_stdin() if opts["ask"] == "-" else opts["ask"]
     elif mode is Mode.CLI:
-        if opts["prompt"] is not None and opts["prompt_file"]:
+        if opts["prompt"] is not None and opts["prompt_file"] is not None:
             raise UsageError("give the prompt with -p or -f, not both")
+        if opts["prompt_file"] == "":
+            raise UsageError("-f needs a file name ('-' reads stdin)")
         if opts["prompt_file"]:
             text = _read_text(opts["prompt_file"], "prompt file")
         elif opts["prompt"] is not None:

@@ -115,9 +115,13 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
     weights: dict[str, Any] = {}
     for shard in shards:
         try:
-            weights.update(load_file(str(shard)))
+            tensors = load_file(str(shard))
         except (SafetensorError, OSError, ValueError, TypeError) as exc:
             raise UsageError(f"cannot read {shard}: {exc}") from None
+        twice = sorted(tensors.keys() & weights.keys())
+        if twice:  # one would silently win: which is the model's?
+            raise UsageError(f"{twice[0]} is in {shard} and in another shard of {folder}")
+        weights.update(tensors)
     try:
         sp = sentencepiece.SentencePieceProcessor(model_proto=tokenizer_model.read_bytes())
     except (RuntimeError, OSError, ValueError, TypeError) as exc:

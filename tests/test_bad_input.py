@@ -154,6 +154,8 @@ def test_text_that_is_not_utf8_and_threads_past_ggmls_limit_are_usage_errors(
         (["--chat", "-f", "README.md"], "--chat does not use -f"),
         (["-f", "README.md"], "the chat does not use -f"),
         (["--chat", "-p", "a", "--system", "b"], "give the chat's system prompt with -p or --system-prompt, not both"),
+        (["--chat", "--verbose-prompt"], "--chat does not use --verbose-prompt"),
+        (["--cli", "-f", ""], "-f needs a file name ('-' reads stdin)"),
         (["--chat", "--host", "0.0.0.0"], "--chat runs no server: --host is for --server and the default mode"),
         (["--cli", "-p", "hi", "--port", "9000"], "--cli runs no server: --port is for --server"),
         (["--ask", "hi", "--api-key", "k"], "--ask runs no server: --api-key is for --server"),

@@ -125,6 +125,12 @@ def _dangling(folder: Path) -> None:
     (folder / "model.safetensors").symlink_to(folder / "blobs" / "gone")
 
 
+def _second_shard(folder: Path) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({"model.norm.weight": np.ones(64, dtype=np.float32)}, str(folder / "zz-extra.safetensors"))
+
+
 DAMAGED = {
     "no-heads": (_config(num_attention_heads=0), "num_attention_heads must be a whole number from 1 to 4096, not 0"),
     "heads-as-text": (_config(num_attention_heads="four"), "num_attention_heads must be a whole number"),
@@ -139,6 +145,7 @@ DAMAGED = {
     "weights": (_write("model.safetensors", b"not safetensors"), "cannot read"),
     "tokenizer": (_write("tokenizer.model", b"garbage"), "tokenizer.model is not a SentencePiece model"),
     "dangling-link": (_dangling, "model.safetensors is not a readable file"),
+    "shards-overlap": (_second_shard, "model.norm.weight is in"),
 }
 
 
