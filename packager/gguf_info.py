@@ -65,7 +65,7 @@ def read_gguf_info(path: Path) -> GGUFInfo:
         size=size,
         name=_field(reader, "general.name") or path.stem,
         architecture=arch,
-        quantization=_quantization(reader),
+        quantization=quantization(reader),
         context_length=_whole(reader, f"{arch}.context_length", path),
         chat_template=_field(reader, "tokenizer.chat_template"),
         license=_field(reader, "general.license"),
@@ -104,6 +104,7 @@ class _Scalar:
 class _Tensor:
     data_offset: int
     n_bytes: int
+    tensor_type: int  # ggml's type, as GGUFReader's tensors name it
 
 
 @dataclass
@@ -183,7 +184,7 @@ def _fast_header(path: Path) -> _Header | None:
                 elements = 1
                 for d in dims:
                     elements *= d
-                infos.append((offset, elements * type_size // block))
+                infos.append((offset, elements * type_size // block, ggml_type))
             alignment = fields["general.alignment"].value if "general.alignment" in fields else 32
             if (
                 isinstance(alignment, bool)
@@ -195,7 +196,7 @@ def _fast_header(path: Path) -> _Header | None:
             start = -(-pos // alignment) * alignment
     except (struct.error, ValueError, KeyError, OverflowError, MemoryError, RecursionError) as exc:
         raise BuildError(f"{path} is not a valid GGUF (truncated or corrupted): {exc}") from None
-    return _Header(fields, [_Tensor(start + offset, n_bytes) for offset, n_bytes in infos])
+    return _Header(fields, [_Tensor(start + offset, n_bytes, kind) for offset, n_bytes, kind in infos])
 
 
 def _check_tensor_bounds(reader, size: int, path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -224,11 +225,28 @@ def _field(reader, key: str) -> str | None:  # type: ignore[no-untyped-def]
     return None if value is None else str(value)
 
 
-def _quantization(reader) -> str:  # type: ignore[no-untyped-def]
+def quantization(reader) -> str:  # type: ignore[no-untyped-def]
+    """The weights' type name (Q4_K_M, F16, ...) of a GGUF reader's model."""
     from gguf.constants import LlamaFileType
 
     raw = _field(reader, "general.file_type")
     try:
         return LlamaFileType(int(raw or "")).name.removeprefix("MOSTLY_")
+    except ValueError:
+        return _most_tensors_type(reader)
+
+
+def _most_tensors_type(reader) -> str:  # type: ignore[no-untyped-def]
+    """Without general.file_type (some converters leave it out), the type
+    most tensors have: a model whose weights are F32 is an F32 model."""
+    from collections import Counter
+
+    from gguf.constants import GGMLQuantizationType
+
+    kinds = Counter(int(t.tensor_type) for t in reader.tensors)
+    if not kinds:
+        return "unknown"
+    try:
+        return GGMLQuantizationType(kinds.most_common(1)[0][0]).name
     except ValueError:
         return "unknown"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import BuildError
+from packager.gguf_info import quantization
 from packager.gguf_write import copy_metadata, scratch_path, write_out
 from payload.errors import UsageError
 from payload.quantize import SOURCE_TYPES
@@ -30,7 +31,7 @@ ADAPTER_ALIGN = 65536  # where the adapter starts in the blob: a page boundary o
 def is_quantized(model: Path) -> bool:
     """Whether `model` is too quantized to merge into: then an adapter is
     packed beside it instead (`beside`)."""
-    return _file_type(_reader(model, "model")) not in SOURCE_TYPES
+    return quantization(_reader(model, "model")) not in SOURCE_TYPES
 
 
 def _adapter_targets(base: Any, lora: Any, model: Path, adapter: Path) -> dict[str, tuple[Any, Any]]:
@@ -64,7 +65,7 @@ def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callabl
     lora = _reader(adapter, "LoRA adapter")
     targets = _adapter_targets(base, lora, model, adapter)
     arch = _field(base, "general.architecture")
-    kind = _file_type(base)
+    kind = quantization(base)
     if kind not in SOURCE_TYPES:
         raise UsageError(
             f"{model} is quantized ({kind}): --lora merges into an F16, BF16 or F32 base;"
@@ -186,15 +187,6 @@ def _field(reader: Any, key: str) -> Any:
         return None if field is None else field.contents()
     except UnicodeDecodeError:  # text that is not UTF-8: not a value this reads
         return None
-
-
-def _file_type(reader: Any) -> str:
-    from gguf.constants import LlamaFileType
-
-    try:
-        return LlamaFileType(int(_field(reader, "general.file_type"))).name.removeprefix("MOSTLY_")
-    except (TypeError, ValueError):
-        return "unknown"
 
 
 def _numpy_shape(tensor: Any) -> tuple[int, ...]:

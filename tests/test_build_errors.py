@@ -387,3 +387,12 @@ def test_a_fifo_given_as_an_input_is_refused_at_once(smollm2: Path, tmp_path: Pa
     result = llamabin("build", *args, "-o", f"{tmp_path / 'out'}/", timeout=60)
     assert result.returncode == 2
     assert f"{fifo} is not a regular file" in one_error_line(result.stderr)
+
+
+def test_a_gguf_without_file_type_is_typed_by_its_tensors(smollm2: Path, tmp_path: Path) -> None:
+    """Some converters leave general.file_type out: --quant and --lora must
+    still see an F32 model as one, and a quantized one as quantized."""
+    from packager.gguf_info import read_gguf_info
+
+    assert read_gguf_info(_gguf(tmp_path / "f32.gguf")).quantization == "F32"
+    assert read_gguf_info(smollm2).quantization == "Q4_1"
