@@ -512,3 +512,11 @@ def test_a_new_history_file_is_the_users_alone(tmp_path: Path, loose_umask: None
     path = tmp_path / "data" / "history"
     open_history(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_an_empty_answer_is_said_not_dropped_unseen(engine: Engine) -> None:
+    conv = _conversation(engine)
+    conv.sampling = SamplingParams(temperature=0, grammar='root ::= ""')
+    shown = type_into(conv, lines("hello", "/undo"))
+    assert "[the model answered nothing; your message was not kept]" in shown
+    assert conv.messages == []

@@ -149,7 +149,9 @@ class Repl:
             self.console.error(str(exc))
         else:
             self.console.end_line()
-            if reply.finish_reason is FinishReason.LENGTH:
+            if not reply.text:  # the turn is not kept (roles must alternate): say so, or it vanishes unseen
+                self.console.notice("the model answered nothing; your message was not kept")
+            elif reply.finish_reason is FinishReason.LENGTH:
                 self.console.notice("the answer reached the token limit")
         self.state.last_usage = reply.usage
 
