@@ -283,7 +283,8 @@ def write_private(path: Path, text: str) -> None:
         raise LlamabinError(f"{path} is a symbolic link: give the path of a regular file")
     # A short prefix: a name near the 255-byte limit must leave room for
     # the temporary name's own part.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")
+    short = path.name.encode()[:64].decode(errors="ignore")  # bytes count against the limit, not characters
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{short}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -27,7 +27,9 @@ def check_replaceable(target: Path, inputs: tuple[Path, ...], force: bool) -> No
     for given in inputs:
         if same_file(target, given):
             raise UsageError(f"the output {target} is the input {given}: give another -o")
-        if given.is_dir() and target.exists() and _inside(target, given):  # a checkpoint's weights, config...
+        # A checkpoint's own files (weights, config, tokenizer); an earlier
+        # build inside the folder (`build .` puts dist/ there) may be replaced.
+        if given.is_dir() and target.exists() and _inside(target, given) and not _is_ours(target):
             raise UsageError(f"the output {target} is a file of the input folder {given}: give another -o")
     if target.is_dir():
         raise UsageError(f"the output {target} is a directory")

@@ -479,9 +479,9 @@ def test_a_cancelled_answer_keeps_only_what_was_shown(conv: Conversation) -> Non
 
 def test_file_names_near_and_past_the_limit(conv: Conversation, tmp_path: Path) -> None:
     conv.messages = [Message("user", "hello"), Message("assistant", "hi there")]
-    near, past = tmp_path / ("n" * 250), tmp_path / ("p" * 300)
-    shown = type_into(conv, lines(f"/save {near}", f"/dump {past}", f"/save {past}"))
-    assert f"saved 2 messages to {near}" in shown
+    near, wide, past = tmp_path / ("n" * 250), tmp_path / ("😀" * 62), tmp_path / ("p" * 300)  # 250, 248 bytes
+    shown = type_into(conv, lines(f"/save {near}", f"/save {wide}", f"/dump {past}", f"/save {past}"))
+    assert f"saved 2 messages to {near}" in shown and f"saved 2 messages to {wide}" in shown
     assert shown.count(f"error: cannot write {past}: File name too long") == 2
     assert "internal error" not in shown
 
