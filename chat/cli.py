@@ -36,6 +36,7 @@ from chat.server.settings import (
 )
 from chat.settings import Mode, Settings, default_threads
 from chat.startup import check_bundle, describe_bundle, verify_bundle
+from chat.unread_flags import check_unread_flags
 from payload.find import sidecar_path
 from payload.flags import BAKED_FLAGS
 from templates import BUILTIN_NAMES
@@ -255,11 +256,10 @@ def _read_stdin() -> str:
     "-s",
     "--seed",
     type=int,
-    # 2**32 - 1 is llama.cpp's "pick one at random" (LLAMA_DEFAULT_SEED), as -1 is.
-    callback=_within(-1, 2**32 - 2),
+    callback=_within(-1, 2**32 - 1),
     default=-1,
     show_default=True,
-    help="Random seed (-1 = random).",
+    help="Random seed (-1 = random, as is 4294967295, llama.cpp's LLAMA_DEFAULT_SEED).",
 )
 @click.option("-t", "--threads", type=int, callback=_within(1, MAX_THREADS), help="CPU threads [default: all cores].")
 @click.option(
@@ -459,7 +459,7 @@ def build_settings(opts: dict[str, Any], bundle: Bundle | None = None, typed: fr
     """The settings `opts` ask for; `typed` names the options given on the
     command line (the others are defaults, some built into the file)."""
     mode = _mode(opts)
-    _check_unread_flags(mode, opts, typed)
+    check_unread_flags(mode, opts, typed)
     if opts["model"] is not None:
         model = ModelSource(Path(opts["model"]))
     elif bundle is not None:
@@ -594,57 +594,6 @@ def _mode(opts: dict[str, Any]) -> Mode:
     return chosen[0] if chosen else Mode.DEFAULT
 
 
-# Which prompt flags each mode reads (_check_unread_flags).
-_READS: dict[Mode, frozenset[str]] = {
-    Mode.DEFAULT: frozenset({"prompt", "system_prompt"}),
-    Mode.CHAT: frozenset({"prompt", "system_prompt"}),
-    Mode.CLI: frozenset({"prompt", "prompt_file"}),
-    Mode.ASK: frozenset({"system_prompt"}),
-    Mode.SERVER: frozenset(),
-}
-_WHY_NOT = {
-    Mode.DEFAULT: "the chat reads what you type; -f is --cli's",
-    Mode.CHAT: "the chat reads what you type; -f is --cli's",
-    Mode.CLI: "its prompt is used as it is, with no chat template",
-    Mode.ASK: "--ask takes the question itself ('--ask -' reads it from stdin); the system prompt is --system-prompt",
-    Mode.SERVER: "each request brings its own messages",
-}
-
-
-# The server's flags, for the modes that run no server.
-_SERVER_FLAGS = {
-    "host": "--host",
-    "port": "--port",
-    "ollama_port": "--ollama-port",
-    "api_key": "--api-key",
-    "api_key_file": "--api-key-file",
-    "allowed_hosts": "--allowed-host",
-    "cors_origins": "--cors-origin",
-    "max_connections": "--max-connections",
-    "request_timeout": "--request-timeout",
-}
-
-
-def _check_unread_flags(mode: Mode, opts: dict[str, Any], typed: frozenset[str]) -> None:
-    """A typed flag the mode would not read is refused: a user who writes
-    `--chat --host 0.0.0.0` expects a server, and should hear there is none."""
-    if mode is Mode.RPC_WORKER:
-        return
-    who = "the chat" if mode is Mode.DEFAULT else f"--{mode.value}"
-    if mode not in (Mode.DEFAULT, Mode.SERVER):
-        ignored = [flag for name, flag in _SERVER_FLAGS.items() if name in typed]
-        if ignored:
-            raise UsageError(f"{who} runs no server: {ignored[0]} is for --server and the default mode")
-    flags = {"prompt": "-p", "prompt_file": "-f", "system_prompt": "--system-prompt"}
-    ignored = [flag for name, flag in flags.items() if name in typed and opts[name] and name not in _READS[mode]]
-    if ignored:
-        raise UsageError(f"{who} does not use {' or '.join(ignored)}: {_WHY_NOT[mode]}")
-    if "verbose_prompt" in typed and mode not in (Mode.CLI, Mode.ASK):
-        raise UsageError(f"{who} does not use --verbose-prompt: it shows the prompt of --cli and --ask")
-    if mode in (Mode.DEFAULT, Mode.CHAT) and {"prompt", "system_prompt"} <= typed:
-        raise UsageError("give the chat's system prompt with -p or --system-prompt, not both")
-
-
 def _sampling(opts: dict[str, Any]) -> SamplingParams:
     if opts["n_predict"] == 0:
         raise UsageError("-n 0 asks for no tokens at all: give a positive number or -1")
@@ -655,7 +604,7 @@ def _sampling(opts: dict[str, Any]) -> SamplingParams:
         min_p=opts["min_p"],
         repeat_penalty=opts["repeat_penalty"],
         repeat_last_n=opts["repeat_last_n"],
-        seed=None if opts["seed"] < 0 else opts["seed"],
+        seed=None if opts["seed"] in (-1, 2**32 - 1) else opts["seed"],  # both mean "random" in llama.cpp
         grammar=_grammar(opts),
     )
 
@@ -721,8 +670,13 @@ def main(argv: Sequence[str] | None = None, default_map: dict[str, Any] | None =
     if sys.stdin is None:
         sys.stdin = open(os.devnull)  # noqa: SIM115
     if sys.stdout is None:
-        _fail("standard output is closed: redirect it (>/dev/null discards what is printed)")
-        return EXIT_USAGE
+        # The server and the worker print nothing there a caller needs (a
+        # daemon may run them so); the other modes' answers would be lost.
+        # Modes cannot be built into a file, so the command line tells.
+        if not {"--server", "--rpc-worker"} & set(args):
+            _fail("standard output is closed: redirect it (>/dev/null discards what is printed)")
+            return EXIT_USAGE
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     try:
         bundle = find_bundle()
         if bundle is not None and default_map is None and not _names_a_model(args):

@@ -194,7 +194,7 @@ def test_standard_input_that_is_not_utf8_is_a_usage_error(smollm2: Path, args: l
         (["-ngl", "-5"], "Invalid value for '-ngl' / '--n-gpu-layers' / '--gpu-layers': must be at least 0"),
         (["-n", "-3"], "Invalid value for '-n' / '--n-predict': must be at least -2"),
         (["--lora-scaled", "adapter.gguf", "nan", "--cli", "-p", "hi"], "the scale must be a finite number"),
-        (["-s", "4294967295"], "Invalid value for '-s' / '--seed': must be between -1 and 4294967294"),
+        (["-s", "99999999999999999999"], "Invalid value for '-s' / '--seed': must be between -1 and 4294967295"),
     ],
 )
 def test_sampling_flags_out_of_range_are_usage_errors(smollm2: Path, args: list[str], says: str) -> None:
@@ -236,6 +236,7 @@ def test_a_full_disk_on_stdout_is_one_line(smollm2: Path, args: list[str]) -> No
     "redirect, args, code, says",
     [
         (">&-", ["--cli", "-p", "hi"], 2, "standard output is closed: redirect it"),
+        (">&-", ["--chat"], 2, "standard output is closed: redirect it"),
         ("<&-", ["--cli"], 2, "the prompt is empty"),
         ("<&-", ["--ask", "-"], 2, "the prompt is empty"),
         ("<&-", ["--chat"], 0, None),
@@ -260,7 +261,9 @@ def test_a_closed_standard_stream_is_handled(
 
 
 def test_a_reader_that_stops_reading_ends_the_run_quietly(smollm2: Path) -> None:
-    command = [sys.executable, "-m", "chat", "-m", str(smollm2), "--cli", "-p", "1 2 3", "-n", "256", "--temp", "0"]
+    # A grammar that never lets the answer end: it is still being written when the reader goes.
+    endless = ["--grammar", 'root ::= "a" root', "-n", "256"]
+    command = [sys.executable, "-m", "chat", "-m", str(smollm2), "--cli", "-p", "1 2 3", *endless]
     writer = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(ROOT))
     )
@@ -285,3 +288,34 @@ def test_a_chat_line_that_is_not_utf8_is_refused_and_the_chat_goes_on(smollm2: P
     assert "error: that line is not UTF-8 text (byte 0xfe)" in out
     assert "no system prompt" in out
     assert "internal error" not in out
+
+
+def test_the_server_runs_with_stdout_closed(smollm2: Path) -> None:
+    """A daemon or a supervisor may close it: the server prints nothing there."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "chat", "-m", str(smollm2), "--server", "--nobrowser", "--port", str(port)]
+    server = subprocess.Popen(
+        ["bash", "-c", f"exec {' '.join(shlex.quote(a) for a in command)} >&-"],
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server never answered"
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
