@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -15,8 +14,9 @@ import click
 
 from packager.build import BuildOptions, build, iter_manifest_lines, output_path, refused_message, select_runtime
 from packager.errors import BuildError
-from packager.inputs import check_model_input
+from packager.inputs import check_model_input, check_regular_file
 from packager.lora import beside, is_quantized, merged
+from packager.numbers import finite
 from packager.quantize import check_options as check_quant_options
 from packager.quantize import quantized, quantized_name
 from packager.replacing import check_replaceable, folders_removed_on_failure
@@ -165,8 +165,8 @@ def build_cmd(
     with folders_removed_on_failure(out_dir):
         convert_step = check_model_input(model)  # a folder's converter, or what to do with it
         for given in (license_file, imatrix, lora_adapter):
-            if given is not None and given.exists() and not given.is_file():  # a FIFO would block the read
-                raise UsageError(f"{given} is not a regular file")
+            if given is not None:
+                check_regular_file(given)
         refused = split_baked_args(list(runtime_args)).refused
         if refused:  # a usage error (exit 2), found before minutes of hashing
             raise click.UsageError(refused_message(refused))
@@ -304,7 +304,7 @@ def inspect_cmd(file: Path, show_license: bool) -> None:
 
 
 def _finite(value: float | None) -> float | None:
-    if value is not None and not math.isfinite(value):  # NaN would make every merged weight NaN
+    if value is not None and finite(value) is None:  # NaN would make every merged weight NaN
         raise click.BadParameter(f"{value} is not a finite number")
     return value
 

@@ -18,11 +18,13 @@ import json
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from packager.errors import BuildError
 from packager.gguf_write import scratch_path, write_out
+from packager.numbers import positive, whole
 from payload.errors import UsageError
 
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM")
@@ -98,6 +100,10 @@ def converted(folder: Path, workdir: Path, say: Callable[[str], None]) -> Iterat
         if not shard.is_file():  # a dangling link (a copied hub cache), or a folder
             raise UsageError(f"{shard} is not a readable file")
     try:
+        check_config(folder, config)  # before minutes of reading weights
+    except KeyError as exc:
+        raise UsageError(f"{folder}: {exc.args[0]} is missing from its config.json") from None
+    try:
         import ml_dtypes  # noqa: F401  (teaches numpy bfloat16, the dtype most checkpoints are stored in)
         import numpy as np
         import sentencepiece
@@ -160,43 +166,32 @@ def scratch_gguf(workdir: Path, folder: Path, write: Callable[[Path], None]) -> 
 def write_gguf(dst: Path, folder: Path, config: dict[str, Any], weights: dict[str, Any], sp: Any, np: Any) -> None:
     import gguf
 
-    family = _FAMILY.get(config["architectures"][0], "llama")
-    gemma, gemma2 = family != "llama", family == "gemma2"
-    hp = _Hparams(folder, config)
-    n_layer = hp.whole("num_hidden_layers", high=4096)
-    n_head = hp.whole("num_attention_heads", high=4096)
-    n_head_kv = hp.whole("num_key_value_heads", default=n_head, high=n_head)
-    if n_head % n_head_kv:
-        raise UsageError(
-            f"{hp.where}: num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}"
-        )
-    n_embd = hp.whole("hidden_size")
-    n_ff = hp.whole("intermediate_size")
-    head_dim = hp.whole("head_dim", default=n_embd // n_head or None)
-    if not gemma and head_dim % 2:
-        raise UsageError(f"{hp.where}: head_dim {head_dim} is odd; rotary embeddings rotate pairs")
+    hp = check_config(folder, config)
+    gemma, gemma2 = hp.family != "llama", hp.family == "gemma2"
     n_vocab = _vocab_rows(weights, hp, sp.vocab_size())
-    _check_shapes(weights, hp.where, _shapes(n_layer, n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab, gemma2))
-    writer = gguf.GGUFWriter(dst, family)
+    _check_shapes(weights, hp.where, _shapes(hp, n_vocab))
+    writer = gguf.GGUFWriter(dst, hp.family)
     writer.add_name(folder.resolve().name)
-    writer.add_context_length(hp.whole("max_position_embeddings", default=4096))
-    writer.add_embedding_length(n_embd)
-    writer.add_block_count(n_layer)
-    writer.add_feed_forward_length(n_ff)
-    if gemma or head_dim != n_embd // n_head:  # Mistral Nemo's heads, say, are not hidden_size / heads wide
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
+    writer.add_context_length(hp.n_ctx)
+    writer.add_embedding_length(hp.n_embd)
+    writer.add_block_count(hp.n_layer)
+    writer.add_feed_forward_length(hp.n_ff)
+    if gemma or hp.head_dim != hp.n_embd // hp.n_head:  # Mistral Nemo's heads, say, are not hidden_size / heads wide
+        writer.add_key_length(hp.head_dim)
+        writer.add_value_length(hp.head_dim)
     if not gemma:
-        writer.add_rope_dimension_count(head_dim)
+        writer.add_rope_dimension_count(hp.head_dim)
     if gemma2:
-        writer.add_sliding_window(hp.whole("sliding_window", default=4096))
-        writer.add_attn_logit_softcapping(hp.positive("attn_logit_softcapping", 50.0))
-        writer.add_final_logit_softcapping(hp.positive("final_logit_softcapping", 30.0))
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_head_kv)
-    writer.add_layer_norm_rms_eps(hp.positive("rms_norm_eps", 1e-6))
-    writer.add_rope_freq_base(hp.positive("rope_theta", 10000.0))
-    _add_rope_scaling(writer, hp, gguf)
+        writer.add_sliding_window(hp.sliding_window)
+        writer.add_attn_logit_softcapping(hp.attn_cap)
+        writer.add_final_logit_softcapping(hp.final_cap)
+    writer.add_head_count(hp.n_head)
+    writer.add_head_count_kv(hp.n_head_kv)
+    writer.add_layer_norm_rms_eps(hp.eps)
+    writer.add_rope_freq_base(hp.rope_theta)
+    if hp.rope_linear is not None:
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(hp.rope_linear)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     _add_tokenizer(writer, folder, sp, gguf, n_vocab)
 
@@ -210,47 +205,124 @@ def write_gguf(dst: Path, folder: Path, config: dict[str, Any], weights: dict[st
     writer.add_tensor("output_norm.weight", norm("model.norm.weight"))
     if "lm_head.weight" in weights and not config.get("tie_word_embeddings", gemma):
         writer.add_tensor("output.weight", f32("lm_head.weight"))
-    for i in range(n_layer):
+    for i in range(hp.n_layer):
         for hf, ours in (_GEMMA2_LAYER_NAMES if gemma2 else _LAYER_NAMES).items():
             name = f"model.layers.{i}.{hf}"
             tensor = norm(name) if hf.endswith("layernorm.weight") else f32(name)
             if ours == "attn_q.weight" and not gemma:
-                tensor = permute(tensor, n_head)
+                tensor = permute(tensor, hp.n_head)
             elif ours == "attn_k.weight" and not gemma:
-                tensor = permute(tensor, n_head_kv)
+                tensor = permute(tensor, hp.n_head_kv)
             writer.add_tensor(f"blk.{i}.{ours}", tensor)
     write_out(writer)
 
 
-class _Hparams:
-    """config.json's numbers, each checked: a checkpoint's config that
-    disagrees with its weights must fail here in one line, not in numpy or
-    at the first start of the built file."""
+@dataclass(frozen=True)
+class Hparams:
+    """config.json's numbers, checked (check_config)."""
 
-    def __init__(self, folder: Path, config: dict[str, Any]) -> None:
-        self.where = f"{folder / 'config.json'}"
-        self.config = config
+    where: str  # config.json's path, for messages
+    config: dict[str, Any]
+    family: str  # the GGUF architecture: llama, gemma or gemma2
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_embd: int
+    n_ff: int
+    head_dim: int
+    n_ctx: int
+    eps: float
+    rope_theta: float
+    rope_linear: float | None  # linear RoPE scaling's factor
+    sliding_window: int
+    attn_cap: float
+    final_cap: float
 
-    def whole(self, key: str, default: int | None = None, high: int = 2**31 - 1) -> int:
-        value = self.config.get(key)
+
+def check_config(folder: Path, config: dict[str, Any], names: dict[str, str] | None = None) -> Hparams:
+    """config.json's numbers, each checked before any weight is read: a
+    config that cannot describe a model fails here in one line, not in
+    numpy or at the first start of the built file. `names` gives the
+    settings' own names where the config came from elsewhere (Keras)."""
+    where = f"{folder / 'config.json'}"
+    say = names or {}
+
+    def bad(key: str, value: object, what: str) -> UsageError:
+        return UsageError(f"{where}: {say.get(key, key)} must be {what}, not {value!r}")
+
+    def count(key: str, default: int | None = None, high: int = 2**31 - 1) -> int:
+        value = config.get(key)
         if value is None:
             if default is None:
                 raise KeyError(key)
             return default
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-            raise UsageError(f"{self.where}: {key} must be a whole number from 1 to {high}, not {value!r}")
-        return value
+        checked = whole(value, 1, high)
+        if checked is None:
+            raise bad(key, value, f"a whole number from 1 to {high}")
+        return checked
 
-    def positive(self, key: str, default: float) -> float:
-        value = self.config.get(key)
+    def real(key: str, default: float, value: object = None) -> float:
+        value = config.get(key) if value is None else value
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-            raise UsageError(f"{self.where}: {key} must be a positive number, not {value!r}")
-        return float(value)
+        checked = positive(value)
+        if checked is None:
+            raise bad(key, value, "a positive number")
+        return checked
+
+    family = _FAMILY.get(config["architectures"][0], "llama")
+    n_head = count("num_attention_heads", high=4096)
+    n_head_kv = count("num_key_value_heads", default=n_head, high=n_head)
+    if n_head % n_head_kv:
+        raise UsageError(f"{where}: num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}")
+    n_embd = count("hidden_size")
+    head_dim = count("head_dim", default=n_embd // n_head or None)
+    if family == "llama" and head_dim % 2:
+        raise UsageError(f"{where}: head_dim {head_dim} is odd; rotary embeddings rotate pairs")
+    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}  # transformers 5 names it the latter
+    return Hparams(
+        where=where,
+        config=config,
+        family=family,
+        n_layer=count("num_hidden_layers", high=4096),
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        n_embd=n_embd,
+        n_ff=count("intermediate_size"),
+        head_dim=head_dim,
+        n_ctx=count("max_position_embeddings", default=4096),
+        eps=real("rms_norm_eps", 1e-6),
+        rope_theta=real(
+            "rope_theta",
+            10000.0,
+            config.get("rope_theta") or (rope.get("rope_theta") if isinstance(rope, dict) else None),
+        ),
+        rope_linear=_rope_linear(rope, where),
+        sliding_window=count("sliding_window", default=4096),
+        attn_cap=real("attn_logit_softcapping", 50.0),
+        final_cap=real("final_logit_softcapping", 30.0),
+    )
 
 
-def _vocab_rows(weights: dict[str, Any], hp: _Hparams, pieces: int) -> int:
+def _rope_linear(rope: object, where: str) -> float | None:
+    """Linear RoPE scaling's factor; None for none. Dynamic scaling is left
+    out, as llama.cpp's converter does (it is applied at run time only in
+    transformers); the others are not converted here."""
+    kind = rope.get("rope_type", rope.get("type")) if isinstance(rope, dict) else rope
+    if kind in (None, "default", "dynamic"):
+        return None
+    if kind != "linear" or not isinstance(rope, dict):
+        raise UsageError(
+            f"{where}: rope_scaling {kind!r} is not converted here (linear is):"
+            " convert with llama.cpp's convert_hf_to_gguf.py and build the GGUF"
+        )
+    factor = positive(rope.get("factor"))
+    if factor is None:
+        raise UsageError(f"{where}: rope_scaling's factor must be a positive number, not {rope.get('factor')!r}")
+    return factor
+
+
+def _vocab_rows(weights: dict[str, Any], hp: Hparams, pieces: int) -> int:
     """The embedding's rows: the tokenizer's pieces, or more when the
     checkpoint pads its vocabulary (added tokens, a round number)."""
     rows = int(weights["model.embed_tokens.weight"].shape[0])
@@ -262,16 +334,15 @@ def _vocab_rows(weights: dict[str, Any], hp: _Hparams, pieces: int) -> int:
     return rows
 
 
-def _shapes(
-    n_layer: int, n_embd: int, n_ff: int, n_head: int, n_head_kv: int, head_dim: int, n_vocab: int, gemma2: bool
-) -> dict[str, tuple[int, ...]]:
+def _shapes(hp: Hparams, n_vocab: int) -> dict[str, tuple[int, ...]]:
     """Each tensor's shape as config.json describes the model (HF's [out, in])."""
+    n_embd, n_ff = hp.n_embd, hp.n_ff
     shapes: dict[str, tuple[int, ...]] = {
         "model.embed_tokens.weight": (n_vocab, n_embd),
         "lm_head.weight": (n_vocab, n_embd),
         "model.norm.weight": (n_embd,),
     }
-    q, kv = n_head * head_dim, n_head_kv * head_dim
+    q, kv = hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim
     layer = {
         "input_layernorm.weight": (n_embd,),
         "post_attention_layernorm.weight": (n_embd,),
@@ -283,9 +354,9 @@ def _shapes(
         "mlp.up_proj.weight": (n_ff, n_embd),
         "mlp.down_proj.weight": (n_embd, n_ff),
     }
-    if gemma2:
+    if hp.family == "gemma2":
         layer |= {"pre_feedforward_layernorm.weight": (n_embd,), "post_feedforward_layernorm.weight": (n_embd,)}
-    for i in range(n_layer):
+    for i in range(hp.n_layer):
         shapes |= {f"model.layers.{i}.{name}": shape for name, shape in layer.items()}
     return shapes
 
@@ -296,25 +367,6 @@ def _check_shapes(weights: dict[str, Any], where: str, shapes: dict[str, tuple[i
         if tensor is not None and tuple(tensor.shape) != shape:
             got, want = "x".join(map(str, tensor.shape)), "x".join(map(str, shape))
             raise UsageError(f"{name} is {got}, but {where} makes it {want}")
-
-
-def _add_rope_scaling(writer: Any, hp: _Hparams, gguf: Any) -> None:
-    scaling = hp.config.get("rope_scaling")
-    if scaling is None:
-        return
-    kind = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else scaling
-    if kind == "default":
-        return
-    if kind != "linear":
-        raise UsageError(
-            f"{hp.where}: rope_scaling {kind!r} is not converted here (linear is):"
-            " convert with llama.cpp's convert_hf_to_gguf.py and build the GGUF"
-        )
-    factor = scaling.get("factor")
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 < factor < float("inf"):
-        raise UsageError(f"{hp.where}: rope_scaling's factor must be a positive number, not {factor!r}")
-    writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-    writer.add_rope_scaling_factor(float(factor))
 
 
 def _add_tokenizer(writer: Any, folder: Path, sp: Any, gguf: Any, n_vocab: int) -> None:

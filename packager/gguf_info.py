@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import BuildError
+from packager.numbers import whole
 from payload.errors import UsageError
 
 
@@ -185,14 +186,10 @@ def _fast_header(path: Path) -> _Header | None:
                 for d in dims:
                     elements *= d
                 infos.append((offset, elements * type_size // block, ggml_type))
-            alignment = fields["general.alignment"].value if "general.alignment" in fields else 32
-            if (
-                isinstance(alignment, bool)
-                or not isinstance(alignment, int)
-                or alignment <= 0
-                or alignment & (alignment - 1)
-            ):
-                raise ValueError(f"general.alignment {alignment!r} is not a power of two")
+            raw = fields["general.alignment"].value if "general.alignment" in fields else 32
+            alignment = whole(raw, 1, 2**31)
+            if alignment is None or alignment & (alignment - 1):
+                raise ValueError(f"general.alignment {raw!r} is not a power of two")
             start = -(-pos // alignment) * alignment
     except (struct.error, ValueError, KeyError, OverflowError, MemoryError, RecursionError) as exc:
         raise BuildError(f"{path} is not a valid GGUF (truncated or corrupted): {exc}") from None
@@ -212,9 +209,10 @@ def _whole(reader, key: str, path: Path) -> int:  # type: ignore[no-untyped-def]
     value = None if field is None else field.contents()
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    checked = whole(value, 0, 2**64 - 1)
+    if checked is None:
         raise BuildError(f"{path} is not a valid GGUF: {key} is {value!r}, not a whole number")
-    return value
+    return checked
 
 
 def _field(reader, key: str) -> str | None:  # type: ignore[no-untyped-def]

@@ -19,6 +19,13 @@ Converter = Callable[[Path, Path, Callable[[str], None]], AbstractContextManager
 CONVERT = "llama.cpp's convert_hf_to_gguf.py"
 
 
+def check_regular_file(path: Path) -> None:
+    """An input file that exists must be a regular one: a FIFO or a device
+    would block the read, or never end it."""
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{path} is not a regular file")
+
+
 def check_model_input(path: Path) -> Converter | None:
     """The converter a folder needs (None: `path` is a GGUF file), or a
     message naming what it is and what to do with it; a missing model is
@@ -26,8 +33,7 @@ def check_model_input(path: Path) -> Converter | None:
     if not path.exists():
         raise UsageError(f"model file not found: {path}")  # as packager.gguf_info says it
     if not path.is_dir():
-        if not path.is_file():  # a FIFO or a device would block the read, or never end
-            raise UsageError(f"{path} is not a regular file")
+        check_regular_file(path)
         return None
     # A config.json that is there but is not a JSON object is named as such,
     # not taken for a missing one.

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from packager.convert import MiB, read_json, scratch_gguf, write_gguf
+from packager.convert import MiB, check_config, read_json, scratch_gguf, write_gguf
 from packager.errors import BuildError
 from payload.errors import UsageError
 
@@ -74,36 +74,31 @@ def hf_config(folder: Path) -> dict[str, Any]:
         raise UsageError(f"{folder}/config.json has no `config` object (the backbone's settings)")
     try:
         gemma2 = _family(folder, keras)
-        n_embd, n_head, head_dim = int(keras["hidden_dim"]), int(keras["num_query_heads"]), int(keras["head_dim"])
-        n_layer = int(keras["num_layers"])
         config: dict[str, Any] = {
             "architectures": ["Gemma2ForCausalLM" if gemma2 else "GemmaForCausalLM"],
-            "vocab_size": int(keras["vocabulary_size"]),
-            "hidden_size": n_embd,
+            "vocab_size": keras["vocabulary_size"],
+            "hidden_size": keras["hidden_dim"],
             # keras-hub counts the gate and up projections together (convert_gemma.py doubles HF's)
-            "intermediate_size": int(keras["intermediate_dim"]) // 2,
-            "num_hidden_layers": n_layer,
-            "num_attention_heads": n_head,
-            "num_key_value_heads": int(keras["num_key_value_heads"]),
-            "head_dim": head_dim,
-            "rms_norm_eps": float(keras.get("layer_norm_epsilon", 1e-6)),
+            "intermediate_size": _halved(keras["intermediate_dim"]),
+            "num_hidden_layers": keras["num_layers"],
+            "num_attention_heads": keras["num_query_heads"],
+            "num_key_value_heads": keras["num_key_value_heads"],
+            "head_dim": keras["head_dim"],
+            "rms_norm_eps": keras.get("layer_norm_epsilon", 1e-6),
             "rope_theta": ROPE_THETA,
             "max_position_embeddings": CONTEXT_LENGTH,
             "tie_word_embeddings": True,  # keras-hub's ReversibleEmbedding is always tied for Gemma
         }
         if gemma2:
             config |= {
-                "sliding_window": int(keras["sliding_window_size"]),
-                "attn_logit_softcapping": float(keras["attention_logit_soft_cap"]),
-                "final_logit_softcapping": float(keras["final_logit_soft_cap"]),
+                "sliding_window": keras["sliding_window_size"],
+                "attn_logit_softcapping": keras["attention_logit_soft_cap"],
+                "final_logit_softcapping": keras["final_logit_soft_cap"],
             }
     except KeyError as exc:
         raise UsageError(f"{folder}/config.json has no {exc.args[0]} (a GemmaBackbone setting)") from None
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{folder}/config.json has a setting that is not a number: {exc}") from None
-    for key in ("hidden_dim", "num_query_heads", "head_dim", "num_layers", "intermediate_dim", "num_key_value_heads"):
-        if not 1 <= int(keras[key]) <= (4096 if key == "num_layers" else 2**31 - 1):
-            raise UsageError(f"{folder}/config.json: {key} is {keras[key]!r}, not a size a model can have")
+    hp = check_config(folder, config, KERAS_NAMES)
+    n_embd, n_head, head_dim, n_layer = hp.n_embd, hp.n_head, hp.head_dim, hp.n_layer
     # Keras scales queries by 1/sqrt(head_dim), or 1/sqrt(hidden_dim // heads)
     # without query_head_dim_normalize; llama.cpp by the first, but for its
     # Gemma 2 27B (told by the layer count) the second.
@@ -115,6 +110,27 @@ def hf_config(folder: Path) -> dict[str, Any]:
             f" 1/sqrt({keras_scale}) (query_head_dim_normalize); llamabin cannot convert it"
         )
     return config
+
+
+# The GemmaBackbone's own names for the settings check_config names as Hugging Face does.
+KERAS_NAMES = {
+    "vocab_size": "vocabulary_size",
+    "hidden_size": "hidden_dim",
+    "intermediate_size": "intermediate_dim (halved)",
+    "num_hidden_layers": "num_layers",
+    "num_attention_heads": "num_query_heads",
+    "head_dim": "head_dim",
+    "rms_norm_eps": "layer_norm_epsilon",
+    "sliding_window": "sliding_window_size",
+    "attn_logit_softcapping": "attention_logit_soft_cap",
+    "final_logit_softcapping": "final_logit_soft_cap",
+}
+
+
+def _halved(value: object) -> object:
+    """keras-hub's intermediate_dim is twice HF's; anything not a whole
+    number is left for check_config to refuse."""
+    return value // 2 if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def _family(folder: Path, keras: dict[str, Any]) -> bool:

@@ -11,7 +11,6 @@ applies it at run time, as llama.cpp's --lora does.
 
 from __future__ import annotations
 
-import math
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from typing import Any
 from packager.errors import BuildError
 from packager.gguf_info import quantization
 from packager.gguf_write import copy_metadata, scratch_path, write_out
+from packager.numbers import finite
 from payload.errors import UsageError
 from payload.quantize import SOURCE_TYPES
 
@@ -71,9 +71,10 @@ def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callabl
             f"{model} is quantized ({kind}): --lora merges into an F16, BF16 or F32 base;"
             f" for this one, run the file with --lora {adapter.name}"
         )
-    alpha = _field(lora, "adapter.lora.alpha") or 0
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-        raise UsageError(f"{adapter}: adapter.lora.alpha is {alpha!r}, not a number")
+    raw_alpha = _field(lora, "adapter.lora.alpha") or 0
+    alpha = finite(raw_alpha)
+    if alpha is None:
+        raise UsageError(f"{adapter}: adapter.lora.alpha is {raw_alpha!r}, not a number")
     free = shutil.disk_usage(workdir).free
     need = model.stat().st_size * 2  # the changed weights grow to F32
     if free < need:
@@ -84,7 +85,7 @@ def merged(model: Path, adapter: Path, scale: float, workdir: Path, say: Callabl
     tmp = scratch_path(workdir, model, "lora")
     try:
         try:  # only the writing: what the caller's block raises passes through as it is
-            _write_merged(tmp, base, str(arch), targets, scale, float(alpha), adapter, model)
+            _write_merged(tmp, base, str(arch), targets, scale, alpha, adapter, model)
         except OSError as exc:
             raise BuildError(
                 f"cannot write the merged model in {workdir}: {exc.strerror or f'{exc}, is the disk full?'}"

@@ -141,6 +141,10 @@ DAMAGED = {
     "ffn": (_config(intermediate_size=7), "model.layers.0.mlp.gate_proj.weight is 128x64, but"),
     "vocab": (_config(vocab_size=999), "vocab_size is 999, but the embeddings have 320 rows"),
     "rope": (_config(rope_scaling={"rope_type": "yarn", "factor": 4.0}), "rope_scaling 'yarn' is not converted here"),
+    "rope-factor": (
+        _config(rope_scaling={"type": "linear", "factor": "x"}),
+        "rope_scaling's factor must be a positive",
+    ),
     "deep-json": (_write("config.json", b"[" * 100000 + b"]" * 100000), "config.json is not readable JSON"),
     "weights": (_write("model.safetensors", b"not safetensors"), "cannot read"),
     "tokenizer": (_write("tokenizer.model", b"garbage"), "tokenizer.model is not a SentencePiece model"),
@@ -198,3 +202,30 @@ def test_build_dot_names_the_file_after_the_folder_and_keeps_its_files(
         assert built.returncode == 0, built.stderr
         assert built.stdout.strip() == "dist/tiny-llama-linux-x86_64"
         assert sorted(p.name for p in (folder / "dist").iterdir()) == ["tiny-llama-linux-x86_64"]
+
+
+@pytest.mark.parametrize(
+    "changes, scaling",
+    [
+        ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, None),  # as llama.cpp's converter: run time only
+        ({"rope_scaling": {"rope_type": "linear", "factor": 4.0}}, 4.0),
+        ({"rope_theta": None, "rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 5e5}}, 2.0),
+    ],
+    ids=["dynamic", "linear", "transformers-5"],
+)
+def test_rope_settings_are_carried(
+    checkpoint: tuple[Path, dict[str, np.ndarray]], tmp_path: Path, changes: dict[str, object], scaling: float | None
+) -> None:
+    import gguf
+
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(checkpoint[0], folder)
+    _config(**changes)(folder)
+    work = tmp_path / "work"
+    work.mkdir()
+    with converted(folder, work, lambda _msg: None) as path:
+        fields = gguf.GGUFReader(path).fields
+        factor = fields.get("llama.rope.scaling.factor")
+        assert (None if factor is None else float(factor.contents())) == scaling
+        theta = float(fields["llama.rope.freq_base"].contents())
+        assert theta == (5e5 if "rope_parameters" in changes else 10000.0)

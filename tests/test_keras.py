@@ -177,8 +177,9 @@ def test_a_gemma_with_only_some_of_gemma2s_parts_is_refused(
 @pytest.mark.parametrize(
     "key, value, says",
     [
-        ("num_layers", 10**9, "num_layers is 1000000000, not a size a model can have"),
-        ("num_query_heads", 0, "num_query_heads is 0, not a size a model can have"),
+        ("num_layers", 10**9, "num_layers must be a whole number from 1 to 4096, not 1000000000"),
+        ("num_query_heads", 0, "num_query_heads must be a whole number from 1 to 4096, not 0"),
+        ("num_layers", 2.7, "num_layers must be a whole number from 1 to 4096, not 2.7"),
         ("hidden_dim", 32, "model.embed_tokens.weight is 320x64, but"),
     ],
 )
