@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import templates
 from chat.conversation import ConversationOptions
 from chat.engine import Engine, FinishReason, GenerationRequest
+from chat.engine.types import Usage
 from chat.errors import EXIT_INTERRUPTED, EXIT_OK, OutputError, UsageError, write_out
 from chat.session import Session
 
@@ -44,7 +45,7 @@ def run_completion(engine: Engine, options: OneShotOptions) -> int:
         # A raw completion stops at -n as asked; but text a grammar (--json)
         # shapes is incomplete when cut, and a script should hear of it.
         if request.sampling.grammar and gen.final.finish_reason is FinishReason.LENGTH:
-            _cut_short(options)
+            _cut_short(options, gen.final.usage)
     return EXIT_OK
 
 
@@ -70,14 +71,19 @@ def run_ask(session: Session, options: OneShotOptions) -> int:
         reply.cancel()
         raise
     if reply.finish_reason is FinishReason.LENGTH:
-        _cut_short(options)
+        _cut_short(options, reply.usage)
     return EXIT_OK
 
 
-def _cut_short(options: OneShotOptions) -> None:
+def _cut_short(options: OneShotOptions, usage: Usage | None) -> None:
+    """Say which limit ended the answer: the engine calls both "length"."""
     if options.notices:
         limit = options.conversation.max_tokens
-        why = f"the -n {limit} token limit" if limit is not None else "the end of the context"
+        made = usage.completion_tokens if usage is not None else None
+        if limit is not None and made is not None and made >= limit:
+            why = f"the -n {limit} token limit"
+        else:
+            why = "the end of the context (raise it with -c)"
         sys.stderr.write(f"llamabin: note: the answer was cut short at {why}\n")
 
 

@@ -133,3 +133,9 @@ def test_shaped_output_cut_short_is_said_on_stderr(smollm2: Path, mode: list[str
     assert cut.stderr == "llamabin: note: the answer was cut short at the -n 3 token limit\n"
     quiet = run_chat("-m", str(smollm2), *mode, "--json", "-n", "3", *GREEDY, "--log-disable")
     assert quiet.stdout == cut.stdout and quiet.stderr == ""
+
+
+def test_an_answer_cut_by_the_context_names_the_context(smollm2: Path) -> None:
+    cut = run_chat("-m", str(smollm2), "--cli", "-p", "Colors:", "--json", "-n", "500", "-c", "32", *GREEDY)
+    assert cut.returncode == 0, cut.stderr
+    assert cut.stderr == "llamabin: note: the answer was cut short at the end of the context (raise it with -c)\n"
