@@ -520,3 +520,11 @@ def test_an_empty_answer_is_said_not_dropped_unseen(engine: Engine) -> None:
     shown = type_into(conv, lines("hello", "/undo"))
     assert "[the model answered nothing; your message was not kept]" in shown
     assert conv.messages == []
+
+
+def test_ctrl_c_inside_a_block_drops_the_block_not_the_chat(conv: Conversation) -> None:
+    shown = type_into(conv, lines('"""', "first line") + CTRL_C + lines("/context"))
+    assert "[the message was discarded]" in shown
+    assert "press Ctrl-C again" not in shown
+    assert "context: 0 / 2048 tokens" in shown
+    assert conv.messages == []

@@ -95,6 +95,9 @@ class Repl:
                 line = self.reader.read(CONTINUATION)
             except EOFError:  # the input ended inside the block: send what there is
                 break
+            except KeyboardInterrupt:  # drops the block, not the chat: no "again to exit" here
+                self.console.notice("the message was discarded")
+                return "", True
             if line.strip() == BLOCK_FENCE:
                 break
             lines.append(line)
