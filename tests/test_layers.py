@@ -47,6 +47,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("chat.settings", 4),
     ("chat.loading", 4),
     ("chat.cli", 5),
+    ("chat.unread_flags", 5),  # the wiring's own check of argv against the mode
     ("chat.__main__", 6),
     ("chat", 0),  # the package itself: __version__ only
 )
