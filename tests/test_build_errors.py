@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from packager.gguf_write import write_out
 from packager.runtime import KEEP_RUNTIMES, prune
 from payload.find import read_payload
 from tests.helpers import llamabin, tmpfs
@@ -343,10 +344,7 @@ def _gguf(path: Path, *, tensors: bool = True, big_endian: bool = False, **field
             writer.add_uint32(key.replace("__", "."), int(value))  # type: ignore[call-overload]
     if tensors:
         writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     return path
 
 

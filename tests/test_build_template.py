@@ -11,6 +11,7 @@ from gguf import GGUFWriter
 
 from packager.build import _template_label
 from packager.gguf_info import read_gguf_info
+from packager.gguf_write import write_out
 from tests.helpers import llamabin
 
 
@@ -21,10 +22,7 @@ def tiny_gguf(path: Path, chat_template: str) -> Path:
     writer.add_name("tiny")
     writer.add_chat_template(chat_template)
     writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     return path
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from chat.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from chat.engine.llama import LoraAdapter, ModelSource
+from packager.gguf_write import write_out
 from tests.ggufs import lora_adapter, merged_copy
 from tests.helpers import llamabin, llamabin_with_file_limit, run_file
 
@@ -191,10 +192,7 @@ def _odd_adapter(dst: Path, alpha: object, tensor: str, a: np.ndarray, b: np.nda
         writer.add_float32("adapter.lora.alpha", float(alpha))  # type: ignore[arg-type]
     writer.add_tensor(f"{tensor}.lora_a", a)
     writer.add_tensor(f"{tensor}.lora_b", b)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     return dst
 
 
