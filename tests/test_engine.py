@@ -349,3 +349,72 @@ def test_a_step_hands_llama_cpp_its_sequences_in_order(smollm2: Path, monkeypatc
     four = [seqs for seqs in steps if len(seqs) == 4]
     assert four, batches
     assert all(seqs == sorted(seqs) for seqs in four), four
+
+
+def test_a_burst_of_first_requests_walks_the_vocabulary_once(smollm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every chat request asks for the control tokens' texts, found by a
+    walk over the whole vocabulary. Eight first requests arriving together
+    each walked it, one after the other under the GIL: 0.12 s more to the
+    first token of all eight on a Sapphire Rapids Xeon, a burst's first answers
+    later than llama-server's by that much."""
+    from chat.engine import llama
+
+    walks: list[int] = []
+    walk = llama.Model.special_texts
+
+    def counted(self: llama.Model) -> frozenset[str]:
+        walks.append(1)
+        time.sleep(0.05)  # a long walk, so the burst surely overlaps it
+        return walk(self)
+
+    monkeypatch.setattr(llama.Model, "special_texts", counted)
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=512)) as eng:
+        start = threading.Barrier(8)
+        found: list[frozenset[str]] = []
+
+        def first_request() -> None:
+            start.wait()
+            found.append(eng.special_texts())
+
+        threads = [threading.Thread(target=first_request) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(walks) == 1
+    assert len(found) == 8 and all(f == found[0] for f in found)
+    assert "<|im_start|>" in found[0]
+
+
+def test_every_computation_runs_on_the_engine_thread(smollm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libgomp, under ggml's CPU kernels, keeps a team of threads per thread
+    that computes; with a second team alive it stops spinning at barriers,
+    and generation ran 6x slower after one embedding request computed on an
+    HTTP thread, or after a load on a thread that lived on (AMX converts
+    weights in parallel loops). So the load, the generation and the
+    embeddings all run on the engine's one worker thread, whoever asks."""
+    from chat.engine import llama
+    from chat.engine.bindings import llama_cpp as C
+
+    where: list[tuple[str, str]] = []
+    decode, load = C.llama_decode, llama._load
+
+    def recorded_decode(ctx: object, batch: object) -> int:
+        where.append(("decode", threading.current_thread().name))
+        return int(decode(ctx, batch))
+
+    def recorded_load(source: ModelSource, params: object) -> object:
+        where.append(("load", threading.current_thread().name))
+        return load(source, params)
+
+    monkeypatch.setattr(C, "llama_decode", recorded_decode)
+    monkeypatch.setattr(llama, "_load", recorded_load)
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=512)) as eng:
+        vectors: list[list[list[float]]] = []
+        other = threading.Thread(target=lambda: vectors.append(eng.embed(["a lighthouse", "a bottle"])), name="http")
+        other.start()
+        text = eng.submit(GenerationRequest("Once upon a time", GREEDY, max_tokens=8)).text()
+        other.join()
+    assert text and len(vectors) == 1 and len(vectors[0]) == 2
+    assert {what for what, _ in where} == {"load", "decode"}
+    assert {thread for _, thread in where} == {"llamabin-engine"}, where

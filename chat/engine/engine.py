@@ -17,12 +17,15 @@ new tokens.
 
 from __future__ import annotations
 
+import functools
 import os
+import queue
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from chat import ctrl_c
 from chat.engine import rpc
@@ -84,37 +87,30 @@ class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self._config = config
         self._log = LlamaLog.install(config.verbose)
-        workers = rpc.attach(config.rpc) if config.rpc else ()
-        self._model = Model(config.model, config.n_gpu_layers, self._log, config.tensor_split)
-        try:
-            n_ctx = resolve_n_ctx(config.n_ctx, self._model.n_ctx_train, config.ctx_force)
-            check_context_fits(self._model.metadata, n_ctx)
-            self._ctx = Context(
-                self._model,
-                n_ctx,
-                config.n_batch,
-                config.n_parallel,
-                config.n_threads,
-                self._log,
-                unified=config.kv_unified or config.n_parallel == 1,
-            )
-            self._loras = [self._model.load_lora(adapter, self._log) for adapter in config.lora]
-            set_loras(self._ctx.ptr, self._loras, [adapter.scale for adapter in config.lora])
-        except BaseException:
-            self._model.close()
-            raise
-        self.n_ctx = self._ctx.n_ctx_seq  # what one request may use
-        self._info = _describe(config, self._model, self.n_ctx, workers)
-        self._embedder: EmbeddingContext | None = None
-        self._embed_lock = threading.Lock()
         self._special_texts: frozenset[str] | None = None
-        lookup = LookupSettings(max_draft=config.draft_max) if config.draft_max > 0 else None
-        cache_mib = default_cache_ram_mib() if config.cache_ram_mib is None else config.cache_ram_mib
-        cache = PromptCache(cache_mib, window=self._model.n_swa) if cache_mib != 0 else None
-        self._scheduler = Scheduler(self._model, self._ctx, config.n_parallel, lookup, cache)
+        self._special_texts_lock = threading.Lock()
+        self._embedder: EmbeddingContext | None = None  # made and used on the worker thread only
         self._worker_done = threading.Event()
-        self._worker = threading.Thread(target=self._serve, name="llamabin-engine", daemon=True)
+        # The model loads on the worker thread, which then serves: every
+        # llama.cpp computation of this engine runs on that one thread (see
+        # Scheduler.call). Loading computes too: on an AMX machine the
+        # weights are converted in OpenMP parallel loops, and a thread that
+        # outlived the load with its own team of OpenMP threads (a test's
+        # main thread, a benchmark's) made generation 6x slower.
+        loaded: queue.Queue[_Loaded | BaseException] = queue.Queue(maxsize=1)
+        self._worker = threading.Thread(target=self._serve, args=(loaded,), name="llamabin-engine", daemon=True)
         self._worker.start()
+        outcome = loaded.get()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        self._model, self._ctx, self._loras, self._scheduler = (
+            outcome.model,
+            outcome.ctx,
+            outcome.loras,
+            outcome.scheduler,
+        )
+        self.n_ctx = self._ctx.n_ctx_seq  # what one request may use
+        self._info = _describe(config, self._model, self.n_ctx, outcome.workers)
         # Calls into llama.cpp from front-end threads, counted so that close()
         # frees nothing under one: a freed vocabulary or context crashes the
         # process in C, where no exception can be caught.
@@ -122,9 +118,15 @@ class Engine:
         self._in_use = 0
         self._closed = False
 
-    def _serve(self) -> None:
+    def _serve(self, loaded: queue.Queue[_Loaded | BaseException]) -> None:
         try:
-            self._scheduler.run()
+            try:
+                parts = _load(self._config, self._log)
+            except BaseException as exc:  # handed to the thread that made the engine
+                loaded.put(exc)
+                return
+            loaded.put(parts)
+            parts.scheduler.run()
         finally:
             self._worker_done.set()
 
@@ -160,10 +162,14 @@ class Engine:
 
     def special_texts(self) -> frozenset[str]:
         """The texts that tokenize to a control token (<|im_start|>,
-        <start_of_turn>, ...), found once per engine."""
+        <start_of_turn>, ...), found once per engine. The search walks the
+        whole vocabulary (15 ms for 49k tokens, 0.1 s for Gemma's 262k): the
+        lock keeps a burst of first requests from each doing it again."""
         if self._special_texts is None:
-            with self._open():
-                self._special_texts = self._model.special_texts()
+            with self._special_texts_lock:
+                if self._special_texts is None:
+                    with self._open():
+                        self._special_texts = self._model.special_texts()
         return self._special_texts
 
     def detokenize(self, tokens: list[int]) -> str:
@@ -191,20 +197,29 @@ class Engine:
     def embed(self, inputs: list[str] | list[list[int]]) -> list[list[float]]:
         """One unit-length vector per input: the mean of its token states.
 
-        Runs on the caller's thread in a second context created on first
-        use, one call at a time, beside generation. Raises before computing
-        anything if an input is empty or longer than EMBED_CTX tokens."""
+        Computed on the worker thread, between generation steps, one input
+        at a time, in a second context created on first use. Raises before
+        computing anything if an input is empty or longer than EMBED_CTX
+        tokens."""
         token_lists = [self._embedding_tokens(x) for x in inputs]
-        with self._open(), self._embed_lock:
-            if self._embedder is None:
-                n_ctx = self.embed_limit
-                self._embedder = EmbeddingContext(self._model, n_ctx, self._config.n_threads, self._log)
-                set_loras(self._embedder.ptr, self._loras, [adapter.scale for adapter in self._config.lora])
-            embedder = self._embedder
+        with self._open():
+            n_ctx = self._scheduler.call(self._embedding_context)
             for toks in token_lists:
-                if len(toks) > embedder.n_ctx:
-                    raise ContextLengthExceededError(len(toks), embedder.n_ctx)
-            return [_unit(embedder.embed(toks)) for toks in token_lists]
+                if len(toks) > n_ctx:
+                    raise ContextLengthExceededError(len(toks), n_ctx)
+            return [self._scheduler.call(functools.partial(self._embed_one, toks)) for toks in token_lists]
+
+    def _embedding_context(self) -> int:
+        """On the worker thread: the embedding context, made on first use; its size."""
+        if self._embedder is None:
+            self._embedder = EmbeddingContext(self._model, self.embed_limit, self._config.n_threads, self._log)
+            set_loras(self._embedder.ptr, self._loras, [adapter.scale for adapter in self._config.lora])
+        return self._embedder.n_ctx
+
+    def _embed_one(self, tokens: list[int]) -> list[float]:
+        """On the worker thread, once the embedding context is made."""
+        assert self._embedder is not None
+        return _unit(self._embedder.embed(tokens))
 
     @property
     def embed_limit(self) -> int:
@@ -302,6 +317,45 @@ class Engine:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+@dataclass
+class _Loaded:
+    """What the worker thread loaded, for the engine to keep."""
+
+    model: Model
+    ctx: Context
+    loras: list[Any]
+    scheduler: Scheduler
+    workers: tuple[rpc.WorkerDevice, ...]
+
+
+def _load(config: EngineConfig, log: LlamaLog) -> _Loaded:
+    """The model, its context and the scheduler that serves them (on the
+    worker thread, which then runs the scheduler)."""
+    workers = rpc.attach(config.rpc) if config.rpc else ()
+    model = Model(config.model, config.n_gpu_layers, log, config.tensor_split)
+    try:
+        n_ctx = resolve_n_ctx(config.n_ctx, model.n_ctx_train, config.ctx_force)
+        check_context_fits(model.metadata, n_ctx)
+        ctx = Context(
+            model,
+            n_ctx,
+            config.n_batch,
+            config.n_parallel,
+            config.n_threads,
+            log,
+            unified=config.kv_unified or config.n_parallel == 1,
+        )
+        loras = [model.load_lora(adapter, log) for adapter in config.lora]
+        set_loras(ctx.ptr, loras, [adapter.scale for adapter in config.lora])
+    except BaseException:
+        model.close()
+        raise
+    lookup = LookupSettings(max_draft=config.draft_max) if config.draft_max > 0 else None
+    cache_mib = default_cache_ram_mib() if config.cache_ram_mib is None else config.cache_ram_mib
+    cache = PromptCache(cache_mib, window=model.n_swa) if cache_mib != 0 else None
+    return _Loaded(model, ctx, loras, Scheduler(model, ctx, config.n_parallel, lookup, cache), workers)
 
 
 def resolve_n_ctx(requested: int | None, n_ctx_train: int, force: bool) -> int:

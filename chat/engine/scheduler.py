@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import collections
 import queue
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from chat.engine.generation import Generation
 from chat.engine.grammar_guard import GrammarError
@@ -26,7 +29,9 @@ from chat.engine.lookup import Drafter, LookupSettings
 from chat.engine.prompt_cache import PromptCache, common_prefix
 from chat.engine.stream import TextStream
 from chat.engine.types import Chunk, EngineStats, FinishReason, TokenChoice, TokenLogprob, Usage
-from chat.errors import GenerationError
+from chat.errors import EngineClosedError, GenerationError
+
+T = TypeVar("T")
 
 # A free slot is chosen for its cached prefix only if that prefix is more
 # than this share of the new prompt (llama-server's --slot-prompt-similarity).
@@ -60,6 +65,28 @@ class _Run:
     drafted: list[int] = field(default_factory=list)  # guessed tokens evaluated after next_token this step
     logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet emitted
     prompt_logprobs: list[TokenLogprob] = field(default_factory=list)  # filled during prefill, if asked
+
+
+class _Call(Generic[T]):
+    """A function to run on the worker thread between two steps, and its
+    outcome for the thread that waits for it."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:  # handed to the thread that waits
+            self.error = exc
+        self.done.set()
+
+    def refuse(self) -> None:
+        self.error = EngineClosedError()
+        self.done.set()
 
 
 # A prompt token whose logprob is wanted: its run, the batch entry (the
@@ -111,11 +138,16 @@ class Scheduler:
         self.lookup = lookup
         self.slots = [Slot(seq) for seq in range(n_parallel)]
         self._totals = _Totals()
-        # A request and the sampler built for it; None tells the loop to end.
-        self._inbox: queue.Queue[tuple[Generation, Sampler] | None] = queue.Queue()
+        # A request and the sampler built for it, a call to run between
+        # steps, or None, which tells the loop to end.
+        self._inbox: queue.Queue[tuple[Generation, Sampler] | _Call[object] | None] = queue.Queue()
         self._waiting: collections.deque[tuple[Generation, Sampler]] = collections.deque()
         self._runs: list[_Run] = []
         self._admitted = 0
+        # Set once `run` has taken the inbox's last items: a call queued
+        # later would wait for ever, so it is refused instead.
+        self._ended = False
+        self._ending = threading.Lock()
 
     # -- from any thread --------------------------------------------------------
 
@@ -126,6 +158,25 @@ class Scheduler:
     def stop(self) -> None:
         """Have `run` cancel what runs and return."""
         self._inbox.put(None)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the worker thread between two steps, and return what
+        it returns (or raise what it raises); EngineClosedError if the
+        worker ends first. Every llama.cpp computation belongs on that one
+        thread: libgomp, which runs ggml's CPU kernels, keeps a team of
+        threads for each thread that computes, and while two teams exist it
+        counts more threads than cores and stops spinning at its barriers.
+        One embedding computed on an HTTP thread made every later token
+        about 6x slower (2 cores, 2026-12-06)."""
+        job: _Call[T] = _Call(fn)
+        with self._ending:
+            if self._ended:
+                raise EngineClosedError()
+            self._inbox.put(job)  # type: ignore[arg-type]  # the queue holds calls of any result type
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]  # set by run() when no error was
 
     @property
     def depth(self) -> int:
@@ -166,7 +217,9 @@ class Scheduler:
                     self._fail(r, repr(exc))
         for r in list(self._runs):
             self._finish(r, FinishReason.CANCELLED)
-        self._waiting.extend(self._drain_inbox())
+        with self._ending:
+            self._ended = True
+            self._waiting.extend(self._drain_inbox())
         while self._waiting:  # never started: ended too, so no consumer waits for ever
             gen, sampler = self._waiting.popleft()
             gen.cancel()
@@ -185,6 +238,9 @@ class Scheduler:
                 break
             if item is None:
                 return False
+            if isinstance(item, _Call):
+                item.run()
+                continue
             self._waiting.append(item)
         while self._waiting and len(self._runs) < len(self.slots):
             gen, sampler = self._waiting.popleft()
@@ -214,7 +270,9 @@ class Scheduler:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return left
-            if item is not None:
+            if isinstance(item, _Call):
+                item.refuse()
+            elif item is not None:
                 left.append(item)
 
     def _start(self, gen: Generation, sampler: Sampler) -> None:
