@@ -3,9 +3,11 @@ whose answer quotes it and on one whose answer does not.
 
     python bench/lookup.py --gguf MODEL.gguf [--runs 8] [--tokens 160] [--out bench/RESULTS.md]
 
-Two engines in one process, the same model, threads and context, one with
-drafts (`EngineConfig.draft_max`, 0 for none); runs alternate between them, the
-order flipping every run. Each run decodes the same request on both, greedy
+Two engines, the same model, threads and context, one with drafts
+(`EngineConfig.draft_max`, 0 for none), each in a process of its own: two
+engines in one process run 6x slower (libgomp, under ggml's kernels, stops
+spinning at its barriers while two teams of its threads exist). Runs
+alternate between them, the order flipping every run. Each run decodes the same request on both, greedy
 and seeded sampling alike, and checks that both wrote the same text: the
 drafts may only change the speed. The figure is decode tokens/s (completion
 tokens over the generation time the engine reports), as the ratio on/off.
@@ -14,9 +16,12 @@ tokens over the generation time the engine reports), as the ratio on/off.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 from datetime import date
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,9 +61,6 @@ def main() -> int:
     if not ns.gguf.is_file():
         raise SystemExit(f"lookup.py: --gguf {ns.gguf}: no such file")
 
-    from chat.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
-    from chat.engine.llama import ModelSource
-    from chat.engine.lookup import DEFAULT_DRAFT_MAX
     from templates import resolve
 
     machine_txt = machine()
@@ -66,46 +68,46 @@ def main() -> int:
     tokens: dict[tuple[str, str], int] = {}
     accepted: dict[tuple[str, str], float] = {}
     drafted_share: dict[tuple[str, str], float] = {}
-    configs = {
-        on: EngineConfig(
-            ModelSource(ns.gguf), n_ctx=4096, n_threads=ns.threads, draft_max=DEFAULT_DRAFT_MAX if on else 0
-        )
-        for on in (False, True)
-    }
-    engines = {on: Engine(cfg) for on, cfg in configs.items()}
+    spawn = multiprocessing.get_context("spawn")
+    engines: dict[bool, tuple[BaseProcess, Connection]] = {}
     try:
-        template = resolve(None, engines[False].info.metadata, engines[False].bos_text, engines[False].eos_text)
+        for drafts in (False, True):
+            ours, theirs = spawn.Pipe()
+            proc: BaseProcess = spawn.Process(
+                target=_engine_process, args=(theirs, ns.gguf, ns.threads, drafts), daemon=True
+            )
+            proc.start()
+            engines[drafts] = (proc, ours)
+        described = {drafts: conn.recv() for drafts, (_, conn) in engines.items()}
+        metadata, bos_text, eos_text = described[False]
+        template = resolve(None, metadata, bos_text, eos_text)
         for run in range(ns.runs):
             order = (False, True) if run % 2 == 0 else (True, False)
             for prompt_name, prompt in PROMPTS.items():
                 text = template.render([{"role": "user", "content": prompt}])
                 for sampling_name, (temp, seed) in SAMPLINGS.items():
-                    request = GenerationRequest(
-                        text, SamplingParams(temperature=temp, seed=seed), max_tokens=ns.tokens, stop=template.stop
-                    )
+                    request = (text, temp, seed, ns.tokens, template.stop)
                     answers = {}
                     for on in order:
-                        before = engines[on].stats()
-                        gen = engines[on].submit(request)
-                        answers[on] = gen.text()
-                        usage = gen.final.usage if gen.final else None
-                        assert usage is not None and usage.generation_seconds > 0
+                        conn = engines[on][1]
+                        conn.send(request)
+                        answer, tps, completion, drafted, taken = conn.recv()
+                        answers[on] = answer
                         key = (prompt_name, sampling_name)
-                        speeds.setdefault((*key, on), Samples()).add(usage.generation_tokens_per_second)
-                        tokens[key] = usage.completion_tokens
+                        speeds.setdefault((*key, on), Samples()).add(tps)
+                        tokens[key] = completion
                         if on:
-                            after = engines[on].stats()
-                            drafted = after.drafted_tokens - before.drafted_tokens
-                            accepted[key] = (after.accepted_tokens - before.accepted_tokens) / max(1, drafted)
-                            drafted_share[key] = drafted / max(1, usage.completion_tokens)
+                            accepted[key] = taken / max(1, drafted)
+                            drafted_share[key] = drafted / max(1, completion)
                     if answers[False] != answers[True]:
                         raise SystemExit(
                             f"lookup.py: the answers differ with drafts on ({prompt_name}, {sampling_name})"
                         )
             print(f"[lookup] run {run + 1}/{ns.runs} done", file=sys.stderr, flush=True)
     finally:
-        for engine in engines.values():
-            engine.close()
+        for proc, conn in engines.values():
+            conn.send(None)
+            proc.join(timeout=60)
 
     lines = [
         f"### Prompt-lookup drafts on and off ({date.today()}, {ns.runs} alternating runs)",
@@ -120,13 +122,47 @@ def main() -> int:
     for prompt_name in PROMPTS:
         for sampling_name in SAMPLINGS:
             key = (prompt_name, sampling_name)
-            off, on = speeds[(*key, False)], speeds[(*key, True)]
+            off, with_drafts = speeds[(*key, False)], speeds[(*key, True)]
             lines.append(
-                f"| {prompt_name} | {sampling_name} | {tokens[key]} | {off.fmt()} | {on.fmt()} | "
-                f"{fmt_ratio(ratio(on.median, off.median))} | {drafted_share[key]:.2f} | {accepted[key]:.0%} |"
+                f"| {prompt_name} | {sampling_name} | {tokens[key]} | {off.fmt()} | {with_drafts.fmt()} | "
+                f"{fmt_ratio(ratio(with_drafts.median, off.median))} | {drafted_share[key]:.2f} | {accepted[key]:.0%} |"
             )
     publish("\n".join(lines) + "\n", ns.out)
     return 0
+
+
+def _engine_process(conn: Connection, gguf: Path, threads: int, drafts: bool) -> None:
+    """One engine in a process of its own: says what the template needs,
+    then answers requests until it receives None."""
+    from chat.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
+    from chat.engine.llama import ModelSource
+    from chat.engine.lookup import DEFAULT_DRAFT_MAX
+
+    config = EngineConfig(
+        ModelSource(gguf), n_ctx=4096, n_threads=threads, draft_max=DEFAULT_DRAFT_MAX if drafts else 0
+    )
+    with Engine(config) as engine:
+        conn.send((dict(engine.info.metadata), engine.bos_text, engine.eos_text))
+        while (job := conn.recv()) is not None:
+            text, temp, seed, max_tokens, stop = job
+            request = GenerationRequest(
+                text, SamplingParams(temperature=temp, seed=seed), max_tokens=max_tokens, stop=stop
+            )
+            before = engine.stats()
+            gen = engine.submit(request)
+            answer = gen.text()
+            usage = gen.final.usage if gen.final else None
+            assert usage is not None and usage.generation_seconds > 0
+            after = engine.stats()
+            conn.send(
+                (
+                    answer,
+                    usage.generation_tokens_per_second,
+                    usage.completion_tokens,
+                    after.drafted_tokens - before.drafted_tokens,
+                    after.accepted_tokens - before.accepted_tokens,
+                )
+            )
 
 
 if __name__ == "__main__":
