@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# Measured in bench/lookup.py: quoting answers decode ~1.7x as fast, others
-# within noise, since a run whose drafts miss soon stops drafting.
+# Measured in bench/lookup.py: quoting answers decode 1.5-1.8x as fast,
+# others within noise, since a run whose drafts do not pay soon stops drafting.
 DEFAULT_DRAFT_MAX = 8
 
 
@@ -67,10 +67,12 @@ class Drafter:
     """A run's drafts: the index of its tokens, and how much to guess.
 
     A wrong draft costs its evaluation (a step of 1 + n tokens instead of 1),
-    so guessing starts short and is cut back where it misses: the length
-    halves after a draft that missed from its first token, and drafting pauses for a number of
-    steps that doubles with each such miss in a row; a draft taken whole
-    doubles the length again, and any hit ends the pause."""
+    so guessing starts short and is cut back where it does not pay: the
+    length halves after a draft that missed from its first token, or whose
+    step gave fewer tokens than plain steps would have in its time, and
+    drafting pauses for a number of steps that doubles with each such draft
+    in a row; a draft taken whole doubles the length again, and any other
+    hit ends the pause."""
 
     def __init__(self, tokens: Sequence[int], settings: LookupSettings) -> None:
         # Indexed at the first draft: a run that never runs alone (the
@@ -97,14 +99,18 @@ class Drafter:
             self._tokens = None
         return self._index.draft()[: self.length]
 
-    def record(self, drafted: int, accepted: int) -> None:
-        """How a draft of `drafted` tokens fared."""
+    def record(self, drafted: int, accepted: int, cost: float | None = None) -> None:
+        """How a draft of `drafted` tokens fared; `cost`: its step's time in
+        steps of one token, when known."""
         if not drafted:
             return
-        if accepted == drafted:
+        # The step gave the sampled token and the accepted ones: fewer than
+        # plain one-token steps give in the same time is a loss.
+        lost = cost is not None and accepted + 1 < cost
+        if accepted == drafted and not lost:
             self.length = min(self.settings.max_draft, self.length * 2)
             self._backoff = 1
-        elif accepted == 0:
+        elif accepted == 0 or lost:
             self.length = max(1, self.length // 2)
             self._pause = self._backoff
             self._backoff = min(self.settings.max_backoff, self._backoff * 2)
