@@ -418,3 +418,108 @@ def test_every_computation_runs_on_the_engine_thread(smollm2: Path, monkeypatch:
     assert text and len(vectors) == 1 and len(vectors[0]) == 2
     assert {what for what, _ in where} == {"load", "decode"}
     assert {thread for _, thread in where} == {"llamabin-engine"}, where
+
+
+def test_ctrl_c_during_a_load_frees_what_was_loaded(smollm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load runs on the engine's thread; a Ctrl-C on the thread that
+    waits for it is raised once the load has ended (llama.cpp cannot stop
+    midway), and the engine it made is closed, its thread gone."""
+    import signal
+
+    from chat.engine import llama
+
+    load = llama._load
+
+    def slow_load(source: ModelSource, params: object) -> object:
+        time.sleep(0.6)
+        return load(source, params)
+
+    monkeypatch.setattr(llama, "_load", slow_load)
+    before = set(threading.enumerate())
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        Engine(EngineConfig(ModelSource(smollm2), n_ctx=512))
+    assert time.monotonic() - started >= 0.6  # raised after the load, not in the middle of it
+    assert not [t for t in set(threading.enumerate()) - before if t.name == "llamabin-engine"]
+
+
+def test_a_worker_that_dies_leaves_no_caller_waiting(smollm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should a bug end the worker thread (here: a request fails to start,
+    and dropping the slots' caches after it fails too), the generations
+    waiting end, and later submits and embeddings are refused instead of
+    waiting for ever."""
+    from chat.engine import llama, scheduler
+
+    def broken(self: object, *args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(scheduler.Scheduler, "_start", broken)
+    monkeypatch.setattr(llama.Context, "forget", broken)
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the bug's traceback, expected here
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=512)) as eng:
+        gen = eng.submit(GenerationRequest("Once upon a time", GREEDY, max_tokens=8))
+        ended: list[object] = []
+
+        def wait_for_the_end() -> None:
+            gen.text()
+            ended.append(gen.final)
+            for call in (lambda: eng.embed(["a lighthouse"]), lambda: eng.submit(GenerationRequest("Hi", GREEDY))):
+                try:
+                    call()
+                except EngineClosedError as exc:
+                    ended.append(exc)
+
+        waiter = threading.Thread(target=wait_for_the_end, daemon=True)
+        waiter.start()
+        waiter.join(timeout=30)
+        assert not waiter.is_alive(), "a caller still waits for the dead worker"
+    assert len(ended) == 3
+    assert isinstance(ended[1], EngineClosedError) and isinstance(ended[2], EngineClosedError)
+
+
+def test_clients_embedding_one_input_after_another_leave_room_for_the_steps(
+    smollm2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each embedding input runs on the worker between two steps; two
+    clients queueing input after input must not keep the steps waiting,
+    each taking the other's place as soon as its own ran (what a busy
+    machine makes likely, forced here: every input ends only once the other
+    client's next call is queued)."""
+    from chat.engine import llama
+
+    events: list[str] = []
+    embed, decode = llama.EmbeddingContext.embed, llama.Context.decode_batch
+    engine: list[Engine] = []
+
+    def recorded_embed(self: llama.EmbeddingContext, tokens: list[int]) -> list[float]:
+        events.append("embed")
+        deadline = time.monotonic() + 0.2
+        while engine and engine[0].stats().queue_depth == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return embed(self, tokens)
+
+    def recorded_decode(self: llama.Context, entries: list[llama.BatchEntry]) -> None:
+        events.append("step")
+        decode(self, entries)
+
+    monkeypatch.setattr(llama.EmbeddingContext, "embed", recorded_embed)
+    monkeypatch.setattr(llama.Context, "decode_batch", recorded_decode)
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=1024, draft_max=0)) as eng:
+        eng.embed(["warm"])  # the embedding context, made before the race
+        engine.append(eng)
+        # Counting goes on without an end of its own: the steps outlast the clients.
+        gen = eng.submit(GenerationRequest("1, 2, 3, 4, 5, 6, 7, 8,", GREEDY, max_tokens=400))
+        next(iter(gen))  # generating
+        clients = [
+            threading.Thread(target=lambda: [eng.embed([f"input {i} of a long list"]) for i in range(15)])
+            for _ in range(2)
+        ]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+        gen.text()
+    between_steps = "".join("e" if e == "embed" else "s" for e in events).strip("e").split("s")
+    assert sum(len(run) for run in between_steps) >= 20, events  # the clients ran while it generated
+    assert max(len(run) for run in between_steps) <= 2, events

@@ -90,6 +90,7 @@ class Engine:
         self._special_texts: frozenset[str] | None = None
         self._special_texts_lock = threading.Lock()
         self._embedder: EmbeddingContext | None = None  # made and used on the worker thread only
+        self._embed_n_ctx: int | None = None  # its size, once made
         self._worker_done = threading.Event()
         # The model loads on the worker thread, which then serves: every
         # llama.cpp computation of this engine runs on that one thread (see
@@ -100,7 +101,18 @@ class Engine:
         loaded: queue.Queue[_Loaded | BaseException] = queue.Queue(maxsize=1)
         self._worker = threading.Thread(target=self._serve, args=(loaded,), name="llamabin-engine", daemon=True)
         self._worker.start()
-        outcome = loaded.get()
+        outcome: _Loaded | BaseException | None = None
+        try:
+            # llama.cpp cannot stop a load midway: a Ctrl-C is raised once it
+            # has ended, and what it loaded is freed first.
+            with ctrl_c.held():
+                outcome = loaded.get()
+        except KeyboardInterrupt:
+            if isinstance(outcome, _Loaded):
+                outcome.scheduler.stop()
+                self._worker_done.wait()
+                outcome.close()
+            raise
         if isinstance(outcome, BaseException):
             raise outcome
         self._model, self._ctx, self._loras, self._scheduler = (
@@ -203,10 +215,11 @@ class Engine:
         tokens."""
         token_lists = [self._embedding_tokens(x) for x in inputs]
         with self._open():
-            n_ctx = self._scheduler.call(self._embedding_context)
+            if self._embed_n_ctx is None:
+                self._embed_n_ctx = self._scheduler.call(self._embedding_context)
             for toks in token_lists:
-                if len(toks) > n_ctx:
-                    raise ContextLengthExceededError(len(toks), n_ctx)
+                if len(toks) > self._embed_n_ctx:
+                    raise ContextLengthExceededError(len(toks), self._embed_n_ctx)
             return [self._scheduler.call(functools.partial(self._embed_one, toks)) for toks in token_lists]
 
     def _embedding_context(self) -> int:
@@ -329,12 +342,17 @@ class _Loaded:
     scheduler: Scheduler
     workers: tuple[rpc.WorkerDevice, ...]
 
+    def close(self) -> None:
+        self.ctx.close()
+        self.model.close()
+
 
 def _load(config: EngineConfig, log: LlamaLog) -> _Loaded:
     """The model, its context and the scheduler that serves them (on the
     worker thread, which then runs the scheduler)."""
     workers = rpc.attach(config.rpc) if config.rpc else ()
     model = Model(config.model, config.n_gpu_layers, log, config.tensor_split)
+    ctx: Context | None = None
     try:
         n_ctx = resolve_n_ctx(config.n_ctx, model.n_ctx_train, config.ctx_force)
         check_context_fits(model.metadata, n_ctx)
@@ -349,13 +367,16 @@ def _load(config: EngineConfig, log: LlamaLog) -> _Loaded:
         )
         loras = [model.load_lora(adapter, log) for adapter in config.lora]
         set_loras(ctx.ptr, loras, [adapter.scale for adapter in config.lora])
+        lookup = LookupSettings(max_draft=config.draft_max) if config.draft_max > 0 else None
+        cache_mib = default_cache_ram_mib() if config.cache_ram_mib is None else config.cache_ram_mib
+        cache = PromptCache(cache_mib, window=model.n_swa) if cache_mib != 0 else None
+        scheduler = Scheduler(model, ctx, config.n_parallel, lookup, cache)
     except BaseException:
+        if ctx is not None:
+            ctx.close()
         model.close()
         raise
-    lookup = LookupSettings(max_draft=config.draft_max) if config.draft_max > 0 else None
-    cache_mib = default_cache_ram_mib() if config.cache_ram_mib is None else config.cache_ram_mib
-    cache = PromptCache(cache_mib, window=model.n_swa) if cache_mib != 0 else None
-    return _Loaded(model, ctx, loras, Scheduler(model, ctx, config.n_parallel, lookup, cache), workers)
+    return _Loaded(model, ctx, loras, scheduler, workers)
 
 
 def resolve_n_ctx(requested: int | None, n_ctx_train: int, force: bool) -> int:

@@ -444,6 +444,11 @@ class Context(_ContextHandle):
             raise GenerationError(f"llama.cpp has no logits for batch entry {index}")
         return array("f", ctypes.string_at(ptr, 4 * n_vocab))
 
+    def synchronize(self) -> None:
+        """Wait until the last decode's work is done: on a GPU backend
+        llama_decode returns before it is (reading the logits waits too)."""
+        C.llama_synchronize(self._ptr)
+
     def decode_batch(self, entries: Sequence[BatchEntry]) -> None:
         """Evaluate up to n_batch tokens, of any sequences, in one call."""
         batch = self._batch

@@ -154,8 +154,13 @@ class Scheduler:
     # -- from any thread --------------------------------------------------------
 
     def submit(self, gen: Generation, sampler: Sampler) -> None:
-        """Queue a generation; the scheduler closes `sampler` when it ends."""
-        self._inbox.put((gen, sampler))
+        """Queue a generation; the scheduler closes `sampler` when it ends.
+        EngineClosedError (`sampler` closed) once the worker has ended."""
+        with self._ending:
+            if self._ended:
+                sampler.close()
+                raise EngineClosedError()
+            self._inbox.put((gen, sampler))
 
     def stop(self) -> None:
         """Have `run` cancel what runs and return."""
@@ -208,42 +213,64 @@ class Scheduler:
     # -- the worker thread ------------------------------------------------------
 
     def run(self) -> None:
-        """Serve until `stop`."""
-        while self._admit():
-            if not self._runs:
-                continue
-            try:
-                self._step()
-            except Exception as exc:  # a bug must not leave clients waiting forever
-                for r in list(self._runs):
-                    self._fail(r, repr(exc))
+        """Serve until `stop`. However it ends (a bug may raise here), what
+        runs and what waits is ended, and later submits and calls are
+        refused, so no client waits for ever."""
+        try:
+            while self._admit():
+                if not self._runs:
+                    continue
+                try:
+                    self._step()
+                except Exception as exc:  # a bug must not leave clients waiting forever
+                    for r in list(self._runs):
+                        self._fail(r, repr(exc))
+        finally:
+            self._end()
+
+    def _end(self) -> None:
         for r in list(self._runs):
-            self._finish(r, FinishReason.CANCELLED)
+            try:
+                self._finish(r, FinishReason.CANCELLED)
+            except Exception as exc:  # the worker is going: each consumer must still hear of it
+                r.gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=repr(exc)))
         with self._ending:
             self._ended = True
             self._waiting.extend(self._drain_inbox())
         while self._waiting:  # never started: ended too, so no consumer waits for ever
             gen, sampler = self._waiting.popleft()
-            gen.cancel()
-            self._start(gen, sampler)
+            sampler.close()
+            self._totals.generations += 1
+            gen.emit(Chunk("", finish_reason=FinishReason.CANCELLED))
 
     # -- admission ----------------------------------------------------------
 
     def _admit(self) -> bool:
-        """Move requests into free slots; block only when nothing runs.
-        Returns False when the engine is closing."""
-        while True:
-            idle = not self._runs and not self._waiting
+        """Move requests into free slots, and run the calls waiting; block
+        only when nothing runs. Returns False when the engine is closing.
+        Only what is in the inbox now is taken: a client that queues its
+        next call while this one runs (embeddings, input after input) must
+        not keep the next step from coming."""
+        items: list[tuple[Generation, Sampler] | _Call[object] | None] = []
+        if not self._runs and not self._waiting:
+            items.append(self._inbox.get())
+        for _ in range(self._inbox.qsize()):
             try:
-                item = self._inbox.get(block=idle)
+                items.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
+        for k, item in enumerate(items):
             if item is None:
+                for rest in items[k + 1 :]:  # taken out of the inbox: ended as the inbox's are
+                    if isinstance(rest, _Call):
+                        rest.refuse()
+                    elif rest is not None:
+                        self._waiting.append(rest)
                 return False
             if isinstance(item, _Call):
                 item.run()
-                continue
-            self._waiting.append(item)
+            else:
+                self._waiting.append(item)
         while self._waiting and len(self._runs) < len(self.slots):
             gen, sampler = self._waiting.popleft()
             try:
@@ -255,15 +282,16 @@ class Scheduler:
     def _refuse(self, gen: Generation, sampler: Sampler, error: str) -> None:
         """End a generation that failed to start (before it joined the
         runs). The slot it was given may hold anything now: every idle
-        slot's cache is dropped."""
+        slot's cache is dropped. Its consumer hears first, whatever the
+        rest may raise."""
+        self._totals.generations += 1
+        gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=error))
         sampler.close()
         busy = {r.slot.seq for r in self._runs}
         for slot in self.slots:
             if slot.seq not in busy:
                 self.ctx.forget(slot.seq, 0)
                 slot.cached = []
-        self._totals.generations += 1
-        gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=error))
 
     def _drain_inbox(self) -> list[tuple[Generation, Sampler]]:
         left: list[tuple[Generation, Sampler]] = []
@@ -377,6 +405,7 @@ class Scheduler:
         started = time.perf_counter()
         try:
             self.ctx.decode_batch(entries)
+            self.ctx.synchronize()  # so the step's time is all of its work (a GPU's too)
         except GenerationError as exc:
             for r in list(self._runs):
                 self._fail(r, str(exc))
