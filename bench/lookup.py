@@ -77,6 +77,7 @@ def main() -> int:
                 target=_engine_process, args=(theirs, ns.gguf, ns.threads, drafts), daemon=True
             )
             proc.start()
+            theirs.close()  # the child's end: if the child dies, recv() then ends with EOFError, not a hang
             engines[drafts] = (proc, ours)
         described = {drafts: conn.recv() for drafts, (_, conn) in engines.items()}
         metadata, bos_text, eos_text = described[False]
@@ -104,9 +105,14 @@ def main() -> int:
                             f"lookup.py: the answers differ with drafts on ({prompt_name}, {sampling_name})"
                         )
             print(f"[lookup] run {run + 1}/{ns.runs} done", file=sys.stderr, flush=True)
+    except EOFError:
+        raise SystemExit("lookup.py: an engine process ended early (its error is above)") from None
     finally:
         for proc, conn in engines.values():
-            conn.send(None)
+            try:
+                conn.send(None)
+            except OSError:  # it has ended already
+                pass
             proc.join(timeout=60)
 
     lines = [
