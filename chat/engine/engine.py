@@ -90,7 +90,6 @@ class Engine:
         self._special_texts: frozenset[str] | None = None
         self._special_texts_lock = threading.Lock()
         self._embedder: EmbeddingContext | None = None  # made and used on the worker thread only
-        self._embed_n_ctx: int | None = None  # its size, once made
         self._worker_done = threading.Event()
         # The model loads on the worker thread, which then serves: every
         # llama.cpp computation of this engine runs on that one thread (see
@@ -214,24 +213,18 @@ class Engine:
         computing anything if an input is empty or longer than EMBED_CTX
         tokens."""
         token_lists = [self._embedding_tokens(x) for x in inputs]
+        for toks in token_lists:
+            if len(toks) > self.embed_limit:
+                raise ContextLengthExceededError(len(toks), self.embed_limit)
         with self._open():
-            if self._embed_n_ctx is None:
-                self._embed_n_ctx = self._scheduler.call(self._embedding_context)
-            for toks in token_lists:
-                if len(toks) > self._embed_n_ctx:
-                    raise ContextLengthExceededError(len(toks), self._embed_n_ctx)
             return [self._scheduler.call(functools.partial(self._embed_one, toks)) for toks in token_lists]
 
-    def _embedding_context(self) -> int:
-        """On the worker thread: the embedding context, made on first use; its size."""
+    def _embed_one(self, tokens: list[int]) -> list[float]:
+        """On the worker thread: one input's vector, in the embedding
+        context made on first use."""
         if self._embedder is None:
             self._embedder = EmbeddingContext(self._model, self.embed_limit, self._config.n_threads, self._log)
             set_loras(self._embedder.ptr, self._loras, [adapter.scale for adapter in self._config.lora])
-        return self._embedder.n_ctx
-
-    def _embed_one(self, tokens: list[int]) -> list[float]:
-        """On the worker thread, once the embedding context is made."""
-        assert self._embedder is not None
         return _unit(self._embedder.embed(tokens))
 
     @property

@@ -145,7 +145,6 @@ class Scheduler:
         self._runs: list[_Run] = []
         self._admitted = 0
         self._one_token_s: float | None = None  # a one-token step's time, averaged
-        self._step_cost: float | None = None  # the last step's, in one-token steps
         # Set once `run` has taken the inbox's last items: a call queued
         # later would wait for ever, so it is refused instead.
         self._ended = False
@@ -236,7 +235,7 @@ class Scheduler:
                 r.gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=repr(exc)))
         with self._ending:
             self._ended = True
-            self._waiting.extend(self._drain_inbox())
+            self._set_aside(self._drain_inbox())
         while self._waiting:  # never started: ended too, so no consumer waits for ever
             gen, sampler = self._waiting.popleft()
             sampler.close()
@@ -261,11 +260,7 @@ class Scheduler:
                 break
         for k, item in enumerate(items):
             if item is None:
-                for rest in items[k + 1 :]:  # taken out of the inbox: ended as the inbox's are
-                    if isinstance(rest, _Call):
-                        rest.refuse()
-                    elif rest is not None:
-                        self._waiting.append(rest)
+                self._set_aside(items[k + 1 :])  # out of the inbox already: ended with what is left in it
                 return False
             if isinstance(item, _Call):
                 item.run()
@@ -293,17 +288,22 @@ class Scheduler:
                 self.ctx.forget(slot.seq, 0)
                 slot.cached = []
 
-    def _drain_inbox(self) -> list[tuple[Generation, Sampler]]:
-        left: list[tuple[Generation, Sampler]] = []
+    def _drain_inbox(self) -> list[tuple[Generation, Sampler] | _Call[object] | None]:
+        left: list[tuple[Generation, Sampler] | _Call[object] | None] = []
         while True:
             try:
-                item = self._inbox.get_nowait()
+                left.append(self._inbox.get_nowait())
             except queue.Empty:
                 return left
+
+    def _set_aside(self, items: list[tuple[Generation, Sampler] | _Call[object] | None]) -> None:
+        """Items the loop will not serve, as it ends: calls are refused,
+        requests wait to be ended with the others."""
+        for item in items:
             if isinstance(item, _Call):
                 item.refuse()
             elif item is not None:
-                left.append(item)
+                self._waiting.append(item)
 
     def _start(self, gen: Generation, sampler: Sampler) -> None:
         if gen.cancelled:
@@ -410,7 +410,7 @@ class Scheduler:
             for r in list(self._runs):
                 self._fail(r, str(exc))
             return
-        self._step_cost = self._cost_of(len(entries), time.perf_counter() - started)
+        cost = self._cost_of(len(entries), time.perf_counter() - started)
         for r, index, token in scored:
             r.prompt_logprobs.append(self._logprob(r, index, token))
         for r, index in sampled:
@@ -418,15 +418,16 @@ class Scheduler:
                 first = r.gen.prompt_tokens[0]
                 unpredicted = TokenLogprob(TokenChoice(first, self.model.token_bytes(first), None))
                 r.gen.emit(Chunk("", prompt_logprobs=(unpredicted, *r.prompt_logprobs)))
-            self._sample(r, index)
+            self._sample(r, index, cost)
 
-    def _sample(self, r: _Run, index: int) -> None:
+    def _sample(self, r: _Run, index: int, cost: float | None) -> None:
         """The run's next token from the logits at `index`; if a draft was
         evaluated after it, each drafted token the sampler picks too is
         taken as it stands (its KV is already in the cache), up to the first
         it does not pick, whose evaluated KV is dropped with the rest. Every
         token is sampled from its own logits, as without a draft: the same
-        output, in fewer steps when the guess is right."""
+        output, in fewer steps when the guess is right. `cost`: the step's
+        time in one-token steps, for the drafter."""
         drafted, r.drafted = r.drafted, []
         first_draft = len(r.slot.cached) - len(drafted)  # the first drafted token's place
         self._totals.drafted_tokens += len(drafted)
@@ -448,7 +449,7 @@ class Scheduler:
                     self.ctx.forget(r.slot.seq, first_draft + k)
                     del r.slot.cached[first_draft + k :]
                 if r.drafter is not None:
-                    r.drafter.record(len(drafted), k, self._step_cost)
+                    r.drafter.record(len(drafted), k, cost)
                 return
             r.next_token = None  # evaluated already, as a draft
             self._totals.accepted_tokens += 1
