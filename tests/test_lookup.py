@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from chat.engine.lookup import Drafter, LookupSettings, NgramIndex
+import pytest
+
+from chat.engine.lookup import Drafter, LookupSettings, NgramIndex, StepCosts
 
 SETTINGS = LookupSettings(max_draft=4, min_ngram=2, max_ngram=3)
 
@@ -35,32 +37,65 @@ def test_a_run_never_drafts_from_itself() -> None:
     assert index.draft() == [7]  # "7 7" ended one token earlier
 
 
-def repeating_drafter() -> Drafter:
-    """A drafter over a sequence that always has a draft ready."""
-    return Drafter([1, 2, 3, 4, 5, 6, 7, 8, 9] * 4, LookupSettings(max_draft=8, first_draft=2))
+def costs(per_size: dict[int, float]) -> StepCosts:
+    """Step costs as if these step sizes had been timed (one-token steps: 1)."""
+    c = StepCosts()
+    for n, relative in {1: 1.0, **per_size}.items():
+        c.add(n, relative / 1000)
+    return c
 
 
-def test_a_draft_taken_whole_grows_when_its_step_paid() -> None:
-    drafter = repeating_drafter()
-    assert len(drafter.draft()) == 2
-    drafter.record(2, 2, cost=1.2)  # 3 tokens for the time of 1.2 plain steps
-    assert len(drafter.draft()) == 4
+# A CPU on which a few more tokens cost little more than one, and a Sapphire
+# Rapids Xeon's AMX kernels (llama-bench pp1..pp9, 2026-12-06), on which a
+# second token costs as much as the first.
+CHEAP = {n: 1 + 0.1 * (n - 1) for n in range(2, 10)}
+AMX = {2: 2.0, 3: 2.2, 4: 2.4, 5: 2.4, 6: 2.5, 7: 2.6, 8: 2.8, 9: 2.9}
+
+REPEATING = [1, 2, 3, 4, 5, 6, 7, 8, 9] * 4  # a sequence that always has a guess ready
 
 
-def test_a_draft_whose_step_cost_more_than_it_gave_pauses_the_drafts() -> None:
-    """On a Sapphire Rapids Xeon a step of 3 tokens took 2.2 one-token steps:
-    a 2-token draft with one token right gave 2 tokens for 2.2 steps' time."""
-    drafter = repeating_drafter()
-    drafter.draft()
-    drafter.record(2, 1, cost=2.2)
-    assert drafter.draft() == []  # paused for a step
-    assert len(drafter.draft()) == 1  # then shorter
-    drafter.record(1, 1, cost=2.5)  # taken whole, and still a loss
-    assert drafter.draft() == [] and drafter.draft() == []  # the pause doubled
+def test_no_draft_before_a_one_token_step_was_timed() -> None:
+    assert Drafter(REPEATING, LookupSettings(max_draft=8), StepCosts()).draft() == []
 
 
-def test_without_a_timing_a_hit_is_judged_by_its_tokens_alone() -> None:
-    drafter = repeating_drafter()
-    drafter.draft()
-    drafter.record(2, 1)
-    assert len(drafter.draft()) == 2  # no pause, the same length
+def test_drafts_are_cut_where_they_do_not_pay_and_grow_where_they_do() -> None:
+    drafter = Drafter(REPEATING, LookupSettings(max_draft=8), costs(CHEAP))
+    first = drafter.draft()
+    assert 1 <= len(first) <= 3 and first == [1, 2, 3][: len(first)]  # nothing known yet: a short one
+    drafter.record(len(first), len(first))
+    assert len(drafter.draft()) > len(first)  # right: longer
+    for _ in range(20):
+        drafter.record(8, 0)
+    assert drafter.draft() == []  # wrong, time after time: not worth a step
+
+
+def test_on_amx_kernels_a_guess_half_right_is_not_drafted_and_a_quoting_run_is() -> None:
+    """A 2-token draft with one token right gave 2 tokens for 2.2 steps' time
+    there; a quoting run's drafts of 8 give several times their cost."""
+    drafter = Drafter(REPEATING, LookupSettings(max_draft=8), costs(AMX))
+    assert drafter.draft() == []
+    quoting = Drafter(REPEATING, LookupSettings(max_draft=8), costs(AMX))
+    quoting.record(8, 8)
+    assert len(quoting.draft()) == 8
+
+
+def test_a_guess_not_drafted_is_checked_against_the_tokens_that_follow() -> None:
+    """A run that stopped drafting learns, for free, that its guesses became
+    right, and drafts again."""
+    drafter = Drafter(REPEATING, LookupSettings(max_draft=8), costs(AMX))
+    for _ in range(3):
+        drafter.record(8, 0)
+    assert drafter.draft() == []  # the guess [1..8] is kept
+    assert drafter.draft() == []  # and while it is checked, no other
+    for token in [1, 2, 3, 4, 5, 6, 7, 8]:  # it was right, every token
+        drafter.append(token)
+    again = drafter.draft()
+    assert len(again) >= 4 and again == [9, 1, 2, 3, 4, 5, 6, 7][: len(again)]
+
+
+def test_a_size_not_yet_timed_is_tried_once_then_its_timing_decides() -> None:
+    c = costs({})
+    assert c.relative(3) == pytest.approx(1.2)  # a guess, from the one-token step
+    c.add(3, 2.2 / 1000)
+    assert c.relative(3) == pytest.approx(2.2)
+    assert c.relative(9) == pytest.approx(2.8)  # from the largest timed size below

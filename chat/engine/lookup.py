@@ -16,17 +16,55 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 # Measured in bench/lookup.py: quoting answers decode 1.5-1.8x as fast,
-# others within noise, since a run whose drafts do not pay soon stops drafting.
+# others within noise, since a run drafts only where its guesses pay.
 DEFAULT_DRAFT_MAX = 8
+
+# An unmeasured step size is guessed to cost this much more per extra token
+# than the largest measured size below it: low enough that a size gets tried
+# once (and so measured), after which its own timings decide.
+UNMEASURED_SLOPE = 0.1
+# A draft is evaluated only when its expected tokens per unit of step time
+# beat plain one-token steps by this much: a margin for the error in both
+# estimates, so that answers that do not quote lose no more than noise.
+MIN_GAIN = 1.15
+# How much a guess's outcome outweighs the one before it, in the run's
+# estimate of how often a guessed token is right: quoting comes in stretches.
+DECAY = 0.7
 
 
 @dataclass(frozen=True)
 class LookupSettings:
     max_draft: int = DEFAULT_DRAFT_MAX  # tokens guessed at most per step
-    first_draft: int = 2  # at most, until drafts of this run have been right
     min_ngram: int = 3  # the shortest run of last tokens that must match
     max_ngram: int = 5
-    max_backoff: int = 32  # steps without drafts at most, after drafts that all missed
+
+
+class StepCosts:
+    """What a step of n tokens (each with its logits, one sequence) costs on
+    this machine, relative to a step of one token, as timed.
+
+    It depends on the CPU's kernels, and not in proportion: on a Sapphire
+    Rapids Xeon (AMX) a step of 2 tokens took 2.0 one-token steps, of 3 2.2,
+    of 9 2.9 (one token goes through a matrix-vector kernel, more through the
+    AMX tiles), where on other CPUs a few tokens cost little more than one.
+    The scheduler owns one, times its steps into it, and its drafters read it."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[int, float] = {}  # step size -> its time, averaged
+
+    def add(self, n_tokens: int, seconds: float) -> None:
+        last = self._seconds.get(n_tokens)
+        self._seconds[n_tokens] = seconds if last is None else 0.8 * last + 0.2 * seconds
+
+    def relative(self, n_tokens: int) -> float | None:
+        """A step of `n_tokens` in one-token steps; None until one was timed."""
+        one = self._seconds.get(1)
+        if one is None:
+            return None
+        if n_tokens in self._seconds:
+            return self._seconds[n_tokens] / one
+        below = max(n for n in self._seconds if n < n_tokens)
+        return self._seconds[below] / one + UNMEASURED_SLOPE * (n_tokens - below)
 
 
 class NgramIndex:
@@ -66,53 +104,72 @@ class NgramIndex:
 class Drafter:
     """A run's drafts: the index of its tokens, and how much to guess.
 
-    A wrong draft costs its evaluation (a step of 1 + n tokens instead of 1),
-    so guessing starts short and is cut back where it does not pay: the
-    length halves after a draft that missed from its first token, or whose
-    step gave fewer tokens than plain steps would have in its time, and
-    drafting pauses for a number of steps that doubles with each such draft
-    in a row; a draft taken whole doubles the length again, and any other
-    hit ends the pause."""
+    A draft of L tokens is worth its step when the tokens it is expected to
+    give (the sampled one, and each guessed one while all before it were
+    right: 1 + p + ... + p^L, p being how often a guessed token is right)
+    beat the step's cost in one-token steps (StepCosts) by MIN_GAIN. The
+    length that gives most per unit of time is drafted, or nothing.
 
-    def __init__(self, tokens: Sequence[int], settings: LookupSettings) -> None:
+    p is learnt from every guess, drafted or not: a guess not worth drafting
+    is kept, and checked against the tokens that follow, for free. So a run
+    that stopped drafting starts again where its guesses become right."""
+
+    def __init__(self, tokens: Sequence[int], settings: LookupSettings, costs: StepCosts) -> None:
         # Indexed at the first draft: a run that never runs alone (the
         # server's, busy) costs the engine's thread a list, not an index.
         self._tokens: list[int] | None = list(tokens)
         self._index: NgramIndex | None = None
         self.settings = settings
-        self.length = settings.first_draft
-        self._pause = 0  # steps left without drafts
-        self._backoff = 1
+        self._costs = costs
+        self._right = 0.0  # guessed tokens that were right, decayed
+        self._tried = 0.0  # guessed tokens checked (up to the first wrong one), decayed
+        self._shadow: list[int] = []  # a guess not drafted, checked as tokens come
+        self._shadow_right = 0
 
     def append(self, token: int) -> None:
         if self._index is not None:
             self._index.append(token)
         elif self._tokens is not None:
             self._tokens.append(token)
+        if self._shadow:
+            if token == self._shadow[self._shadow_right]:
+                self._shadow_right += 1
+                if self._shadow_right < len(self._shadow):
+                    return
+            self.record(len(self._shadow), self._shadow_right)
+            self._shadow = []
 
     def draft(self) -> list[int]:
-        if self._pause:
-            self._pause -= 1
+        if self._shadow:  # the last guess is still being checked
             return []
         if self._index is None:
             self._index = NgramIndex(self._tokens or [], self.settings)
             self._tokens = None
-        return self._index.draft()[: self.length]
+        guess = self._index.draft()
+        length = self._worth(len(guess))
+        if not length:
+            self._shadow, self._shadow_right = guess, 0
+        return guess[:length]
 
-    def record(self, drafted: int, accepted: int, cost: float | None = None) -> None:
-        """How a draft of `drafted` tokens fared; `cost`: its step's time in
-        steps of one token, when known."""
-        if not drafted:
+    def record(self, guessed: int, right: int) -> None:
+        """How a guess of `guessed` tokens fared: the first `right` were."""
+        if not guessed:
             return
-        # The step gave the sampled token and the accepted ones: fewer than
-        # plain one-token steps give in the same time is a loss.
-        lost = cost is not None and accepted + 1 < cost
-        if accepted == drafted and not lost:
-            self.length = min(self.settings.max_draft, self.length * 2)
-            self._backoff = 1
-        elif accepted == 0 or lost:
-            self.length = max(1, self.length // 2)
-            self._pause = self._backoff
-            self._backoff = min(self.settings.max_backoff, self._backoff * 2)
-        else:
-            self._backoff = 1
+        self._right = DECAY * self._right + right
+        self._tried = DECAY * self._tried + right + (right < guessed)
+
+    def _worth(self, longest: int) -> int:
+        """The draft length (at most `longest`) that gives most tokens per
+        unit of step time, if that beats plain steps by MIN_GAIN; else 0."""
+        p = (self._right + 1) / (self._tried + 2)  # half right, until told
+        best, best_gain = 0, MIN_GAIN
+        expected, term = 1.0, 1.0
+        for length in range(1, longest + 1):
+            term *= p
+            expected += term
+            cost = self._costs.relative(length + 1)
+            if cost is None:
+                return 0
+            if expected / cost > best_gain:
+                best, best_gain = length, expected / cost
+        return best

@@ -25,7 +25,7 @@ from chat.engine.generation import Generation
 from chat.engine.grammar_guard import GrammarError
 from chat.engine.llama import BatchEntry, Context, Model, Sampler
 from chat.engine.logprobs import token_logprob
-from chat.engine.lookup import Drafter, LookupSettings
+from chat.engine.lookup import Drafter, LookupSettings, StepCosts
 from chat.engine.prompt_cache import PromptCache, common_prefix
 from chat.engine.stream import TextStream
 from chat.engine.types import Chunk, EngineStats, FinishReason, TokenChoice, TokenLogprob, Usage
@@ -144,7 +144,7 @@ class Scheduler:
         self._waiting: collections.deque[tuple[Generation, Sampler]] = collections.deque()
         self._runs: list[_Run] = []
         self._admitted = 0
-        self._one_token_s: float | None = None  # a one-token step's time, averaged
+        self._costs = StepCosts()  # one sequence's steps, timed: what drafts cost here
         # Set once `run` has taken the inbox's last items: a call queued
         # later would wait for ever, so it is refused instead.
         self._ended = False
@@ -329,7 +329,7 @@ class Scheduler:
                 prompt[keep:],
                 keep,
                 time.perf_counter(),
-                drafter=Drafter(prompt, self.lookup) if self.lookup else None,
+                drafter=Drafter(prompt, self.lookup, self._costs) if self.lookup else None,
             )
         )
         self._totals.busy = True
@@ -410,7 +410,9 @@ class Scheduler:
             for r in list(self._runs):
                 self._fail(r, str(exc))
             return
-        cost = self._cost_of(len(entries), time.perf_counter() - started)
+        if len(sampled) == 1 and not scored and all(e.logits for e in entries):
+            # One run's token and its draft, if any: what drafts are weighed by.
+            self._costs.add(len(entries), time.perf_counter() - started)
         for r, index, token in scored:
             r.prompt_logprobs.append(self._logprob(r, index, token))
         for r, index in sampled:
@@ -418,16 +420,15 @@ class Scheduler:
                 first = r.gen.prompt_tokens[0]
                 unpredicted = TokenLogprob(TokenChoice(first, self.model.token_bytes(first), None))
                 r.gen.emit(Chunk("", prompt_logprobs=(unpredicted, *r.prompt_logprobs)))
-            self._sample(r, index, cost)
+            self._sample(r, index)
 
-    def _sample(self, r: _Run, index: int, cost: float | None) -> None:
+    def _sample(self, r: _Run, index: int) -> None:
         """The run's next token from the logits at `index`; if a draft was
         evaluated after it, each drafted token the sampler picks too is
         taken as it stands (its KV is already in the cache), up to the first
         it does not pick, whose evaluated KV is dropped with the rest. Every
         token is sampled from its own logits, as without a draft: the same
-        output, in fewer steps when the guess is right. `cost`: the step's
-        time in one-token steps, for the drafter."""
+        output, in fewer steps when the guess is right."""
         drafted, r.drafted = r.drafted, []
         first_draft = len(r.slot.cached) - len(drafted)  # the first drafted token's place
         self._totals.drafted_tokens += len(drafted)
@@ -449,23 +450,10 @@ class Scheduler:
                     self.ctx.forget(r.slot.seq, first_draft + k)
                     del r.slot.cached[first_draft + k :]
                 if r.drafter is not None:
-                    r.drafter.record(len(drafted), k, cost)
+                    r.drafter.record(len(drafted), k)
                 return
             r.next_token = None  # evaluated already, as a draft
             self._totals.accepted_tokens += 1
-
-    def _cost_of(self, n_entries: int, seconds: float) -> float | None:
-        """A step's time in steps of one token (None until one was timed).
-        What an extra token costs depends on the CPU's kernels: on a
-        Sapphire Rapids Xeon (AMX) a step of 2 tokens took 2.0x one of 1,
-        and a step of 3 took 2.2x, where the drafts were tuned on a CPU that
-        evaluates a few tokens for little more than one. The drafter weighs
-        each draft by what its step really cost."""
-        if n_entries == 1:
-            last = self._one_token_s
-            self._one_token_s = seconds if last is None else 0.8 * last + 0.2 * seconds
-            return 1.0
-        return seconds / self._one_token_s if self._one_token_s else None
 
     def _draft(self, r: _Run, token: int) -> list[int]:
         """Up to a few tokens guessed to follow `token`, when the run is the
