@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 import anyio.to_thread
-from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,6 +14,7 @@ from chat.server.embeddings import check_count, embed
 from chat.server.errors import ApiError, errors_in_stream
 from chat.server.generations import GenerationStream
 from chat.server.routing import Router
+from chat.server.sse import DONE, TextEvents, sse
 from chat.server.state import ServerState
 from chat.server.types import (
     ChatCompletion,
@@ -33,11 +33,6 @@ from chat.toolcalls import CallSplitter, ToolCall
 
 router = Router(prefix="/v1", tag="OpenAI")
 SSE = "text/event-stream"
-DONE = "data: [DONE]\n\n"
-
-
-def sse(event: BaseModel) -> str:
-    return f"data: {event.model_dump_json()}\n\n"
 
 
 @router.post("/chat/completions", body=ChatCompletionRequest, response=ChatCompletion, streams=SSE)
@@ -66,15 +61,17 @@ async def _chat_events(
     model = st.model_id
     splitter = CallSplitter(use.tools) if use.active else None
     yield sse(adapters.chat_chunk(ids, model, Delta(role="assistant", content="")))
+    content = TextEvents(adapters.chat_chunk(ids, model, Delta(content="")), "content")
     async for chunk in st.generations.chunks(gen):
         calls: list[ToolCall] = []
         text = splitter.feed(chunk.text) if splitter else chunk.text
         if chunk.finish_reason is not None and splitter:
             rest, calls = splitter.finish()
             text += rest
-        if text or (logprobs and chunk.logprobs):
-            lp = list(chunk.logprobs) if logprobs else None
-            yield sse(adapters.chat_chunk(ids, model, Delta(content=text), logprobs=lp))
+        if logprobs and chunk.logprobs:
+            yield sse(adapters.chat_chunk(ids, model, Delta(content=text), logprobs=list(chunk.logprobs)))
+        elif text:
+            yield content.render(text)
         for delta in adapters.call_deltas(calls):
             yield sse(adapters.chat_chunk(ids, model, delta))
         if chunk.finish_reason is not None:
@@ -119,15 +116,18 @@ async def _completion_events(
     offset = 0
     if echo and not scored:
         yield sse(adapters.completion(ids, model, echo, None, None))
+    plain = TextEvents(adapters.completion(ids, model, "", None, None), "text")
     async for chunk in st.generations.chunks(gen):
         if scored and chunk.prompt_logprobs:  # the echo, with its tokens' logprobs
             echoed = adapters.completion_logprobs(list(chunk.prompt_logprobs))
             offset = len(echo)
             yield sse(adapters.completion(ids, model, echo, None, None, echoed))
-        if chunk.text or (scored and chunk.logprobs):
-            lp = adapters.completion_logprobs(list(chunk.logprobs), offset) if scored else None
+        if scored and (chunk.text or chunk.logprobs):
+            lp = adapters.completion_logprobs(list(chunk.logprobs), offset)
             offset += len(chunk.text)
             yield sse(adapters.completion(ids, model, chunk.text, None, None, lp))
+        elif chunk.text:
+            yield plain.render(chunk.text)
         if chunk.finish_reason is not None:
             yield sse(adapters.completion(ids, model, "", adapters.finish_reason(chunk), None))
             if with_usage:
