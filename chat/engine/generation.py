@@ -9,8 +9,8 @@ and read one without a model.
 
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 
 from chat.engine.types import Chunk, GenerationRequest
@@ -22,7 +22,11 @@ class Generation:
     def __init__(self, request: GenerationRequest, prompt_tokens: list[int]) -> None:
         self.request = request
         self.prompt_tokens = prompt_tokens
-        self._chunks: queue.Queue[Chunk] = queue.Queue()
+        # A deque, not a queue.Queue: appends and pops are atomic as they
+        # stand, and each token then costs both threads no lock; a blocking
+        # reader waits on `_more` instead.
+        self._chunks: deque[Chunk] = deque()
+        self._more = threading.Event()
         self._cancelled = threading.Event()
         self._notify: Callable[[], None] | None = None
         self._notify_final_only = False
@@ -36,9 +40,11 @@ class Generation:
         return self._cancelled.is_set()
 
     def emit(self, chunk: Chunk) -> None:
-        self._chunks.put(chunk)
+        self._chunks.append(chunk)
         notify = self._notify
-        if notify is not None and (chunk.finish_reason is not None or not self._notify_final_only):
+        if notify is None:
+            self._more.set()
+        elif chunk.finish_reason is not None or not self._notify_final_only:
             notify()
 
     def on_emit(self, notify: Callable[[], None], final_only: bool = False) -> None:
@@ -53,8 +59,8 @@ class Generation:
     def poll(self) -> Chunk | None:
         """The next chunk if one is ready, else None at once."""
         try:
-            chunk = self._chunks.get_nowait()
-        except queue.Empty:
+            chunk = self._chunks.popleft()
+        except IndexError:
             return None
         if chunk.finish_reason is not None:
             self.final = chunk
@@ -62,9 +68,13 @@ class Generation:
 
     def __iter__(self) -> Iterator[Chunk]:
         while self.final is None:
-            chunk = self._chunks.get()
-            if chunk.finish_reason is not None:
-                self.final = chunk
+            chunk = self.poll()
+            if chunk is None:
+                self._more.clear()
+                chunk = self.poll()  # emitted before the clear: its set is spent
+                if chunk is None:
+                    self._more.wait()
+                    continue
             yield chunk
 
     def text(self) -> str:
