@@ -419,13 +419,13 @@ def dispatch(settings: Settings) -> int:
             return status
     server = settings.server_settings()
     if settings.mode is Mode.SERVER:
-        with listen(server) as listeners, EngineLoad(settings) as load:
+        with listen(server) as listeners, EngineLoad(settings, imports_beside=True) as load:
             from chat.server.run import serve
 
             phases.mark(phases.FRONT_END_IMPORTED)
             return serve(load.session, server, listeners.sockets, announce=not settings.log_disable)
     beside = listen_beside_chat(server) if settings.mode is Mode.DEFAULT else None
-    with EngineLoad(settings) as load:
+    with EngineLoad(settings, imports_beside=True) as load:
         from chat.repl import run_repl
 
         phases.mark(phases.FRONT_END_IMPORTED)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 
 from chat import ctrl_c, phases
-from chat.engine import Engine, backends
+from chat.engine import Engine, backends, openmp
 from chat.engine.llama import LlamaLog
 from chat.session import Session
 from chat.settings import Settings
@@ -14,7 +15,9 @@ from chat.settings import Settings
 LOAD_SWITCH_INTERVAL = 0.0005  # seconds; Python's default is 0.005
 
 
-def open_engine(settings: Settings) -> Engine:
+def open_engine(settings: Settings, load_threads: int | None = None) -> Engine:
+    """The engine the settings ask for; `load_threads`: OpenMP's default
+    thread count while the model loads (EngineConfig.load_threads)."""
     phases.mark(phases.LOAD_BEGINS)
     if not settings.log_disable and settings.verbose:
         print(f"loading {settings.model.path}", file=sys.stderr)
@@ -23,7 +26,7 @@ def open_engine(settings: Settings) -> Engine:
     if not settings.log_disable:
         for note in kernels.notes:
             print(f"llamabin: {note}", file=sys.stderr)
-    engine = Engine(settings.engine_config())
+    engine = Engine(dataclasses.replace(settings.engine_config(), load_threads=load_threads))
     phases.mark(phases.ENGINE_READY)
     return engine
 
@@ -35,10 +38,13 @@ class EngineLoad:
     the terminal chat's about 0.15 s), and llama.cpp loads the model without
     holding the GIL, so the two overlap on any machine with a second core.
     Leaving the `with` block closes the engine, whoever used it.
+    `imports_beside`: a front end imports while the model loads, so the
+    load's own parallel loops leave it a core (chat.engine.openmp).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, imports_beside: bool = False) -> None:
         self._settings = settings
+        self._load_threads = max(1, openmp.cores() - 1) if imports_beside else None
         self._engine: Engine | None = None
         self._error: BaseException | None = None
         self._loaded = threading.Event()  # set when the load ends, whichever way
@@ -53,7 +59,7 @@ class EngineLoad:
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(switch_interval, LOAD_SWITCH_INTERVAL))
         try:
-            self._engine = open_engine(self._settings)
+            self._engine = open_engine(self._settings, self._load_threads)
         except BaseException as exc:  # handed to the thread that waits
             self._error = exc
         finally:

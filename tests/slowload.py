@@ -28,13 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 _real_open_engine = chat.loading.open_engine
 
 
-def _gated_open_engine(settings: Settings) -> Engine:
+def _gated_open_engine(settings: Settings, load_threads: int | None = None) -> Engine:
     gate = Path(sys.argv[1])
     while not gate.exists():
         time.sleep(0.02)
     if gate.read_text().strip() == "fail":
         raise ModelFileError(f"cannot load model {settings.model.path}: injected failure")
-    return _real_open_engine(settings)
+    return _real_open_engine(settings, load_threads)
 
 
 def _free_port() -> int:

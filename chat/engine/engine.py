@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from chat import ctrl_c
-from chat.engine import rpc
+from chat.engine import backends, openmp, rpc
 from chat.engine.generation import Generation
 from chat.engine.llama import (
     Context,
@@ -79,6 +79,9 @@ class EngineConfig:
     # Memory for prompts saved when their slot moves on (chat.engine.prompt_cache),
     # in MiB: None for the default, 0 for none, NO_LIMIT for no bound.
     cache_ram_mib: int | None = None
+    # OpenMP's default thread count while the model loads (chat.engine.openmp):
+    # one core fewer when a front end imports beside the load; None: one per core.
+    load_threads: int | None = None
 
 
 class Engine:
@@ -344,7 +347,9 @@ def _load(config: EngineConfig, log: LlamaLog) -> _Loaded:
     """The model, its context and the scheduler that serves them (on the
     worker thread, which then runs the scheduler)."""
     workers = rpc.attach(config.rpc) if config.rpc else ()
-    model = Model(config.model, config.n_gpu_layers, log, config.tensor_split)
+    backends.load()  # the kernels, and with them the OpenMP runtime the load's loops run on
+    with openmp.threads_while(config.load_threads):
+        model = Model(config.model, config.n_gpu_layers, log, config.tensor_split)
     ctx: Context | None = None
     try:
         n_ctx = resolve_n_ctx(config.n_ctx, model.n_ctx_train, config.ctx_force)
