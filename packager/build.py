@@ -35,7 +35,7 @@ class BuildOptions:
     system_prompt: str | None = None
     ctx_size: int | None = None
     template: str | None = None
-    license_file: Path | None = None
+    license_text: str | None = None  # read by the command line (packager.license_text)
     runtime_args: tuple[str, ...] = ()
     sidecar: bool | None = None  # None: only where the platform needs it
     verbose: bool = False
@@ -261,7 +261,7 @@ def _manifest(
         },
         "defaults": {"args": args},
         "template": _template_label(info, opts.template),
-        "license": {"name": info.license, "text": _license_text(opts.license_file)},
+        "license": {"name": info.license, "text": opts.license_text},
         "versions": runtime_versions(opts),
     }
     if template is not None:
@@ -273,15 +273,6 @@ def _manifest(
     except ManifestError as exc:
         raise BuildError(f"cannot write this file's manifest: {exc}") from None
     return manifest
-
-
-def _license_text(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BuildError(f"cannot read license file {path}: {exc}") from None
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # one hash for a build of several targets

@@ -15,6 +15,7 @@ import click
 from packager.build import BuildOptions, build, iter_manifest_lines, output_path, refused_message, select_runtime
 from packager.errors import BuildError
 from packager.inputs import check_model_input, check_regular_file
+from packager.license_text import read_license
 from packager.lora import beside, is_quantized, merged
 from packager.numbers import finite
 from packager.quantize import check_options as check_quant_options
@@ -164,9 +165,10 @@ def build_cmd(
         out_dir = Path(output).parent
     with folders_removed_on_failure(out_dir):
         convert_step = check_model_input(model)  # a folder's converter, or what to do with it
-        for given in (license_file, imatrix, lora_adapter):
+        for given in (imatrix, lora_adapter):
             if given is not None:
                 check_regular_file(given)
+        license_text = read_license(license_file) if license_file is not None else None  # a pipe is read once
         refused = split_baked_args(list(runtime_args)).refused
         if refused:  # a usage error (exit 2), found before minutes of hashing
             raise click.UsageError(refused_message(refused))
@@ -189,7 +191,7 @@ def build_cmd(
             system_prompt,
             ctx_size,
             template,
-            license_file,
+            license_text,
             runtime_args,
             sidecar,
             verbose,
