@@ -362,6 +362,17 @@ def test_a_full_context_drops_old_turns_with_a_notice(smollm2: Path) -> None:
     assert conv.messages[-2].content == questions[-1]
 
 
+def test_a_conversation_past_the_context_says_what_the_next_message_does(smollm2: Path) -> None:
+    """A message that fits alone is answered until the context ends; with its
+    end-of-turn tokens the conversation is then longer than the context."""
+    with _engine(smollm2, 256) as small:
+        conv = _conversation(small, max_tokens=64)
+        shown = type_into(conv, lines("Say this back: " + "one two three four five " * 42, "/context"))
+    used, total = map(int, CONTEXT_RE.findall(shown)[-1])
+    assert used >= total == 256
+    assert f"context: {used} / 256 tokens (2 messages); full: the next message drops the oldest ones" in shown
+
+
 def test_a_message_larger_than_the_context_is_refused_in_one_line(smollm2: Path) -> None:
     with _engine(smollm2, 256) as small:
         conv = _conversation(small, max_tokens=16)

@@ -104,7 +104,13 @@ def _system(state: ReplState, arg: str) -> None:
 
 def _context(state: ReplState, _arg: str) -> None:
     conv = state.conversation
-    state.say(f"context: {conv.tokens_used()} / {conv.n_ctx} tokens ({len(conv.messages)} messages)")
+    used = conv.tokens_used()
+    line = f"context: {used} / {conv.n_ctx} tokens ({len(conv.messages)} messages)"
+    # An answer cut at the context's end leaves, with its end-of-turn
+    # tokens, a conversation a little longer than the context.
+    if used >= conv.n_ctx:
+        line += "; full: the next message drops the oldest ones"
+    state.say(line)
 
 
 def _stats(state: ReplState, _arg: str) -> None:
