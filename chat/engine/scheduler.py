@@ -440,7 +440,7 @@ class Scheduler:
                 return
             if r.gen.request.logprobs is not None and not self.model.is_eog(token):
                 r.logprobs.append(self._logprob(r, index + k, token))
-            self._on_token(r, token)
+            self._on_token(r, token, first_draft + k)
             if r.next_token is None:  # the run ended
                 return
             if r.drafter is not None:
@@ -546,7 +546,9 @@ class Scheduler:
             slot.cached = []
         return free
 
-    def _on_token(self, r: _Run, token: int) -> None:
+    def _on_token(self, r: _Run, token: int, place: int) -> None:
+        """`token` was sampled to go at `place` in the slot's sequence (the
+        cache may hold drafted tokens past it still, not yet checked)."""
         if not r.prefilled_at:
             r.prefilled_at = time.perf_counter()
         if self.model.is_eog(token) or token in r.stop_ids:
@@ -558,7 +560,7 @@ class Scheduler:
             r.gen.emit(Chunk(piece, (token,), logprobs=self._take_logprobs(r)))
         if r.text.stopped:
             self._finish(r, FinishReason.STOP)
-        elif r.n_out >= r.limit or len(r.slot.cached) + 1 >= self.ctx.n_ctx_seq:
+        elif r.n_out >= r.limit or place + 1 >= self.ctx.n_ctx_seq:
             self._finish(r, FinishReason.LENGTH)
         else:
             r.next_token = token
