@@ -13,6 +13,7 @@ import pytest
 from chat.conversation import Conversation
 from chat.engine import Engine, EngineConfig, FinishReason, GenerationRequest, SamplingParams
 from chat.engine.llama import ModelSource
+from chat.engine.lookup import StepCosts
 from chat.engine.stream import TextStream
 from chat.errors import ContextLengthExceededError, EngineClosedError
 from templates import resolve
@@ -294,9 +295,11 @@ def test_logprobs_follow_the_tokens_and_need_not_fit_one_batch(smollm2: Path) ->
     assert scored[0] == pytest.approx(scored[1], abs=2e-3)
 
 
-def test_prompt_lookup_drafts_change_the_speed_not_the_text(smollm2: Path) -> None:
+def test_prompt_lookup_drafts_change_the_speed_not_the_text(smollm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With drafts on, an answer that quotes its prompt takes drafted tokens,
     and greedy and seeded answers are the same as without."""
+    # Whether a draft pays depends on this machine's timings: here it does.
+    monkeypatch.setattr(StepCosts, "relative", lambda self, n: 1 + 0.1 * (n - 1))
     code = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
     messages = [{"role": "user", "content": f"Write this code out again exactly:\n```python\n{code}```"}]
     texts = {}
@@ -315,6 +318,22 @@ def test_prompt_lookup_drafts_change_the_speed_not_the_text(smollm2: Path) -> No
     assert "return a + b" in texts[(False, 0.0)]
     assert texts[(True, 0.0)] == texts[(False, 0.0)]
     assert texts[(True, 0.8)] == texts[(False, 0.8)]
+
+
+def test_a_drafting_answer_runs_to_the_end_of_the_context(smollm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drafted tokens not yet checked sit in the cache past the sampled one:
+    they must not count as used, or the answer ends early with `length`."""
+    monkeypatch.setattr(StepCosts, "relative", lambda self, n: 1 + 0.1 * (n - 1))  # drafts pay here
+    prompt = "def add(a, b):\n    return a + b\n\n\n" * 10  # a raw continuation that goes on repeating
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=256, draft_max=8)) as eng:
+        gen = eng.submit(GenerationRequest(prompt, GREEDY, max_tokens=400))
+        gen.text()
+        stats = eng.stats()
+    assert stats.accepted_tokens > 0, "no draft was taken: the test tests nothing"
+    assert gen.final is not None and gen.final.usage is not None
+    assert gen.final.finish_reason is FinishReason.LENGTH
+    used = gen.final.usage.prompt_tokens + gen.final.usage.completion_tokens
+    assert 256 - 2 <= used <= 256
 
 
 def test_a_step_hands_llama_cpp_its_sequences_in_order(smollm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:

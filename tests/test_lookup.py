@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat.engine.lookup import Drafter, LookupSettings, NgramIndex, StepCosts
+from chat.engine.lookup import RETIME_STEPS, Drafter, LookupSettings, NgramIndex, StepCosts
 
 SETTINGS = LookupSettings(max_draft=4, min_ngram=2, max_ngram=3)
 
@@ -99,3 +99,26 @@ def test_a_size_not_yet_timed_is_tried_once_then_its_timing_decides() -> None:
     c.add(3, 2.2 / 1000)
     assert c.relative(3) == pytest.approx(2.2)
     assert c.relative(9) == pytest.approx(2.8)  # from the largest timed size below
+
+
+def test_a_size_timed_slow_once_is_tried_again_later() -> None:
+    """One step slowed by something else (a busy machine, a first use) must
+    not rule its size out for the engine's life."""
+    c = costs(CHEAP)
+    c.add(9, 4.0 / 1000)  # once, four one-token steps' time
+    c.add(9, 4.0 / 1000)
+    assert c.relative(9) > 2
+    drafter = Drafter(REPEATING, LookupSettings(max_draft=8), c)
+    drafter.record(8, 8)
+    assert len(drafter.draft()) < 8  # trusted for now
+    for _ in range(RETIME_STEPS + 1):
+        c.add(1, 1 / 1000)
+    assert c.relative(9) == pytest.approx(1 + 0.1 * 8)  # the guess from the size below, so it is tried again
+    assert len(Drafter(REPEATING, LookupSettings(max_draft=8), c).draft()) > 0
+
+
+def test_guesses_right_again_and_again_are_trusted_as_such_even_when_short() -> None:
+    drafter = Drafter(REPEATING, LookupSettings(max_draft=8), costs(CHEAP))
+    for _ in range(40):
+        drafter.record(1, 1)
+    assert len(drafter.draft()) == 8  # right every time: the longest pays most

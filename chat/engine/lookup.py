@@ -23,13 +23,20 @@ DEFAULT_DRAFT_MAX = 8
 # than the largest measured size below it: low enough that a size gets tried
 # once (and so measured), after which its own timings decide.
 UNMEASURED_SLOPE = 0.1
+# A size's timing is trusted for this many one-token steps; then the guess
+# above may beat it, and the size is tried, and timed, again. One slow step
+# (the machine busy, a first use) must not rule a size out for good, and a
+# longer context changes what sizes cost. A retry that loses costs about one
+# step in this many.
+RETIME_STEPS = 512
 # A draft is evaluated only when its expected tokens per unit of step time
 # beat plain one-token steps by this much: a margin for the error in both
 # estimates, so that answers that do not quote lose no more than noise.
 MIN_GAIN = 1.15
-# How much a guess's outcome outweighs the one before it, in the run's
-# estimate of how often a guessed token is right: quoting comes in stretches.
-DECAY = 0.7
+# How much each checked guessed token outweighs the one before it, in the
+# run's estimate of how often a guessed token is right: quoting comes in
+# stretches, and about the last ten tokens checked decide.
+DECAY = 0.9
 
 
 @dataclass(frozen=True)
@@ -50,21 +57,36 @@ class StepCosts:
     The scheduler owns one, times its steps into it, and its drafters read it."""
 
     def __init__(self) -> None:
-        self._seconds: dict[int, float] = {}  # step size -> its time, averaged
+        self._one_token_s: float | None = None  # a one-token step's time, averaged
+        self._ones = 0  # one-token steps timed
+        self._relative: dict[int, tuple[float, int]] = {}  # size -> (its cost in one-token steps, _ones then)
 
     def add(self, n_tokens: int, seconds: float) -> None:
-        last = self._seconds.get(n_tokens)
-        self._seconds[n_tokens] = seconds if last is None else 0.8 * last + 0.2 * seconds
+        if n_tokens == 1:
+            last = self._one_token_s
+            self._one_token_s = seconds if last is None else 0.8 * last + 0.2 * seconds
+            self._ones += 1
+        elif self._one_token_s:
+            # As a ratio to the one-token steps of the same time: both grow
+            # with the context, the ratio much less.
+            ratio = seconds / self._one_token_s
+            timed = self._relative.get(n_tokens)
+            self._relative[n_tokens] = (ratio if timed is None else 0.8 * timed[0] + 0.2 * ratio, self._ones)
 
     def relative(self, n_tokens: int) -> float | None:
         """A step of `n_tokens` in one-token steps; None until one was timed."""
-        one = self._seconds.get(1)
-        if one is None:
+        if self._one_token_s is None:
             return None
-        if n_tokens in self._seconds:
-            return self._seconds[n_tokens] / one
-        below = max(n for n in self._seconds if n < n_tokens)
-        return self._seconds[below] / one + UNMEASURED_SLOPE * (n_tokens - below)
+        if n_tokens == 1:
+            return 1.0
+        below = max((n for n in self._relative if n < n_tokens), default=1)
+        base = self._relative[below][0] if below > 1 else 1.0
+        guess = base + UNMEASURED_SLOPE * (n_tokens - below)
+        timed = self._relative.get(n_tokens)
+        if timed is None:
+            return guess
+        cost, when = timed
+        return min(cost, guess) if self._ones - when > RETIME_STEPS else cost
 
 
 class NgramIndex:
@@ -121,8 +143,8 @@ class Drafter:
         self._index: NgramIndex | None = None
         self.settings = settings
         self._costs = costs
-        self._right = 0.0  # guessed tokens that were right, decayed
-        self._tried = 0.0  # guessed tokens checked (up to the first wrong one), decayed
+        self._right = 0.0  # guessed tokens that were right, decayed per token checked
+        self._tried = 0.0  # guessed tokens checked (up to the first wrong one), decayed alike
         self._shadow: list[int] = []  # a guess not drafted, checked as tokens come
         self._shadow_right = 0
 
@@ -155,13 +177,15 @@ class Drafter:
         """How a guess of `guessed` tokens fared: the first `right` were."""
         if not guessed:
             return
-        self._right = DECAY * self._right + right
-        self._tried = DECAY * self._tried + right + (right < guessed)
+        checked = right + (right < guessed)
+        fade = DECAY**checked
+        self._right = fade * self._right + right
+        self._tried = fade * self._tried + checked
 
     def _worth(self, longest: int) -> int:
         """The draft length (at most `longest`) that gives most tokens per
         unit of step time, if that beats plain steps by MIN_GAIN; else 0."""
-        p = (self._right + 1) / (self._tried + 2)  # half right, until told
+        p = (self._right + 0.5) / (self._tried + 1)  # half right, until told; soon outweighed
         best, best_gain = 0, MIN_GAIN
         expected, term = 1.0, 1.0
         for length in range(1, longest + 1):
