@@ -21,8 +21,11 @@ MAX_STREAM_BYTES = 16 * 2**20
 
 
 def read_license(path: Path) -> str:
+    # Without blocking, so a FIFO without a writer does not hang the open
+    # (POSIX; Windows has no FIFOs, nor the flag). Binary, for Windows.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO without a writer must not block the open
+        fd = os.open(path, flags)
     except OSError as exc:
         raise UsageError(f"cannot read license file {path}: {exc.strerror}") from None
     try:
@@ -43,7 +46,7 @@ def read_license(path: Path) -> str:
 
 
 def _read_all(fd: int) -> bytes:
-    with os.fdopen(os.dup(fd), "rb") as f:
+    with os.fdopen(fd, "rb", closefd=False) as f:
         return f.read()
 
 
@@ -63,7 +66,9 @@ def _read_stream(fd: int, path: Path, pipe: bool) -> bytes:
             continue
         if not block:
             if pipe and not chunks and not writer_seen:
-                raise UsageError(f"{path} is not a regular file, and nothing writes to it")
+                # A FIFO nobody opened to write, or a pipe whose writer
+                # ended without a word (`<(curl ...)` that failed).
+                raise UsageError(f"{path} is not a regular file, and gave no text: nothing writes to it now")
             return b"".join(chunks)
         writer_seen = True
         total += len(block)
