@@ -34,14 +34,14 @@ def _runtime() -> Any | None:
 
 @contextmanager
 def threads_while(n: int | None) -> Iterator[None]:
-    """OpenMP's default thread count on this thread is `n` within the block
-    (None, or no OpenMP runtime loaded: unchanged)."""
+    """OpenMP's default thread count on this thread is at most `n` within
+    the block (None, or no OpenMP runtime loaded: unchanged)."""
     lib = _runtime() if n is not None else None
     if lib is None or n is None:
         yield
         return
     before = int(lib.omp_get_max_threads())
-    lib.omp_set_num_threads(ctypes.c_int(max(1, n)))
+    lib.omp_set_num_threads(ctypes.c_int(max(1, min(n, before))))  # lowered only: OMP_NUM_THREADS still rules
     try:
         yield
     finally:
