@@ -23,8 +23,9 @@ class Generation:
         self.request = request
         self.prompt_tokens = prompt_tokens
         # A deque, not a queue.Queue: appends and pops are atomic as they
-        # stand, and each token then costs both threads no lock; a blocking
-        # reader waits on `_more` instead.
+        # stand, so a consumer that polls (the server's event loop) costs
+        # neither thread a lock per token; a blocking reader waits on `_more`,
+        # which the engine sets while no `on_emit` notifier is registered.
         self._chunks: deque[Chunk] = deque()
         self._more = threading.Event()
         self._cancelled = threading.Event()
@@ -51,7 +52,8 @@ class Generation:
         """Have `notify` called, from the engine's thread, after each chunk
         from now on (only after the last one if `final_only`), and once now
         for any already waiting: for a consumer that `poll`s instead of
-        blocking a thread per generation, such as an event loop."""
+        blocking a thread per generation, such as an event loop. From then
+        on, read the chunks with `poll`: iterating would wait for ever."""
         self._notify_final_only = final_only
         self._notify = notify
         notify()

@@ -68,7 +68,7 @@ async def _chat_events(
         if chunk.finish_reason is not None and splitter:
             rest, calls = splitter.finish()
             text += rest
-        if logprobs and chunk.logprobs:
+        if logprobs and (text or chunk.logprobs):  # every event then carries its logprobs, if only []
             yield sse(adapters.chat_chunk(ids, model, Delta(content=text), logprobs=list(chunk.logprobs)))
         elif text:
             yield content.render(text)
