@@ -132,6 +132,11 @@ class Conversation:
             return 0
         return len(self._tokens(add_generation_prompt=False))
 
+    def drops_at_next_message(self, used: int) -> bool:
+        """Whether a conversation of `used` tokens leaves no room for the
+        next message's answer, so the next message drops the oldest turns."""
+        return bool(self.messages) and used + self._answer_room() > self.n_ctx
+
     @property
     def n_ctx(self) -> int:
         return self.engine.n_ctx

@@ -106,9 +106,9 @@ def _context(state: ReplState, _arg: str) -> None:
     conv = state.conversation
     used = conv.tokens_used()
     line = f"context: {used} / {conv.n_ctx} tokens ({len(conv.messages)} messages)"
-    # An answer cut at the context's end leaves, with its end-of-turn
-    # tokens, a conversation a little longer than the context.
-    if used >= conv.n_ctx:
+    # Room for an answer is kept at each turn; an answer cut at the
+    # context's end even leaves a conversation longer than the context.
+    if conv.drops_at_next_message(used):
         line += "; full: the next message drops the oldest ones"
     state.say(line)
 
