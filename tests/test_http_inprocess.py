@@ -466,3 +466,18 @@ def test_two_apps_may_share_one_engine() -> None:
         assert "llamabin_generations_total 1" in two.get("/metrics").text
         assert "/v1/chat/completions" not in two.get("/metrics").text
         assert two.get("/v1/models").json()["data"][0]["id"] == "other"
+
+
+def test_the_warm_up_walks_a_chat_requests_path_and_queues_nothing(
+    engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Done as the server opens, so a user's first message does not wait for
+    the control tokens' texts or the models' first builds; no answer is made."""
+    from chat.server.warmup import warm_up
+
+    asked: list[int] = []
+    texts = engine.special_texts
+    monkeypatch.setattr(engine, "special_texts", lambda: asked.append(1) or texts())
+    warm_up(make_app(engine).state.llamabin)
+    assert asked == [1]
+    assert engine.requests == []

@@ -28,6 +28,7 @@ from chat.server.generations import Generations
 from chat.server.listen import bind
 from chat.server.loading import LoadingGate
 from chat.server.settings import ServerSettings, base_url
+from chat.server.warmup import warm_up
 from chat.session import Session
 from templates import ChatTemplate
 
@@ -64,6 +65,10 @@ def serve(
         if announce:
             print(f"listening on {url}{_also(settings, socks)}", file=sys.stderr, flush=True)
         open_browser(url, settings.open_browser)
+        try:
+            warm_up(app.state.llamabin)
+        except Exception:  # noqa: S110 (a request that fails the same way says why; this one has no one to tell)
+            pass
 
     opener = threading.Thread(target=open_when_loaded, name="llamabin-open", daemon=True)
     opener.start()
