@@ -55,7 +55,7 @@ def single_tables(cfg: Config, st: SingleStats) -> list[str]:
         )
     lines += [
         "",
-        f"Server: one streaming chat client, {cfg.tokens} tokens asked (generated: {predicted_n} on the engine row above).",
+        f"Server: one streaming chat client, three requests after each launch (each a sample), {cfg.tokens} tokens asked (generated: {predicted_n} on the engine row above).",
         "",
         "| server | time to first token ms | vs llama-server | t/s after first token | vs llama-server |",
         "|---|---|---|---|---|",
