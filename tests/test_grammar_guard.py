@@ -74,6 +74,18 @@ def test_a_grammar_that_dead_ends_later_ends_its_request_alone(engine: Engine) -
     assert other_final.finish_reason is FinishReason.LENGTH and other_final.error is None and other_text.strip()
 
 
+def test_a_request_ended_by_its_grammar_leaves_its_prompt_cached(smollm2: Path) -> None:
+    """The engine is fine and so is the cache: the next request that starts
+    the same way evaluates only what is new."""
+    prompt = "The history of the printing press, in three short paragraphs. " * 4
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=1024)) as eng:
+        _, final = ask(eng, 'root ::= "a" [b-a]', prompt)
+        assert final.finish_reason is FinishReason.ERROR and final.bad_request
+        _, after = ask(eng, None, prompt)
+        n_prompt = len(eng.tokenize(prompt))
+    assert after.usage is not None and after.usage.cached_tokens >= n_prompt - 1
+
+
 def test_a_grammar_too_ambiguous_to_follow_is_refused(engine: Engine) -> None:
     with pytest.raises(UsageError, match="the grammar is too ambiguous to follow: matching the next token took over"):
         ask(engine, AMBIGUOUS, "aaaa")

@@ -581,10 +581,13 @@ class Scheduler:
         r.gen.emit(Chunk("", finish_reason=reason, usage=usage))
 
     def _fail(self, r: _Run, error: str, bad_request: bool = False) -> None:
-        """The batch failed, or (`bad_request`) the request cannot go on: the
-        slot's cache is unknown now, so forget it."""
-        self.ctx.forget(r.slot.seq, 0)
-        r.slot.cached = []
+        """The batch failed: the slot's cache is unknown now, so forget it.
+        Or (`bad_request`) the request cannot go on, its grammar at a dead
+        end: the cache holds what was evaluated, and stays for the next
+        request that starts the same way."""
+        if not bad_request:
+            self.ctx.forget(r.slot.seq, 0)
+            r.slot.cached = []
         self._leave(r)
         r.gen.emit(Chunk("", finish_reason=FinishReason.ERROR, error=error, bad_request=bad_request))
 
