@@ -383,7 +383,13 @@ def test_concurrent_json_requests_do_not_lose_stderr(server: ServerProcess) -> N
     # be left on a deleted temporary file, and it vanished).
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
-        s.recv(1024)
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    # Answered as every other refusal is, in OpenAI's error shape.
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower()
+    assert json.loads(body)["error"]["message"] == "The request could not be read as HTTP/1.1"
     deadline = time.monotonic() + 10
     while "Invalid HTTP request received" not in server.stderr and time.monotonic() < deadline:
         time.sleep(0.1)

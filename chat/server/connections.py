@@ -6,8 +6,9 @@ once a request has arrived, so a few hundred clients that send half a
 header and stop hold the server indefinitely (slowloris). This protocol
 gives each request a deadline from its first byte (or from the connection's
 opening) to its last, answering 408 and closing when it passes, and refuses
-connections beyond a limit at once with 503. Both answers are written
-straight to the socket: the request may not even have headers to route by.
+connections beyond a limit at once with 503; what is not HTTP gets a 400.
+These answers are written straight to the socket: the request may not even
+have headers to route by.
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
                     "request_timeout",
                 )
             )
+
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn answers a request h11 cannot read in plain text (after
+            # logging `msg`); every other refusal here is an OpenAI error.
+            self._refuse(_raw_error(400, "Bad Request", "The request could not be read as HTTP/1.1", "invalid_http"))
 
         def _refuse(self, response: bytes) -> None:
             self._disarm()
