@@ -14,10 +14,11 @@ import stat
 from pathlib import Path
 
 from payload.errors import UsageError
+from payload.footer import MAX_MANIFEST_SIZE
 
-# A pipe's text is read up to this much; a regular file's size is checked
-# where the manifest is written, which says what it can hold.
-MAX_STREAM_BYTES = 16 * 2**20
+# A pipe's text is read up to what a manifest can hold at all; a regular
+# file's size is checked where the manifest is written, which says so.
+MAX_STREAM_BYTES = MAX_MANIFEST_SIZE
 
 
 def read_license(path: Path) -> str:
@@ -70,7 +71,6 @@ def _read_stream(fd: int, path: Path, pipe: bool) -> bytes:
                 # ended without a word (`<(curl ...)` that failed).
                 raise UsageError(f"{path} is not a regular file, and gave no text: nothing writes to it now")
             return b"".join(chunks)
-        writer_seen = True
         total += len(block)
         if total > MAX_STREAM_BYTES:
             raise UsageError(f"the license read from {path} goes on past {MAX_STREAM_BYTES:,} bytes")
