@@ -1,8 +1,8 @@
 """The server's generations in flight, bridged from the engine's worker
 thread to the event loop.
 
-The engine's worker thread wakes the event loop after each chunk (one
-`call_soon_threadsafe`), and the loop takes what is ready without waiting:
+The engine's worker thread wakes the event loop after each chunk (a
+LoopWaker, chat.server.wakeup), and the loop takes what is ready without waiting:
 no thread sits blocked per open stream, and a cancelled consumer (the
 client went away, or the server is stopping) leaves nothing behind but the
 generation, which is cancelled and forgotten.
@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from chat.engine import Chunk, Engine, Generation, GenerationRequest, TokenLogprob
 from chat.server.errors import ApiError
+from chat.server.wakeup import LoopWaker
 
 T = TypeVar("T")
 
@@ -49,6 +50,7 @@ class Generations:
         self._starting = 0  # requests being built and queued right now
         self._lock = threading.Lock()
         self._limiter: anyio.CapacityLimiter | None = None
+        self._waker: LoopWaker | None = None
 
     @property
     def active(self) -> int:
@@ -74,6 +76,12 @@ class Generations:
                     retry_after=RETRY_AFTER_SECONDS,
                 )
             self._starting += 1
+
+    def _wake_on(self, loop: asyncio.AbstractEventLoop) -> LoopWaker:
+        # Made on first use, as the limiter is: it belongs to a running loop.
+        if self._waker is None or self._waker.loop is not loop:
+            self._waker = LoopWaker(loop)
+        return self._waker
 
     async def start(self, build: Callable[[], GenerationRequest]) -> Generation:
         """Build the request and queue it, in a thread: rendering and
@@ -132,7 +140,8 @@ class Generations:
         woken at every token). However the consumer stops, the generation
         is cancelled and forgotten."""
         ready = asyncio.Event()
-        gen.on_emit(_waker(asyncio.get_running_loop(), ready), final_only=not as_they_come)
+        waker = self._wake_on(asyncio.get_running_loop())
+        gen.on_emit(lambda: waker.call(ready.set), final_only=not as_they_come)
         try:
             while True:
                 chunk = gen.poll()
@@ -177,16 +186,6 @@ class Generations:
         with self._lock:
             for gen in self._active:
                 gen.cancel()
-
-
-def _waker(loop: asyncio.AbstractEventLoop, ready: asyncio.Event) -> Callable[[], None]:
-    def wake() -> None:
-        try:
-            loop.call_soon_threadsafe(ready.set)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
-
-    return wake
 
 
 async def _cancel_on_disconnect(request: Request, gen: Generation) -> None:
