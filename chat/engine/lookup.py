@@ -96,7 +96,7 @@ class NgramIndex:
     def __init__(self, tokens: Sequence[int], settings: LookupSettings) -> None:
         self.settings = settings
         self.tokens: list[int] = []
-        self._ends: dict[tuple[int, ...], int] = {}  # a run of 2 to 4 tokens -> where its latest copy ends
+        self._ends: dict[tuple[int, ...], int] = {}  # a run of min_ngram to max_ngram tokens -> its latest end
         for token in tokens:
             self.append(token)
 
