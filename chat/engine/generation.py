@@ -58,6 +58,13 @@ class Generation:
         self._notify = notify
         notify()
 
+    def peek(self) -> Chunk | None:
+        """The chunk `poll` would return next, left in place."""
+        try:
+            return self._chunks[0]
+        except IndexError:
+            return None
+
     def poll(self) -> Chunk | None:
         """The next chunk if one is ready, else None at once."""
         try:

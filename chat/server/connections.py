@@ -9,6 +9,10 @@ opening) to its last, answering 408 and closing when it passes, and refuses
 connections beyond a limit at once with 503; what is not HTTP gets a 400.
 These answers are written straight to the socket: the request may not even
 have headers to route by.
+
+Each request's scope also carries a BodyWriter (`body_writer(scope)`): a
+stream's events written to the connection at once, from a callback on the
+event loop, without waking the task that serves the request.
 """
 
 from __future__ import annotations
@@ -16,9 +20,49 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from starlette.types import Scope
+from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+
+_BODY_WRITER = "llamabin.body_writer"  # the scope's key for its request's BodyWriter
+
+
+class BodyWriter:
+    """Writes more of a started response's body straight to its
+    connection, as uvicorn's `send` would (h11 frames it), but at once: for
+    a stream's events, from a callback on the event loop. Each such event
+    sent through ASGI wakes the request's task and goes through every
+    middleware's `send`: on a 2-core Xeon, about half of the loop's CPU per
+    streamed token (2026-12-07). It writes only when uvicorn's `send` would
+    without waiting: else the caller sends through ASGI, which waits."""
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self._cycle = cycle
+
+    def write(self, data: bytes) -> bool:
+        """Write `data` now and return True, or return False having
+        written nothing (the client is slow, or gone, or the response has
+        not started, or is over)."""
+        c = self._cycle
+        if c.disconnected or not c.response_started or c.response_complete or c.flow.write_paused:
+            return False
+        if c.scope["method"] == "HEAD":
+            return False
+        try:
+            output = c.conn.send(h11.Data(data=data))
+        except h11.LocalProtocolError:
+            return False
+        if output:
+            c.transport.write(output)
+        return True
+
+
+def body_writer(scope: Scope) -> BodyWriter | None:
+    """The BodyWriter of the request `scope` belongs to, if its server gave one."""
+    writer = scope.get(_BODY_WRITER)
+    return writer if isinstance(writer, BodyWriter) else None
 
 
 @dataclass(frozen=True)
@@ -64,6 +108,14 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
                 )
                 return
             self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            # The request's task is created, not started: it finds this in its scope.
+            cycle = self.cycle
+            if cycle is not None:
+                scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]
+                scope.setdefault(_BODY_WRITER, BodyWriter(cycle))
 
         def data_received(self, data: bytes) -> None:
             if self._deadline is None and self.conn.their_state is h11.IDLE:

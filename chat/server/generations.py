@@ -134,14 +134,36 @@ class Generations:
             place[0] = False
             self._starting -= 1
 
-    async def chunks(self, gen: Generation, as_they_come: bool = True) -> AsyncIterator[Chunk]:
+    async def chunks(
+        self, gen: Generation, as_they_come: bool = True, direct: Callable[[Chunk], bool] | None = None
+    ) -> AsyncIterator[Chunk]:
         """The generation's chunks, ending with the final one; without
         `as_they_come`, all of them once it is over (the loop is then not
         woken at every token). However the consumer stops, the generation
-        is cancelled and forgotten."""
+        is cancelled and forgotten.
+
+        `direct`, if given, is offered each chunk but the last that comes while the
+        consumer waits with nothing in hand, on the loop, without waking
+        it: a chunk it takes (returns True for) is not yielded. So a stream
+        can write its plain events straight out, and the chunks it cannot
+        (the last, or any while its client is slow) reach the consumer, in
+        their order."""
         ready = asyncio.Event()
+        idle = False  # the consumer is parked in ready.wait(), with every earlier chunk sent
+
+        def on_loop() -> None:
+            if idle and direct is not None:
+                try:
+                    while (chunk := gen.peek()) is not None and chunk.finish_reason is None and direct(chunk):
+                        gen.poll()
+                except Exception:  # noqa: S110 (the consumer then takes the chunk, and meets the error itself)
+                    pass
+                if gen.peek() is None:
+                    return
+            ready.set()
+
         waker = self._wake_on(asyncio.get_running_loop())
-        gen.on_emit(lambda: waker.call(ready.set), final_only=not as_they_come)
+        gen.on_emit(lambda: waker.call(on_loop), final_only=not as_they_come)
         try:
             while True:
                 chunk = gen.poll()
@@ -149,7 +171,11 @@ class Generations:
                     ready.clear()
                     chunk = gen.poll()  # emitted before the clear: its wake-up is spent
                     if chunk is None:
-                        await ready.wait()
+                        idle = True
+                        try:
+                            await ready.wait()
+                        finally:
+                            idle = False
                         continue
                 yield chunk
                 if chunk.finish_reason is not None:

@@ -77,9 +77,8 @@ class LoopWaker:
 
     def _run_due(self) -> None:
         assert self._fds is not None
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._fds[0], 4096):
-                pass
+        with contextlib.suppress(BlockingIOError):  # a byte per wake-up: one read takes them all
+            os.read(self._fds[0], 4096)
         # Cleared before `_due` is drained: a callback added after the drain
         # finds the flag down and writes again; one added before is drained.
         self._pending = False

@@ -8,8 +8,9 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chat.engine import Generation
+from chat.engine import Chunk, Generation
 from chat.server import adapters
+from chat.server.connections import BodyWriter, body_writer
 from chat.server.embeddings import check_count, embed
 from chat.server.errors import ApiError, errors_in_stream
 from chat.server.generations import GenerationStream
@@ -46,7 +47,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, st: Se
     ids = adapters.Ids("chatcmpl")
     if body.stream:
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = errors_in_stream(_chat_events(st, gen, ids, with_usage, use, bool(body.logprobs)), done=DONE)
+        writer = body_writer(request.scope)
+        events = errors_in_stream(_chat_events(st, gen, ids, with_usage, use, bool(body.logprobs), writer), done=DONE)
         return GenerationStream(events, gen, st.generations)
     answer = await st.generations.collect(gen, request)
     logprobs = answer.logprobs if body.logprobs else None
@@ -54,15 +56,28 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, st: Se
 
 
 async def _chat_events(
-    st: ServerState, gen: Generation, ids: adapters.Ids, with_usage: bool, use: adapters.ToolUse, logprobs: bool
+    st: ServerState,
+    gen: Generation,
+    ids: adapters.Ids,
+    with_usage: bool,
+    use: adapters.ToolUse,
+    logprobs: bool,
+    writer: BodyWriter | None,
 ) -> AsyncGenerator[str, None]:
     """Content deltas as the text comes; with tools, any text that may be a
-    call is held until the end, then sent as calls, or as text if it holds none."""
+    call is held until the end, then sent as calls, or as text if it holds none.
+    Plain text's events go straight out through `writer`, when there is one."""
     model = st.model_id
     splitter = CallSplitter(use.tools) if use.active else None
     yield sse(adapters.chat_chunk(ids, model, Delta(role="assistant", content="")))
     content = TextEvents(adapters.chat_chunk(ids, model, Delta(content="")), "content")
-    async for chunk in st.generations.chunks(gen):
+
+    def plain(chunk: Chunk) -> bool:
+        assert writer is not None
+        return bool(chunk.text) and not chunk.logprobs and writer.write(content.render(chunk.text).encode())
+
+    direct = plain if writer is not None and splitter is None and not logprobs else None
+    async for chunk in st.generations.chunks(gen, direct=direct):
         calls: list[ToolCall] = []
         text = splitter.feed(chunk.text) if splitter else chunk.text
         if chunk.finish_reason is not None and splitter:

@@ -1,0 +1,154 @@
+"""A stream's plain events written straight to the connection (BodyWriter,
+and `Generations.chunks(direct=...)`): every event arrives, once, in order,
+whoever writes it, and a client that stops reading for a while gets the
+whole stream once it reads again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from typing import Any
+
+from chat.engine import Chunk, Engine, FinishReason, Generation, GenerationRequest, Usage
+from chat.server.generations import Generations
+from chat.server.run import start_in_background
+from chat.server.settings import ServerSettings
+from templates import builtin
+from tests.fakeengine import FakeEngine
+
+
+class PacedEngine(FakeEngine):
+    """Emits `count` pieces from its own thread, `gap` seconds apart, as
+    the real engine does: so a consumer waits between them."""
+
+    def __init__(self, count: int, gap: float, piece_size: int = 1) -> None:
+        super().__init__(n_ctx=100_000)
+        self.count = count
+        self.gap = gap
+        self.piece_size = piece_size
+
+    def piece(self, i: int) -> str:
+        return f"<{i}>".ljust(self.piece_size, "~")
+
+    def submit(self, request: GenerationRequest) -> Generation:
+        gen = Generation(request, [1])
+
+        def emit() -> None:
+            for i in range(self.count):
+                time.sleep(self.gap)
+                gen.emit(Chunk(self.piece(i), (i,)))
+            gen.emit(Chunk("", finish_reason=FinishReason.STOP, usage=Usage(1, 0, self.count, 0.01, 0.01)))
+
+        threading.Thread(target=emit, daemon=True).start()
+        return gen
+
+
+def test_chunks_reach_the_consumer_or_the_direct_writer_once_each_in_order() -> None:
+    engine = PacedEngine(count=300, gap=0.0005)
+    out: list[str] = []
+    offered_final: list[Chunk] = []
+
+    def direct(chunk: Chunk) -> bool:
+        if chunk.finish_reason is not None:
+            offered_final.append(chunk)
+        if chunk.text.startswith("<") and int(chunk.text[1:-1]) % 7 == 3:
+            return False  # the consumer's, as a slow client's would be
+        out.append(chunk.text)
+        return True
+
+    async def main() -> list[str]:
+        fake: Any = engine
+        generations = Generations(fake, limit=4)
+        gen = engine.submit(GenerationRequest(prompt="x"))
+        consumed = []
+        async for chunk in generations.chunks(gen, direct=direct):
+            # Now and then the write waits (a slow client): the chunk in
+            # hand must go out before any that came meanwhile.
+            await asyncio.sleep(0.002 if len(consumed) % 5 == 0 else 0)
+            if chunk.text:
+                out.append(chunk.text)
+                consumed.append(chunk.text)
+        return consumed
+
+    consumed = asyncio.run(main())
+    assert out == [engine.piece(i) for i in range(300)]
+    assert not offered_final
+    assert 0 < len(consumed) < 300  # both ways were taken
+
+
+def _serve(engine: FakeEngine) -> Any:
+    fake: Any = engine
+    real: Engine = fake
+    return start_in_background(real, builtin("chatml"), ServerSettings(host="127.0.0.1", port=0))
+
+
+def _request(port: int) -> bytes:
+    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+    return (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def _contents(raw: bytes) -> tuple[list[str], bool]:
+    """The content deltas of a chunked SSE response, and whether it ended with [DONE]."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    data = b""
+    while True:  # undo the chunked framing
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        data, body = data + body[:size], body[size + 2 :]
+    contents, done = [], False
+    for line in data.decode().splitlines():
+        if line == "data: [DONE]":
+            done = True
+        elif line.startswith("data: "):
+            for choice in json.loads(line[6:])["choices"]:
+                if choice["delta"].get("content"):
+                    contents.append(choice["delta"]["content"])
+    return contents, done
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    raw = b""
+    while not raw.endswith(b"0\r\n\r\n"):
+        part = sock.recv(65536)
+        if not part:
+            break
+        raw += part
+    return raw
+
+
+def test_a_stream_through_the_real_server_has_every_event_in_order() -> None:
+    engine = PacedEngine(count=200, gap=0.001)
+    with _serve(engine) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(_request(port))
+            contents, done = _contents(_read_all(sock))
+    assert contents == [engine.piece(i) for i in range(200)]
+    assert done
+
+
+def test_a_client_that_stops_reading_a_while_gets_the_whole_stream() -> None:
+    # 2,000 events of about 2 kB: far more than the socket buffers hold, so
+    # the server's transport fills and pauses while the client sleeps.
+    engine = PacedEngine(count=2000, gap=0.0002, piece_size=2000)
+    with _serve(engine) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(60)
+        with sock:
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(_request(port))
+            time.sleep(1.5)
+            contents, done = _contents(_read_all(sock))
+    assert contents == [engine.piece(i) for i in range(2000)]
+    assert done
