@@ -10,7 +10,10 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from chat.engine import Chunk, Engine, FinishReason, Generation, GenerationRequest, Usage
 from chat.server.generations import Generations
@@ -63,7 +66,7 @@ def test_chunks_reach_the_consumer_or_the_direct_writer_once_each_in_order() -> 
         fake: Any = engine
         generations = Generations(fake, limit=4)
         gen = engine.submit(GenerationRequest(prompt="x"))
-        consumed = []
+        consumed: list[str] = []
         async for chunk in generations.chunks(gen, direct=direct):
             # Now and then the write waits (a slow client): the chunk in
             # hand must go out before any that came meanwhile.
@@ -85,16 +88,19 @@ def _serve(engine: FakeEngine) -> Any:
     return start_in_background(real, builtin("chatml"), ServerSettings(host="127.0.0.1", port=0))
 
 
-def _request(port: int) -> bytes:
-    body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+CHAT = ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "stream": True})
+
+
+def _request(port: int, path: str = CHAT[0], body: dict[str, Any] = CHAT[1]) -> bytes:
+    data = json.dumps(body).encode()
     return (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    ).encode() + data
 
 
-def _contents(raw: bytes) -> tuple[list[str], bool]:
-    """The content deltas of a chunked SSE response, and whether it ended with [DONE]."""
+def _body(raw: bytes) -> str:
+    """A chunked 200 response's body."""
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
     data = b""
@@ -104,8 +110,13 @@ def _contents(raw: bytes) -> tuple[list[str], bool]:
         if size == 0:
             break
         data, body = data + body[:size], body[size + 2 :]
+    return data.decode()
+
+
+def _contents(raw: bytes) -> tuple[list[str], bool]:
+    """The content deltas of a chat stream, and whether it ended with [DONE]."""
     contents, done = [], False
-    for line in data.decode().splitlines():
+    for line in _body(raw).splitlines():
         if line == "data: [DONE]":
             done = True
         elif line.startswith("data: "):
@@ -152,3 +163,43 @@ def test_a_client_that_stops_reading_a_while_gets_the_whole_stream() -> None:
             contents, done = _contents(_read_all(sock))
     assert contents == [engine.piece(i) for i in range(2000)]
     assert done
+
+
+def _sse(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ") and line != "data: [DONE]"]
+
+
+STREAMS: dict[str, tuple[str, dict[str, Any], Callable[[str], list[str]]]] = {
+    "completions": (
+        "/v1/completions",
+        {"prompt": "hi", "stream": True},
+        lambda text: [c["text"] for e in _sse(text) for c in e["choices"] if c["text"]],
+    ),
+    "native": (
+        "/completion",
+        {"prompt": "hi", "stream": True},
+        lambda text: [e["content"] for e in _sse(text) if not e["stop"]],
+    ),
+    "ollama chat": (
+        "/api/chat",
+        {"model": "fake-model.gguf", "messages": [{"role": "user", "content": "hi"}]},
+        lambda text: [o["message"]["content"] for o in map(json.loads, text.splitlines()) if not o["done"]],
+    ),
+    "ollama generate": (
+        "/api/generate",
+        {"model": "fake-model.gguf", "prompt": "hi"},
+        lambda text: [o["response"] for o in map(json.loads, text.splitlines()) if not o["done"]],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_every_kind_of_stream_has_every_piece_in_order(name: str) -> None:
+    path, body, pieces = STREAMS[name]
+    engine = PacedEngine(count=150, gap=0.001)
+    with _serve(engine) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(_request(port, path, body))
+            text = _body(_read_all(sock))
+    assert pieces(text) == [engine.piece(i) for i in range(150)]

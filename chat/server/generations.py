@@ -23,6 +23,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from chat.engine import Chunk, Engine, Generation, GenerationRequest, TokenLogprob
+from chat.server.connections import BodyWriter
 from chat.server.errors import ApiError
 from chat.server.wakeup import LoopWaker
 
@@ -212,6 +213,18 @@ class Generations:
         with self._lock:
             for gen in self._active:
                 gen.cancel()
+
+
+def plain_text(writer: BodyWriter | None, render: Callable[[str], str]) -> Callable[[Chunk], bool] | None:
+    """`chunks`' `direct` for a stream that makes one event, `render(text)`,
+    of each chunk that holds only text; None without a writer."""
+    if writer is None:
+        return None
+
+    def direct(chunk: Chunk) -> bool:
+        return bool(chunk.text) and not chunk.logprobs and writer.write(render(chunk.text).encode())
+
+    return direct
 
 
 async def _cancel_on_disconnect(request: Request, gen: Generation) -> None:

@@ -12,8 +12,9 @@ from starlette.responses import PlainTextResponse, Response
 from chat import __version__
 from chat.engine import Engine, Generation
 from chat.server import adapters
+from chat.server.connections import BodyWriter, body_writer
 from chat.server.errors import errors_in_stream
-from chat.server.generations import GenerationStream
+from chat.server.generations import GenerationStream, plain_text
 from chat.server.metrics import prometheus_text
 from chat.server.routing import Router
 from chat.server.state import ServerState
@@ -35,20 +36,24 @@ router = Router(tag="llama.cpp")
 async def completion(body: NativeCompletionRequest, request: Request, st: ServerState) -> NativeCompletion | Response:
     gen = await st.generations.start(lambda: adapters.native_request(body, st.settings, st.engine.n_ctx))
     if body.stream:
-        return GenerationStream(errors_in_stream(_events(st, gen)), gen, st.generations)
+        return GenerationStream(errors_in_stream(_events(st, gen, body_writer(request.scope))), gen, st.generations)
     text, final, *_ = await st.generations.collect(gen, request)
     return adapters.native_completion(st.model_id, text, final)
 
 
-async def _events(st: ServerState, gen: Generation) -> AsyncGenerator[str, None]:
+async def _events(st: ServerState, gen: Generation, writer: BodyWriter | None) -> AsyncGenerator[str, None]:
     """llama.cpp's stream: pieces with stop false, then the summary with
     stop true; no [DONE] line."""
-    async for chunk in st.generations.chunks(gen):
+    async for chunk in st.generations.chunks(gen, direct=plain_text(writer, _piece)):
         if chunk.text:
-            yield f"data: {json.dumps({'content': chunk.text, 'stop': False}, ensure_ascii=False)}\n\n"
+            yield _piece(chunk.text)
         if chunk.finish_reason is not None:
             summary = adapters.native_completion(st.model_id, "", chunk)
             yield f"data: {summary.model_dump_json()}\n\n"
+
+
+def _piece(text: str) -> str:
+    return f"data: {json.dumps({'content': text, 'stop': False}, ensure_ascii=False)}\n\n"
 
 
 PIECES_PER_STEP = 4096

@@ -17,9 +17,10 @@ from starlette.responses import JSONResponse, Response
 
 from chat.engine import Generation, GenerationRequest
 from chat.server import ollama_adapters as ad
+from chat.server.connections import BodyWriter, body_writer
 from chat.server.embeddings import check_count, embed
 from chat.server.errors import errors_in_stream
-from chat.server.generations import GenerationStream
+from chat.server.generations import GenerationStream, plain_text
 from chat.server.ollama_types import ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ShowRequest
 from chat.server.routing import Router
 from chat.server.settings import ServerSettings
@@ -86,7 +87,7 @@ async def _answer(
     started = time.monotonic()
     gen = await st.generations.start(lambda: adapt(body, st.template, st.settings, n_ctx, specials))
     if body.stream:
-        pieces = _pieces(st, gen, body.model, piece, started, tools)
+        pieces = _pieces(st, gen, body.model, piece, started, tools, body_writer(request.scope))
         lines = errors_in_stream(pieces, encode=lambda e: _line(e.ollama_body()))
         return GenerationStream(lines, gen, st.generations, "application/x-ndjson")
     text, final, *_ = await st.generations.collect(gen, request)
@@ -105,11 +106,14 @@ async def _pieces(
     piece: Callable[[str, str], dict[str, Any]],
     started: float,
     tools: tuple[Tool, ...],
+    writer: BodyWriter | None,
 ) -> AsyncGenerator[str, None]:
     """The answer's pieces, then the last object with done and the counts;
-    text that may be a call is held until the end, as for OpenAI's."""
+    text that may be a call is held until the end, as for OpenAI's. Plain
+    pieces go straight out through `writer`, when there is one."""
     splitter = CallSplitter(tools) if tools else None
-    async for chunk in st.generations.chunks(gen):
+    direct = plain_text(writer, lambda text: _line(piece(model, text))) if splitter is None else None
+    async for chunk in st.generations.chunks(gen, direct=direct):
         text = splitter.feed(chunk.text) if splitter else chunk.text
         calls: list[ToolCall] = []
         if chunk.finish_reason is not None and splitter:

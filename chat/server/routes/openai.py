@@ -8,12 +8,12 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chat.engine import Chunk, Generation
+from chat.engine import Generation
 from chat.server import adapters
 from chat.server.connections import BodyWriter, body_writer
 from chat.server.embeddings import check_count, embed
 from chat.server.errors import ApiError, errors_in_stream
-from chat.server.generations import GenerationStream
+from chat.server.generations import GenerationStream, plain_text
 from chat.server.routing import Router
 from chat.server.sse import DONE, TextEvents, sse
 from chat.server.state import ServerState
@@ -71,12 +71,7 @@ async def _chat_events(
     splitter = CallSplitter(use.tools) if use.active else None
     yield sse(adapters.chat_chunk(ids, model, Delta(role="assistant", content="")))
     content = TextEvents(adapters.chat_chunk(ids, model, Delta(content="")), "content")
-
-    def plain(chunk: Chunk) -> bool:
-        assert writer is not None
-        return bool(chunk.text) and not chunk.logprobs and writer.write(content.render(chunk.text).encode())
-
-    direct = plain if writer is not None and splitter is None and not logprobs else None
+    direct = plain_text(writer, content.render) if splitter is None and not logprobs else None
     async for chunk in st.generations.chunks(gen, direct=direct):
         calls: list[ToolCall] = []
         text = splitter.feed(chunk.text) if splitter else chunk.text
@@ -109,7 +104,8 @@ async def completions(body: CompletionRequest, request: Request, st: ServerState
     ids = adapters.Ids("cmpl")
     if body.stream:
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = errors_in_stream(_completion_events(st, gen, ids, echo, with_usage, body), done=DONE)
+        writer = body_writer(request.scope)
+        events = errors_in_stream(_completion_events(st, gen, ids, echo, with_usage, body, writer), done=DONE)
         return GenerationStream(events, gen, st.generations)
     answer = await st.generations.collect(gen, request)
     scored = [*answer.prompt_logprobs, *answer.logprobs]
@@ -124,7 +120,13 @@ def _echo(st: ServerState, body: CompletionRequest) -> str:
 
 
 async def _completion_events(
-    st: ServerState, gen: Generation, ids: adapters.Ids, echo: str, with_usage: bool, body: CompletionRequest
+    st: ServerState,
+    gen: Generation,
+    ids: adapters.Ids,
+    echo: str,
+    with_usage: bool,
+    body: CompletionRequest,
+    writer: BodyWriter | None,
 ) -> AsyncGenerator[str, None]:
     model = st.model_id
     scored = body.logprobs is not None
@@ -132,7 +134,7 @@ async def _completion_events(
     if echo and not scored:
         yield sse(adapters.completion(ids, model, echo, None, None))
     plain = TextEvents(adapters.completion(ids, model, "", None, None), "text")
-    async for chunk in st.generations.chunks(gen):
+    async for chunk in st.generations.chunks(gen, direct=None if scored else plain_text(writer, plain.render)):
         if scored and chunk.prompt_logprobs:  # the echo, with its tokens' logprobs
             echoed = adapters.completion_logprobs(list(chunk.prompt_logprobs))
             offset = len(echo)
