@@ -14,7 +14,7 @@ where they tell something. What is measured:
 1. single stream, one slot: prefill and decode tokens/s as each engine times
    them (llama.cpp's `/completion` `timings`, which both servers return, on the
    same prompt), llama-bench's numbers beside them, and a streaming chat
-   client, three requests a launch (time to first token, tokens/s after it);
+   client, six requests a launch (time to first token, tokens/s after it);
 2. 1, 4 and 8 concurrent streaming clients against 4 and 8 slots: aggregate
    tokens/s, p50/p95 time to first token, cut streams;
 3. spawn to ready (`/health` 200), and wall time and peak RSS of a one-shot
@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.clients import burst, native_timings, prefill_prompt, story, stream_chat  # noqa: E402
 from bench.common import ROOT, WAIT_S, Unavailable, log, machine  # noqa: E402
-from bench.config import Config, make_config, parse_args  # noqa: E402
+from bench.config import STREAMS_PER_LAUNCH, Config, make_config, parse_args  # noqa: E402
 from bench.processes import Running, ServerSpec, launch, run_oneshot  # noqa: E402
 from bench.programs import Programs, llama_bench_argv, oneshot_argvs, server_specs, versions  # noqa: E402
 from bench.report import publish  # noqa: E402
@@ -90,9 +90,6 @@ def measure_oneshots(cfg: Config, env: dict[str, str], tmp: Path) -> OneShotStat
     return stats
 
 
-STREAMS_PER_LAUNCH = 3  # streaming chat requests per launch, each a sample
-
-
 def measure_single(cfg: Config, specs: dict[str, ServerSpec], env: dict[str, str], tmp: Path) -> SingleStats:
     """One slot, one request at a time: the engine's own timings and one
     streaming client. Every launch also times spawn to ready."""
@@ -126,9 +123,6 @@ def single_requests(cfg: Config, srv: Running, run: int, stats: SingleStats) -> 
             stats.decode.setdefault(name, Samples()).add(float(t["predicted_per_second"]))
             stats.prompt_n[name] = int(t["prompt_n"])
             stats.predicted_n[name] = int(t["predicted_n"])
-        # Several streams per launch: one stream of 128 tokens is well
-        # under a second, and a shared machine's hiccup moved a run's
-        # single sample by 20%.
         streams = [
             stream_chat(client, srv.url, story(1000 + run * STREAMS_PER_LAUNCH + k), cfg.tokens)
             for k in range(STREAMS_PER_LAUNCH)
