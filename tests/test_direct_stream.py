@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from chat.engine import Chunk, Engine, FinishReason, Generation, GenerationRequest, Usage
+from chat.server.connections import BodyWriter
 from chat.server.generations import Generations
 from chat.server.run import start_in_background
 from chat.server.settings import ServerSettings
@@ -101,15 +102,16 @@ def _request(port: int, path: str = CHAT[0], body: dict[str, Any] = CHAT[1]) -> 
 
 def _body(raw: bytes) -> str:
     """A chunked 200 response's body."""
-    head, _, body = raw.partition(b"\r\n\r\n")
+    head, _, rest = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head[:200]
-    data = b""
+    data, at = bytearray(), 0
     while True:  # undo the chunked framing
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line, 16)
+        line_end = rest.index(b"\r\n", at)
+        size = int(rest[at:line_end], 16)
         if size == 0:
             break
-        data, body = data + body[:size], body[size + 2 :]
+        data += rest[line_end + 2 : line_end + 2 + size]
+        at = line_end + 2 + size + 2
     return data.decode()
 
 
@@ -127,16 +129,33 @@ def _contents(raw: bytes) -> tuple[list[str], bool]:
 
 
 def _read_all(sock: socket.socket) -> bytes:
-    raw = b""
+    raw = bytearray()
     while not raw.endswith(b"0\r\n\r\n"):
         part = sock.recv(65536)
         if not part:
             break
         raw += part
-    return raw
+    return bytes(raw)
 
 
-def test_a_stream_through_the_real_server_has_every_event_in_order() -> None:
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, bool]]:
+    """Each BodyWriter.write: whether it wrote, and whether the connection
+    was paused (its client slow) when asked."""
+    seen: list[tuple[bool, bool]] = []
+    write = BodyWriter.write
+
+    def counted(self: BodyWriter, data: bytes) -> bool:
+        paused = self._cycle.flow.write_paused
+        wrote = write(self, data)
+        seen.append((wrote, paused))
+        return wrote
+
+    monkeypatch.setattr(BodyWriter, "write", counted)
+    return seen
+
+
+def test_a_stream_through_the_real_server_has_every_event_in_order(writes: list[tuple[bool, bool]]) -> None:
     engine = PacedEngine(count=200, gap=0.001)
     with _serve(engine) as server:
         port = int(server.url.rsplit(":", 1)[1])
@@ -145,12 +164,14 @@ def test_a_stream_through_the_real_server_has_every_event_in_order() -> None:
             contents, done = _contents(_read_all(sock))
     assert contents == [engine.piece(i) for i in range(200)]
     assert done
+    assert sum(wrote for wrote, _ in writes) > 100  # most went straight out
 
 
-def test_a_client_that_stops_reading_a_while_gets_the_whole_stream() -> None:
-    # 2,000 events of about 2 kB: far more than the socket buffers hold, so
-    # the server's transport fills and pauses while the client sleeps.
-    engine = PacedEngine(count=2000, gap=0.0002, piece_size=2000)
+def test_a_client_that_stops_reading_a_while_gets_the_whole_stream(writes: list[tuple[bool, bool]]) -> None:
+    # 5,000 events of about 2 kB: more than twice what Linux's socket
+    # buffers hold at most (4 MiB), so the server's transport fills and
+    # pauses while the client sleeps.
+    engine = PacedEngine(count=5000, gap=0.0001, piece_size=2000)
     with _serve(engine) as server:
         port = int(server.url.rsplit(":", 1)[1])
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -161,8 +182,10 @@ def test_a_client_that_stops_reading_a_while_gets_the_whole_stream() -> None:
             sock.sendall(_request(port))
             time.sleep(1.5)
             contents, done = _contents(_read_all(sock))
-    assert contents == [engine.piece(i) for i in range(2000)]
+    assert contents == [engine.piece(i) for i in range(5000)]
     assert done
+    assert any(wrote for wrote, _ in writes)
+    assert (False, True) in writes and (True, True) not in writes  # none written past a full buffer
 
 
 def _sse(text: str) -> list[dict[str, Any]]:
@@ -194,7 +217,7 @@ STREAMS: dict[str, tuple[str, dict[str, Any], Callable[[str], list[str]]]] = {
 
 
 @pytest.mark.parametrize("name", list(STREAMS))
-def test_every_kind_of_stream_has_every_piece_in_order(name: str) -> None:
+def test_every_kind_of_stream_has_every_piece_in_order(name: str, writes: list[tuple[bool, bool]]) -> None:
     path, body, pieces = STREAMS[name]
     engine = PacedEngine(count=150, gap=0.001)
     with _serve(engine) as server:
@@ -203,3 +226,4 @@ def test_every_kind_of_stream_has_every_piece_in_order(name: str) -> None:
             sock.sendall(_request(port, path, body))
             text = _body(_read_all(sock))
     assert pieces(text) == [engine.piece(i) for i in range(150)]
+    assert sum(wrote for wrote, _ in writes) > 75

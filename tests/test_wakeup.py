@@ -5,6 +5,8 @@ loop its GIL on the way."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import errno
 import gc
 import os
 import sys
@@ -135,9 +137,49 @@ def test_its_pipe_is_closed_once_nothing_can_reach_it() -> None:
             os.fstat(fd)
 
 
-def test_asking_after_the_loop_closed_is_harmless() -> None:
-    loop = asyncio.new_event_loop()
+@pytest.mark.parametrize("loop_class", [asyncio.SelectorEventLoop, _NoReaders])
+def test_asking_after_the_loop_closed_neither_raises_nor_blocks(loop_class: type[asyncio.AbstractEventLoop]) -> None:
+    loop = loop_class()
     waker = LoopWaker(loop)
     loop.close()
-    waker.call(lambda: None)
-    waker.call(lambda: None)
+    for _ in range(100_000):  # far more than a pipe holds, were each a byte
+        waker.call(lambda: None)
+
+
+def test_a_failing_callback_does_not_strand_the_ones_after_it() -> None:
+    errors: list[BaseException] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: errors.append(context["exception"]))
+        waker = LoopWaker(loop)
+        ran = asyncio.Event()
+
+        def boom() -> None:
+            raise ValueError("a bug")
+
+        def ask() -> None:
+            waker.call(boom)
+            waker.call(ran.set)
+
+        threading.Thread(target=ask).start()
+        await asyncio.wait_for(ran.wait(), 5)
+
+    asyncio.run(main())
+    assert [type(e) for e in errors] == [ValueError]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the GIL-keeping write is POSIX's")
+def test_a_failed_wake_up_write_still_gets_the_callback_run() -> None:
+    async def main() -> None:
+        waker = LoopWaker(asyncio.get_running_loop())
+
+        def failing_write(fd: int, data: bytes, size: int) -> int:
+            ctypes.set_errno(errno.EBADF)
+            return -1
+
+        waker._write = failing_write
+        seen = await _from_thread(waker, 50)
+        assert [i for i, _ in seen] == list(range(50))
+
+    asyncio.run(main())

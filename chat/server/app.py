@@ -46,6 +46,8 @@ def create_app(engine: Engine, template: ChatTemplate, settings: ServerSettings)
     # Added innermost first: a request meets SecurityHeaders (so even a
     # guard's refusal carries them), CountRequests, the Host and Origin check,
     # CORS (whose preflights carry no key), the key, then the body check.
+    # None may change a response's body: streams write theirs past them
+    # (chat.server.connections.BodyWriter).
     app.add_middleware(CheckBody, limit=settings.max_body_bytes)
     app.add_middleware(RequireApiKey, api_key=settings.api_key)
     if settings.cors_origins:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import os
 import weakref
 from collections import deque
@@ -31,8 +32,9 @@ def _write_holding_the_gil() -> Callable[[int, bytes, int], int] | None:
     if os.name != "posix":
         return None
     try:
-        write = ctypes.pythonapi.write  # PyDLL(None): the process's libc, called with the GIL held
-    except AttributeError:
+        # PyDLL(None): the process's own libc, called with the GIL held.
+        write = ctypes.PyDLL(None, use_errno=True).write
+    except (AttributeError, OSError):
         return None
     write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
     write.restype = ctypes.c_ssize_t
@@ -62,7 +64,9 @@ class LoopWaker:
                 self._fds = (read_fd, write_fd)
                 # Closed only once nothing can reach this waker: a thread
                 # that still could would write to whatever took the number.
-                weakref.finalize(self, _close, self._fds)
+                # Not at exit either: the engine's (daemon) thread may still
+                # be emitting then, and the system closes them anyway.
+                weakref.finalize(self, _close, self._fds).atexit = False
 
     def call(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the loop soon; callable from any thread."""
@@ -73,7 +77,12 @@ class LoopWaker:
         self._due.append(callback)  # before the flag is read: see _run_due
         if not self._pending:
             self._pending = True
-            self._write(self._fds[1], b"\0", 1)  # a full pipe (EAGAIN) already wakes the loop
+            if self._write(self._fds[1], b"\0", 1) != 1 and ctypes.get_errno() != errno.EAGAIN:
+                # EAGAIN: the pipe is full, so the loop will wake anyway. Any
+                # other failure: the loop must still run what is due.
+                self._pending = False
+                with contextlib.suppress(RuntimeError):
+                    self.loop.call_soon_threadsafe(self._run_due)
 
     def _run_due(self) -> None:
         assert self._fds is not None
@@ -83,7 +92,11 @@ class LoopWaker:
         # finds the flag down and writes again; one added before is drained.
         self._pending = False
         while self._due:
-            self._due.popleft()()
+            callback = self._due.popleft()
+            try:
+                callback()
+            except Exception as exc:  # one callback's bug must not strand the others
+                self.loop.call_exception_handler({"message": "a LoopWaker callback failed", "exception": exc})
 
 
 def _close(fds: tuple[int, int]) -> None:
