@@ -125,8 +125,8 @@ def test_a_loop_without_readers_is_woken_the_plain_way() -> None:
 def test_its_pipe_is_closed_once_nothing_can_reach_it() -> None:
     loop = asyncio.new_event_loop()
     waker = LoopWaker(loop)
-    fds = waker._fds
-    assert fds is not None
+    assert waker._pipe is not None
+    fds = (waker._pipe.read_fd, waker._pipe.write_fd)
     for fd in fds:
         os.fstat(fd)
     loop.close()  # drops the loop's hold on it
@@ -178,7 +178,8 @@ def test_a_failed_wake_up_write_still_gets_the_callback_run() -> None:
             ctypes.set_errno(errno.EBADF)
             return -1
 
-        waker._write = failing_write
+        assert waker._pipe is not None
+        waker._pipe = waker._pipe._replace(write=failing_write)
         seen = await _from_thread(waker, 50)
         assert [i for i, _ in seen] == list(range(50))
 

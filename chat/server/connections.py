@@ -115,7 +115,8 @@ def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
             cycle = self.cycle
             if cycle is not None:
                 scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]
-                scope.setdefault(_BODY_WRITER, BodyWriter(cycle))
+                if _BODY_WRITER not in scope:  # once per request, however often its body's data comes
+                    scope[_BODY_WRITER] = BodyWriter(cycle)
 
         def data_received(self, data: bytes) -> None:
             if self._deadline is None and self.conn.their_state is h11.IDLE:

@@ -26,6 +26,7 @@ import os
 import weakref
 from collections import deque
 from collections.abc import Callable
+from typing import NamedTuple
 
 
 def _write_holding_the_gil() -> Callable[[int, bytes, int], int] | None:
@@ -41,6 +42,12 @@ def _write_holding_the_gil() -> Callable[[int, bytes, int], int] | None:
     return write  # type: ignore[no-any-return]
 
 
+class _Pipe(NamedTuple):
+    read_fd: int
+    write_fd: int
+    write: Callable[[int, bytes, int], int]  # libc's, keeping the GIL
+
+
 class LoopWaker:
     """Runs callbacks on one event loop, asked from any thread."""
 
@@ -48,36 +55,37 @@ class LoopWaker:
         self.loop = loop
         self._due: deque[Callable[[], None]] = deque()
         self._pending = False  # a byte is in the pipe, or the loop is about to drain `_due`
-        self._write = _write_holding_the_gil()
-        self._fds: tuple[int, int] | None = None
-        if self._write is not None:
-            read_fd, write_fd = os.pipe()
-            os.set_blocking(read_fd, False)
-            os.set_blocking(write_fd, False)  # with the GIL held, a write must never wait
-            try:
-                loop.add_reader(read_fd, self._run_due)
-            except NotImplementedError:  # e.g. Windows' proactor loop
-                os.close(read_fd)
-                os.close(write_fd)
-                self._write = None
-            else:
-                self._fds = (read_fd, write_fd)
-                # Closed only once nothing can reach this waker: a thread
-                # that still could would write to whatever took the number.
-                # Not at exit either: the engine's (daemon) thread may still
-                # be emitting then, and the system closes them anyway.
-                weakref.finalize(self, _close, self._fds).atexit = False
+        self._pipe: _Pipe | None = None  # None: woken with call_soon_threadsafe
+        write = _write_holding_the_gil()
+        if write is None:
+            return
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)  # with the GIL held, a write must never wait
+        try:
+            loop.add_reader(read_fd, self._run_due)
+        except NotImplementedError:  # e.g. Windows' proactor loop
+            os.close(read_fd)
+            os.close(write_fd)
+            return
+        self._pipe = _Pipe(read_fd, write_fd, write)
+        # Closed only once nothing can reach this waker: a thread that still
+        # could would write to whatever took the number. Not at exit either:
+        # the engine's (daemon) thread may still be emitting then, and the
+        # system closes them anyway.
+        weakref.finalize(self, _close, (read_fd, write_fd)).atexit = False
 
     def call(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the loop soon; callable from any thread."""
-        if self._fds is None or self._write is None:
+        pipe = self._pipe
+        if pipe is None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
                 self.loop.call_soon_threadsafe(callback)
             return
         self._due.append(callback)  # before the flag is read: see _run_due
         if not self._pending:
             self._pending = True
-            if self._write(self._fds[1], b"\0", 1) != 1 and ctypes.get_errno() != errno.EAGAIN:
+            if pipe.write(pipe.write_fd, b"\0", 1) != 1 and ctypes.get_errno() != errno.EAGAIN:
                 # EAGAIN: the pipe is full, so the loop will wake anyway. Any
                 # other failure: the loop must still run what is due.
                 self._pending = False
@@ -85,9 +93,9 @@ class LoopWaker:
                     self.loop.call_soon_threadsafe(self._run_due)
 
     def _run_due(self) -> None:
-        assert self._fds is not None
+        assert self._pipe is not None  # only a waker with a pipe runs this
         with contextlib.suppress(BlockingIOError):  # a byte per wake-up: one read takes them all
-            os.read(self._fds[0], 4096)
+            os.read(self._pipe.read_fd, 4096)
         # Cleared before `_due` is drained: a callback added after the drain
         # finds the flag down and writes again; one added before is drained.
         self._pending = False
