@@ -136,6 +136,20 @@ def test_held_back_text_is_released_when_it_is_not_a_stop() -> None:
     assert stream.finish() == ""
 
 
+def test_a_control_token_shows_as_text_only_where_special_text_is_asked(smollm2: Path) -> None:
+    """Token pieces are remembered per token id: the plain piece of <|im_end|>
+    (empty) and its special one (the tag) must not stand in for each other,
+    whichever is asked first."""
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=256)) as eng:
+        [end] = eng.tokenize("<|im_end|>", add_bos=False)
+        assert eng.detokenize([end, end]) == ""
+        assert "<|im_end|>" in eng.special_texts()
+        assert eng.detokenize([end]) == ""
+    with Engine(EngineConfig(ModelSource(smollm2), n_ctx=256)) as eng:
+        assert "<|im_end|>" in eng.special_texts()
+        assert eng.detokenize([end]) == ""
+
+
 def test_concurrent_requests_share_each_step(engine: Engine) -> None:
     """Continuous batching: a short request submitted after a long one is
     served beside it, not after it."""

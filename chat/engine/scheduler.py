@@ -532,11 +532,13 @@ class Scheduler:
         (least recently used first, each saved to the prompt cache if there
         is one) until `wanted` are free or no idle one is left. `spare`: a
         slot not to drop, the one a request is being put in."""
+        free = self.ctx.n_ctx - sum(len(s.cached) for s in self.slots)
+        if free >= wanted:  # every step asks: the common case needs no search
+            return free
         busy = {r.slot.seq for r in self._runs}
         idle = sorted(
             (s for s in self.slots if s.seq not in busy and s is not spare and s.cached), key=lambda s: s.last_used
         )
-        free = self.ctx.n_ctx - sum(len(s.cached) for s in self.slots)
         while free < wanted and idle:
             slot = idle.pop(0)
             free += len(slot.cached)
@@ -566,6 +568,8 @@ class Scheduler:
             r.next_token = token
 
     def _take_logprobs(self, r: _Run) -> tuple[TokenLogprob, ...]:
+        if not r.logprobs:
+            return ()
         taken, r.logprobs = tuple(r.logprobs), []
         return taken
 

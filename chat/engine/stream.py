@@ -22,7 +22,10 @@ class TextStream:
         """Add one token's bytes; return the text that is now safe to show."""
         if self.stopped:
             return ""
-        self._pending += self._decoder.decode(data)
+        text = self._decoder.decode(data)
+        if not self._stop:  # nothing to hold back but a split character, which the decoder keeps
+            return text
+        self._pending += text
         return self._release(final=False)
 
     def finish(self) -> str:
