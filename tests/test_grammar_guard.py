@@ -13,6 +13,7 @@ import pytest
 
 from chat.engine import Chunk, Engine, EngineConfig, FinishReason, GenerationRequest, SamplingParams, grammar_guard
 from chat.engine.llama import ModelSource
+from chat.engine.lookup import StepCosts
 from chat.errors import UsageError
 
 AT_THE_START = "the grammar allows no token here at the start"
@@ -99,3 +100,38 @@ def test_the_time_limit_is_what_refuses(engine: Engine, monkeypatch: pytest.Monk
     monkeypatch.setattr(grammar_guard, "STEP_LIMIT_S", 0.0)
     with pytest.raises(UsageError, match="too ambiguous"):
         ask(engine, 'root ::= "yes" | "no"')
+
+
+def test_a_slow_grammar_gets_no_draft_that_would_take_a_step_past_its_limit(
+    smollm2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each drafted token is matched by the grammar too. A grammar that
+    takes 0.6 s a token (a clock that says so) is under the 1 s limit, but
+    a draft would put each step at several times it: a quoting answer that
+    drafts freely otherwise gets at most the first step's guess, and the
+    same text."""
+    monkeypatch.setattr(StepCosts, "relative", lambda self, n: 1 + 0.1 * (n - 1))  # drafts pay here
+    prompt = "def add(a, b):\n    return a + b\n\n\n" * 10  # a raw continuation that goes on repeating
+    printable = "root ::= [ -~\\n]*"
+
+    def answer() -> tuple[str, int]:
+        with Engine(EngineConfig(ModelSource(smollm2), n_ctx=1024, draft_max=8)) as eng:
+            gen = eng.submit(GenerationRequest(prompt, SamplingParams(temperature=0, grammar=printable), max_tokens=60))
+            text = gen.text()
+            assert gen.final is not None and gen.final.finish_reason is FinishReason.LENGTH, gen.final
+            return text, eng.stats().drafted_tokens
+
+    free_text, free_drafts = answer()
+    assert free_drafts >= 20, "the grammar's answer drafts nothing: the test tests nothing"
+
+    class Clock:
+        now = 0.0
+
+        def perf_counter(self) -> float:
+            self.now += 0.3  # every timed span of the grammar's work: 0.3 s
+            return self.now
+
+    monkeypatch.setattr(grammar_guard, "time", Clock())
+    slow_text, slow_drafts = answer()
+    assert slow_text == free_text
+    assert slow_drafts <= 2  # the first step's, paced on the first token's matching alone (0.3 s)

@@ -89,6 +89,17 @@ class GrammarGuard:
             raise GrammarError(_too_slow(spent, self._limit))
         if _all_masked(arr):
             raise GrammarError(DEAD_END.format(where=" at the start"))
+        self._spent = spent  # the pace of the first step, until a token is matched
+
+    def tokens_per_step(self) -> int:
+        """How many tokens a step may give this grammar to check (the
+        sampled one and a draft's), so that the step's matching stays
+        within one token's limit at the last token's pace: a draft of
+        eight tokens would otherwise hold every other request for up to
+        nine times the limit, each token just under it."""
+        if self._spent <= 0:
+            return 1 << 30
+        return max(1, int(self._limit / self._spent))
 
     def check(self) -> None:
         """Raise GrammarError if the token just sampled was not the grammar's."""

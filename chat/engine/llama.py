@@ -527,6 +527,11 @@ class Sampler:
             self._guard.check()
         return token
 
+    def draft_room(self) -> int | None:
+        """At most this many drafted tokens a step, for the grammar's time
+        (GrammarGuard.tokens_per_step); None: no grammar, no such bound."""
+        return None if self._guard is None else self._guard.tokens_per_step() - 1
+
     def close(self) -> None:
         if self._ptr:
             C.llama_sampler_free(self._ptr)

@@ -462,6 +462,9 @@ class Scheduler:
             return []
         guess = r.drafter.draft()  # its tokens end with `token`
         room = min(self.ctx.n_batch - 1, r.limit - r.n_out - 1, self.ctx.n_ctx_seq - len(r.slot.cached) - 2)
+        grammar_room = r.sampler.draft_room()
+        if grammar_room is not None:
+            room = min(room, grammar_room)
         return guess[: max(0, room)]
 
     def _logprob(self, r: _Run, index: int, token: int) -> TokenLogprob:
