@@ -14,7 +14,8 @@ where they tell something. What is measured:
 1. single stream, one slot: prefill and decode tokens/s as each engine times
    them (llama.cpp's `/completion` `timings`, which both servers return, on the
    same prompt), llama-bench's numbers beside them, and a streaming chat
-   client, six requests a launch (time to first token, tokens/s after it);
+   client, six requests to each server a run, sent to the servers in turn
+   while all of them are up (time to first token, tokens/s after it);
 2. 1, 4 and 8 concurrent streaming clients against 4 and 8 slots: aggregate
    tokens/s, p50/p95 time to first token, cut streams;
 3. spawn to ready (`/health` 200), and wall time and peak RSS of a one-shot
@@ -47,9 +48,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.clients import burst, native_timings, prefill_prompt, story, stream_chat  # noqa: E402
+from bench.clients import Stream, burst, native_timings, prefill_prompt, story, stream_chat  # noqa: E402
 from bench.common import ROOT, WAIT_S, Unavailable, log, machine  # noqa: E402
-from bench.config import STREAMS_PER_LAUNCH, Config, make_config, parse_args  # noqa: E402
+from bench.config import STREAMS_PER_RUN, Config, make_config, parse_args  # noqa: E402
 from bench.processes import Running, ServerSpec, launch, run_oneshot  # noqa: E402
 from bench.programs import Programs, llama_bench_argv, oneshot_argvs, server_specs, versions  # noqa: E402
 from bench.report import publish  # noqa: E402
@@ -92,50 +93,74 @@ def measure_oneshots(cfg: Config, env: dict[str, str], tmp: Path) -> OneShotStat
 
 def measure_single(cfg: Config, specs: dict[str, ServerSpec], env: dict[str, str], tmp: Path) -> SingleStats:
     """One slot, one request at a time: the engine's own timings and one
-    streaming client. Every launch also times spawn to ready."""
+    streaming client. Every launch also times spawn to ready.
+
+    Each run starts every server (in alternated order), and they stay up
+    together: the streaming requests then go to each in turn, the order
+    flipped every round, so that the samples of all of them come from the
+    same few seconds. A shared machine's speed drifts by a fifth within a
+    minute; with a launch's streams in a block of their own, two runs of
+    the same file read 0.95x and 1.01x (2-core Xeon, 2026-12-07). A server
+    waiting for its turn uses no CPU."""
     stats = SingleStats()
     names = ["llamabin", "llama-server", "python -m chat", "llama-cpp-python"]
     for run in range(cfg.runs):
-        for name in alternate(names, run):
-            if name in stats.errors:
-                continue
-            log(f"single stream run {run + 1}/{cfg.runs}: {name}")
-            try:
-                with launch(specs[name], 1, env, tmp) as srv:
+        with contextlib.ExitStack() as up, httpx.Client(timeout=WAIT_S) as client:
+            running: list[Running] = []
+            for name in alternate(names, run):
+                if name in stats.errors:
+                    continue
+                log(f"single stream run {run + 1}/{cfg.runs}: {name}")
+                try:
+                    srv = up.enter_context(launch(specs[name], 1, env, tmp))
                     stats.start.setdefault(name, Samples()).add(srv.start_s)
-                    single_requests(cfg, srv, run, stats)
-            except (Unavailable, httpx.HTTPError, KeyError, ValueError) as exc:
-                stats.errors[name] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, Unavailable) else str(exc)
+                    engine_timings(cfg, client, srv, run, stats)
+                    running.append(srv)
+                except (Unavailable, httpx.HTTPError, KeyError, ValueError) as exc:
+                    stats.errors[name] = _why(exc)
+            log(f"single stream run {run + 1}/{cfg.runs}: {STREAMS_PER_RUN} streams to each, in turn")
+            for k in range(STREAMS_PER_RUN):
+                prompt = story(1000 + run * STREAMS_PER_RUN + k)
+                for srv in running if k % 2 == 0 else reversed(running):
+                    if srv.spec.name in stats.errors:
+                        continue
+                    try:
+                        add_stream(cfg, stream_chat(client, srv.url, prompt, cfg.tokens), srv.spec.name, stats)
+                    except (Unavailable, httpx.HTTPError, KeyError, ValueError) as exc:
+                        stats.errors[srv.spec.name] = _why(exc)
     return stats
 
 
-def single_requests(cfg: Config, srv: Running, run: int, stats: SingleStats) -> None:
+def _why(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, Unavailable) else f"{type(exc).__name__}: {exc}"
+
+
+def engine_timings(cfg: Config, client: httpx.Client, srv: Running, run: int, stats: SingleStats) -> None:
+    """A fresh server's warm-up request, then, where it has llama.cpp's
+    `/completion`, the engine's own prefill and decode timings."""
     name = srv.spec.name
-    with httpx.Client(timeout=WAIT_S) as client:
-        # A few tokens first: the first request of a fresh process pays for
-        # allocations the others do not, and that is start-up, not speed.
-        warm = stream_chat(client, srv.url, "Say hello.", 4)
-        if warm.cut_reason(4):
-            raise Unavailable(f"warm-up request failed: {warm.cut_reason(4)}")
-        if srv.spec.native:
-            t = native_timings(srv.url, prefill_prompt(run, cfg.prefill_chars), cfg.tokens)
-            stats.prefill.setdefault(name, Samples()).add(float(t["prompt_per_second"]))
-            stats.decode.setdefault(name, Samples()).add(float(t["predicted_per_second"]))
-            stats.prompt_n[name] = int(t["prompt_n"])
-            stats.predicted_n[name] = int(t["predicted_n"])
-        streams = [
-            stream_chat(client, srv.url, story(1000 + run * STREAMS_PER_LAUNCH + k), cfg.tokens)
-            for k in range(STREAMS_PER_LAUNCH)
-        ]
-    for s in streams:
-        why = s.cut_reason(cfg.tokens)
-        if why:
-            raise Unavailable(f"the streaming request was cut: {why}")
-        if s.ttft is not None:
-            stats.ttft.setdefault(name, Samples()).add(s.ttft)
-        tps = s.tps_after_first()
-        if tps is not None:
-            stats.stream_tps.setdefault(name, Samples()).add(tps)
+    # A few tokens first: the first request of a fresh process pays for
+    # allocations the others do not, and that is start-up, not speed.
+    warm = stream_chat(client, srv.url, "Say hello.", 4)
+    if warm.cut_reason(4):
+        raise Unavailable(f"warm-up request failed: {warm.cut_reason(4)}")
+    if srv.spec.native:
+        t = native_timings(srv.url, prefill_prompt(run, cfg.prefill_chars), cfg.tokens)
+        stats.prefill.setdefault(name, Samples()).add(float(t["prompt_per_second"]))
+        stats.decode.setdefault(name, Samples()).add(float(t["predicted_per_second"]))
+        stats.prompt_n[name] = int(t["prompt_n"])
+        stats.predicted_n[name] = int(t["predicted_n"])
+
+
+def add_stream(cfg: Config, s: Stream, name: str, stats: SingleStats) -> None:
+    why = s.cut_reason(cfg.tokens)
+    if why:
+        raise Unavailable(f"the streaming request was cut: {why}")
+    if s.ttft is not None:
+        stats.ttft.setdefault(name, Samples()).add(s.ttft)
+    tps = s.tps_after_first()
+    if tps is not None:
+        stats.stream_tps.setdefault(name, Samples()).add(tps)
 
 
 def run_llama_bench(cfg: Config, env: dict[str, str], stats: SingleStats) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from bench.common import MB, SEED
-from bench.config import ONESHOT_PROMPT, ONESHOT_TOKENS, STREAMS_PER_LAUNCH, Config
+from bench.config import ONESHOT_PROMPT, ONESHOT_TOKENS, STREAMS_PER_RUN, Config
 from bench.results import LoadStats, OneShotStats, SingleStats
 from bench.stats import Samples, fmt_num, fmt_ratio, percentile, ratio
 from bench.targets import targets
@@ -55,7 +55,7 @@ def single_tables(cfg: Config, st: SingleStats) -> list[str]:
         )
     lines += [
         "",
-        f"Server: one streaming chat client, {STREAMS_PER_LAUNCH} requests after each launch (each a sample), {cfg.tokens} tokens asked (generated: {predicted_n} on the engine row above).",
+        f"Server: one streaming chat client, {STREAMS_PER_RUN} requests to each server a run (each a sample), sent to the servers in turn while all of them are up, {cfg.tokens} tokens asked (generated: {predicted_n} on the engine row above).",
         "",
         "| server | time to first token ms | vs llama-server | t/s after first token | vs llama-server |",
         "|---|---|---|---|---|",
