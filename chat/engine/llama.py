@@ -263,10 +263,10 @@ class Model:
 
     def token_bytes(self, token: int, special: bool = False) -> bytes:
         if not special:
-            # Looked up once per token id: every generated token asks, and
-            # the buffer and the call cost the engine's thread about 10 us a
-            # token (2-core Xeon, 2026-12-07). A vocabulary is finite, and
-            # an answer uses few of its tokens.
+            # Looked up once per token id: every generated token asks, on
+            # the engine's thread between two decodes, where a buffer and a
+            # C call per token hold up the next one. A vocabulary is
+            # finite, and an answer uses few of its tokens.
             known = self._pieces.get(token)
             if known is None:
                 known = self._pieces[token] = self._piece(token, special)
