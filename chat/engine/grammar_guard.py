@@ -58,6 +58,7 @@ class GrammarGuard:
         self._n_vocab = n_vocab
         self._limit = STEP_LIMIT_S if step_limit_s is None else step_limit_s
         self._spent = 0.0  # the grammar's seconds on the current token
+        self._sampled = 0.0  # of which, not counted in _spent: its matching of samples of the candidates
         self.problem: str | None = None
         # Kept on self: llama.cpp calls these for as long as the chain lives.
         # The name is handed over as an address: a callback returning bytes
@@ -89,7 +90,6 @@ class GrammarGuard:
             raise GrammarError(_too_slow(spent, self._limit))
         if _all_masked(arr):
             raise GrammarError(DEAD_END.format(where=" at the start"))
-        self._spent = spent  # the pace of the first step, until a token is matched
 
     def tokens_per_step(self) -> int:
         """How many tokens a step may give this grammar to check (the
@@ -97,9 +97,10 @@ class GrammarGuard:
         within one token's limit at the last token's pace: a draft of
         eight tokens would otherwise hold every other request for up to
         nine times the limit, each token just under it."""
-        if self._spent <= 0:
+        per_token = self._spent + self._sampled  # with the sampled matching: a tenth to a seventh more
+        if per_token <= 0:
             return 1 << 30
-        return max(1, int(self._limit / self._spent))
+        return max(1, int(self._limit / per_token))
 
     def check(self) -> None:
         """Raise GrammarError if the token just sampled was not the grammar's."""
@@ -158,10 +159,12 @@ class GrammarGuard:
         seconds, and a sound one pays about a tenth more."""
         n = int(arr.size)
         ids = _ids(arr)
+        self._sampled = 0.0
         for k in SAMPLES:
             if k * 2 > n:
                 break
             spent = self._time(ids[:: n // k][:k])
+            self._sampled += spent
             if spent > self._limit:
                 return spent
         return None
