@@ -98,9 +98,10 @@ def measure_single(cfg: Config, specs: dict[str, ServerSpec], env: dict[str, str
     Each run starts every server (in alternated order), and they stay up
     together: the streaming requests then go to each in turn, the order
     flipped every round, so that the samples of all of them come from the
-    same few seconds. A shared machine's speed drifts by a fifth within a
-    minute; with a launch's streams in a block of their own, two runs of
-    nearly the same code read 0.968x and 1.01x (2-core Xeon, 2026-12-07). A server
+    same few seconds. A shared machine's speed drifts: one program's
+    samples spread from 160 to 236 t/s within a run, and with a launch's
+    streams in a block of their own, two runs of nearly the same code read
+    0.968x and 1.01x (2-core Xeon, 2026-12-07). A server
     waiting for its turn uses no CPU, but holds its model and cache: the
     four need four times one's memory. Each start to ready is timed with the
     servers launched before it up and idle; the order alternates, so each
@@ -110,7 +111,7 @@ def measure_single(cfg: Config, specs: dict[str, ServerSpec], env: dict[str, str
     names = ["llamabin", "llama-server", "python -m chat", "llama-cpp-python"]
     for run in range(cfg.runs):
         with contextlib.ExitStack() as up, httpx.Client(timeout=WAIT_S) as client:
-            running: dict[str, tuple[Running, contextlib.ExitStack]] = {}
+            running: list[tuple[Running, contextlib.ExitStack]] = []  # each server and what stops it
             for name in alternate(names, run):
                 if name in stats.errors:
                     continue
@@ -123,19 +124,18 @@ def measure_single(cfg: Config, specs: dict[str, ServerSpec], env: dict[str, str
                     except (Unavailable, httpx.HTTPError, KeyError, ValueError) as exc:
                         stats.errors[name] = _why(exc)
                         continue  # stopped here: it must not run beside the others' streams
-                    running[name] = (srv, up.enter_context(own.pop_all()))
+                    running.append((srv, up.enter_context(own.pop_all())))
             log(f"single stream run {run + 1}/{cfg.runs}: {STREAMS_PER_RUN} streams to each, in turn")
             for k in range(STREAMS_PER_RUN):
                 prompt = story(1000 + run * STREAMS_PER_RUN + k)
-                order = list(running.values())
-                for srv, own in order if k % 2 == 0 else reversed(order):
+                for srv, stop in running if k % 2 == 0 else reversed(running):
                     if srv.spec.name in stats.errors:
                         continue
                     try:
                         add_stream(cfg, stream_chat(client, srv.url, prompt, cfg.tokens), srv.spec.name, stats)
                     except (Unavailable, httpx.HTTPError, KeyError, ValueError) as exc:
                         stats.errors[srv.spec.name] = _why(exc)
-                        own.close()  # it may still be generating: not beside the others
+                        stop.close()  # it may still be generating: not beside the others
     return stats
 
 

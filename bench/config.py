@@ -17,8 +17,9 @@ ONESHOT_TOKENS = 16
 # Streaming chat requests to each server per run (each a sample of the
 # single-stream row), sent to the servers in turn. One stream of 128 tokens
 # is well under a second and a shared machine's hiccup moved a single
-# sample by 20%; with 3 a run (15 in all) the row's ratio moved by 0.04
-# between two runs of the same file (2-core Xeon, 2026-12-07: 1.00x, 0.96x).
+# sample by 20%; with 3 a launch (15 in all, before the servers were asked
+# in turn) the row's ratio moved by 0.04 between two runs of the same file
+# (2-core Xeon, 2026-12-07: 1.00x, 0.96x).
 STREAMS_PER_RUN = 6
 
 
