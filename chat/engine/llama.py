@@ -523,8 +523,8 @@ class Sampler:
         self._ptr = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
         self._guard: GrammarGuard | None = None
         # Nothing but the largest logit decides: the chain would only copy
-        # every logit into candidates first (0.1 ms a token for a 49k
-        # vocabulary, about 2% of a small model's step).
+        # every logit into candidates first (with SmolLM2's 49,152, 0.14 ms
+        # of a 4 ms step on a 2-core Xeon, 2026-12-07).
         self._greedy_alone = _greedy_alone(params)
         with capture_stderr() as errors:
             stages = _stages(model, params)
