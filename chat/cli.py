@@ -250,7 +250,7 @@ def _read_stdin() -> str:
     callback=_in_limits,
     default=SAMPLING.repeat_last_n,
     show_default=True,
-    help="How many recent tokens the penalty looks at.",
+    help="How many recent tokens the penalty looks at (-1: the whole context, 0: none).",
 )
 @click.option(
     "-s",

@@ -277,7 +277,7 @@ class Engine:
             # Built here, so a bad grammar fails now rather than mid-stream, and
             # handed to the scheduler, so no grammar is compiled twice. Queued
             # inside the guard: close() stops the worker only after it.
-            self._scheduler.submit(gen, Sampler(self._model, request.sampling))
+            self._scheduler.submit(gen, Sampler(self._model, request.sampling, self.n_ctx))
         return gen
 
     def close(self) -> None:

@@ -467,10 +467,12 @@ class Context(_ContextHandle):
     def top_token(self, index: int) -> int | None:
         """The token with the largest logit at batch entry `index` (the
         first of equal ones), read where the logits are; None from a
-        llama.cpp without patches/llama-cpp-greedy.patch."""
+        llama.cpp without patches/llama-cpp-greedy.patch. It reads the raw
+        logits: a backend sampler set on the context (llama_set_sampler,
+        which llamabin never sets) is not asked."""
         if self._argmax is None:
             return None
-        token = int(self._argmax(self._ptr, index))
+        token = self._argmax(self._ptr, index)
         if token < 0:
             raise GenerationError(f"llama.cpp has no logits for batch entry {index}")
         return token
@@ -497,14 +499,14 @@ class Context(_ContextHandle):
             raise GenerationError(f"llama_decode failed with code {rc}")
 
 
-def _argmax_function() -> Any:
+def _argmax_function() -> Callable[[Any, int], int] | None:
     """libllama's llama_get_logits_argmax_ith (patches/llama-cpp-greedy.patch),
     typed, or None where the library has no such function."""
     function = getattr(getattr(C, "_lib", None), "llama_get_logits_argmax_ith", None)
     if function is not None:
         function.argtypes = [C.llama_context_p_ctypes, ctypes.c_int32]
         function.restype = ctypes.c_int32
-    return function
+    return function  # type: ignore[no-any-return]
 
 
 def _first_byte(buf: bytearray) -> Any:
@@ -517,7 +519,9 @@ def _first_byte(buf: bytearray) -> Any:
 class Sampler:
     """A llama.cpp sampler chain built from one request's settings."""
 
-    def __init__(self, model: Model, params: SamplingParams) -> None:
+    def __init__(self, model: Model, params: SamplingParams, n_ctx: int) -> None:
+        """`n_ctx` is the window of a penalty over the whole context
+        (repeat_last_n -1)."""
         if params.grammar:
             check_grammar(params.grammar)  # before C code recurses into it
         self._ptr = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
@@ -527,7 +531,7 @@ class Sampler:
         # of a 4 ms step on a 2-core Xeon, 2026-12-07).
         self._greedy_alone = _greedy_alone(params)
         with capture_stderr() as errors:
-            stages = _stages(model, params)
+            stages = _stages(model, params, n_ctx)
         for stage in stages:
             if not stage:
                 self.close()
@@ -611,17 +615,17 @@ def _greedy_alone(p: SamplingParams) -> bool:
     return p.temperature <= 0 and not p.logit_bias and not p.grammar and penalties_off
 
 
-def _stages(model: Model, p: SamplingParams) -> list[Any]:
+def _stages(model: Model, p: SamplingParams, n_ctx: int) -> list[Any]:
     # Same order as llama-cpp-python's Llama sampler, so greedy and seeded
     # output match a direct Llama() completion.
     stages = []
     if p.logit_bias:  # first, as llama.cpp's own chain has it; llama.cpp copies the array
         biases = (C.llama_logit_bias * len(p.logit_bias))(*(C.llama_logit_bias(t, b) for t, b in p.logit_bias))
         stages.append(C.llama_sampler_init_logit_bias(model.n_vocab, len(p.logit_bias), biases))
+    # llama.cpp takes a negative window as none at all, not as the context.
+    window = n_ctx if p.repeat_last_n == -1 else p.repeat_last_n
     stages.append(
-        C.llama_sampler_init_penalties(
-            model.n_vocab, p.repeat_last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty
-        )
+        C.llama_sampler_init_penalties(model.n_vocab, window, p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
     )
     if p.grammar:
         grammar = C.llama_sampler_init_grammar(model.vocab, p.grammar.encode("utf-8"), b"root")

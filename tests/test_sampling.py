@@ -1,7 +1,8 @@
-"""A greedy request picks its tokens with llama_get_logits_argmax_ith
-(patches/llama-cpp-greedy.patch), not through llama.cpp's sampler chain:
-the same tokens, without copying the logits into candidates first. Real
-model, the portable libraries the file ships."""
+"""How the next token is picked. A plain greedy request takes it with
+llama_get_logits_argmax_ith (patches/llama-cpp-greedy.patch), not through
+llama.cpp's sampler chain: the same tokens, without copying the logits into
+candidates first; every other request goes through the chain. Real model,
+the portable libraries the file ships."""
 
 from __future__ import annotations
 
@@ -45,12 +46,12 @@ def test_the_shortcut_picks_the_token_llama_cpps_greedy_sampler_picks(model: Mod
             by_chain.append(int(C.llama_sampler_sample(greedy, ctx.ptr, i)))
             logits = ctx.logits(i, model.n_vocab)
             by_hand.append(logits.index(max(logits)))  # the first of equal ones
+        assert None not in picked, "the libraries in use lack llama_get_logits_argmax_ith"
         with pytest.raises(GenerationError, match="no logits for batch entry 64"):
             ctx.top_token(64)
     finally:
         C.llama_sampler_free(greedy)
         ctx.close()
-    assert None not in picked, "the libraries in use lack llama_get_logits_argmax_ith"
     assert picked == by_chain == by_hand
     assert len(set(picked)) > 10  # real predictions, not one token over and over
 
@@ -79,15 +80,22 @@ def _count_shortcuts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return taken
 
 
-def test_greedy_answers_are_those_of_the_sampler_chain(smollm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "sampling",
+    [GREEDY, SamplingParams(temperature=0, repeat_penalty=1.5, repeat_last_n=0)],
+    ids=["greedy", "penalty-over-no-tokens"],
+)
+def test_greedy_answers_are_those_of_the_sampler_chain(
+    smollm2: Path, monkeypatch: pytest.MonkeyPatch, sampling: SamplingParams
+) -> None:
     """The same text with the shortcut as through llama.cpp's chain, which
     is also what a llama.cpp without the patch gets."""
     taken = _count_shortcuts(monkeypatch)
-    short = [_text(a) for a in _answers(smollm2, GREEDY)]
+    short = [_text(a) for a in _answers(smollm2, sampling)]
     assert taken[0] >= 3 * 20
     monkeypatch.setattr(llama_module, "_argmax_function", lambda: None)
     taken[0] = 0
-    assert [_text(a) for a in _answers(smollm2, GREEDY)] == short
+    assert [_text(a) for a in _answers(smollm2, sampling)] == short
     assert taken[0] == 0
     assert all(len(a) > 20 for a in short)
 
@@ -97,10 +105,11 @@ def test_greedy_answers_are_those_of_the_sampler_chain(smollm2: Path, monkeypatc
     [
         SamplingParams(temperature=0, repeat_penalty=1.5),
         SamplingParams(temperature=0, presence_penalty=1.0),
+        SamplingParams(temperature=0, frequency_penalty=1.0),
         SamplingParams(temperature=0, grammar='root ::= [a-z ]+ "."'),
         SamplingParams(temperature=0.8, seed=7),
     ],
-    ids=["repeat-penalty", "presence-penalty", "grammar", "temperature"],
+    ids=["repeat-penalty", "presence-penalty", "frequency-penalty", "grammar", "temperature"],
 )
 def test_a_request_the_chain_shapes_goes_through_it(
     smollm2: Path, monkeypatch: pytest.MonkeyPatch, sampling: SamplingParams
@@ -122,3 +131,14 @@ def test_a_banned_token_stays_banned(smollm2: Path, monkeypatch: pytest.MonkeyPa
     banned = [a[0].logprobs[0].chosen.token for a in _answers(smollm2, sampling, logprobs=0)]
     assert taken[0] == 0
     assert not set(banned) & set(firsts)
+
+
+def test_a_penalty_over_the_whole_context_applies(smollm2: Path) -> None:
+    """repeat_last_n -1 is the whole context (here 1024 tokens), as
+    llama-server takes it; llama.cpp itself would take it as no window."""
+    whole = [_text(a) for a in _answers(smollm2, SamplingParams(temperature=0, repeat_penalty=1.5, repeat_last_n=-1))]
+    window = [
+        _text(a) for a in _answers(smollm2, SamplingParams(temperature=0, repeat_penalty=1.5, repeat_last_n=1024))
+    ]
+    assert whole == window
+    assert whole != [_text(a) for a in _answers(smollm2, GREEDY)]
