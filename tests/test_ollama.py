@@ -65,6 +65,20 @@ def test_generate_answers_a_prompt(client: ollama.Client, name: str) -> None:
     assert raw.response.strip() and raw.response not in (plain.response, guided.response)
 
 
+def test_a_repeat_window_of_minus_one_is_the_whole_context(client: ollama.Client, name: str) -> None:
+    """Ollama's repeat_last_n -1: the penalty over the whole context."""
+    prompt = "Once upon a time, a lighthouse keeper"
+    client.generate(name, prompt=prompt, raw=True, options={"num_predict": 1})  # the answers below start from the cache
+
+    def answer(window: int) -> str:
+        options = {**OPTIONS, "num_predict": 40, "repeat_penalty": 1.5, "repeat_last_n": window}
+        return str(client.generate(name, prompt=prompt, raw=True, options=options).response)
+
+    whole = answer(-1)
+    assert whole == answer(8192)
+    assert whole != answer(0)
+
+
 def test_format_json_gives_json(client: ollama.Client, name: str) -> None:
     import json
 

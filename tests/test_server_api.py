@@ -75,6 +75,23 @@ def test_completion(client: openai.OpenAI) -> None:
     assert out.choices[0].finish_reason in ("stop", "length")
 
 
+def test_a_repeat_window_of_minus_one_is_the_whole_context(server: ServerProcess) -> None:
+    """As llama-server reads /completion's repeat_last_n -1 (llama.cpp's
+    own sampler would take it as no window, the penalty off)."""
+    prompt = "Once upon a time, a lighthouse keeper"
+    post(server, "/completion", {"prompt": prompt, "n_predict": 1})  # each answer below then starts from the cache
+
+    def answer(**fields: object) -> str:
+        body = {"prompt": prompt, "n_predict": 40, "temperature": 0, "repeat_penalty": 1.5, **fields}
+        r = post(server, "/completion", body)
+        assert r.status_code == 200, r.text
+        return str(r.json()["content"])
+
+    whole = answer(repeat_last_n=-1)
+    assert whole == answer(repeat_last_n=8192)
+    assert whole != answer(repeat_last_n=0)
+
+
 def test_model_list(client: openai.OpenAI, smollm2: Path) -> None:
     models = client.models.list().data
     assert [m.id for m in models] == [smollm2.name]

@@ -199,7 +199,7 @@ def completion_prompt(req: CompletionRequest) -> str | list[int]:
     return prompt  # type: ignore[return-value]  # narrowed above: str or list[int]
 
 
-def native_request(req: NativeCompletionRequest, defaults: ServerSettings, n_ctx: int) -> GenerationRequest:
+def native_request(req: NativeCompletionRequest, defaults: ServerSettings) -> GenerationRequest:
     """llama.cpp's /completion fields onto the engine's."""
     if req.grammar and req.json_schema is not None:
         raise ApiError(400, "Give grammar or json_schema, not both", param="grammar")
@@ -211,7 +211,7 @@ def native_request(req: NativeCompletionRequest, defaults: ServerSettings, n_ctx
         top_p=req.top_p,
         min_p=req.min_p,
         repeat_penalty=req.repeat_penalty,
-        repeat_last_n=n_ctx if req.repeat_last_n == -1 else req.repeat_last_n,
+        repeat_last_n=req.repeat_last_n,  # -1, the whole context, as the engine takes it
         seed=req.seed if req.seed is not None and req.seed >= 0 else None,  # -1: random, as in llama.cpp
         grammar=grammar,
     )

@@ -46,7 +46,7 @@ def tools_of(req: ChatRequest) -> tuple[Tool, ...]:
 
 
 def chat_request(
-    req: ChatRequest, template: ChatTemplate, defaults: ServerSettings, n_ctx: int, special_texts: frozenset[str]
+    req: ChatRequest, template: ChatTemplate, defaults: ServerSettings, special_texts: frozenset[str]
 ) -> GenerationRequest:
     if req.think:
         raise ApiError(400, "think is not supported: this model has no thinking mode", param="think")
@@ -65,7 +65,7 @@ def chat_request(
     ]
     messages, tools = prompt_messages(turns, tools_of(req), template.uses_tools)
     prompt = chat_prompt(template, messages, True, special_texts, tools)
-    return _request(prompt, req.options, req.format, defaults, n_ctx, template.stop)
+    return _request(prompt, req.options, req.format, defaults, template.stop)
 
 
 def calls_out(calls: list[ToolCall]) -> list[dict[str, Any]]:
@@ -74,7 +74,7 @@ def calls_out(calls: list[ToolCall]) -> list[dict[str, Any]]:
 
 
 def generate_request(
-    req: GenerateRequest, template: ChatTemplate, defaults: ServerSettings, n_ctx: int, special_texts: frozenset[str]
+    req: GenerateRequest, template: ChatTemplate, defaults: ServerSettings, special_texts: frozenset[str]
 ) -> GenerationRequest:
     """The prompt through the model's chat template (with `system`), or as
     it is with `raw`, as Ollama does."""
@@ -88,19 +88,19 @@ def generate_request(
     if not req.prompt:
         raise ApiError(400, "prompt is empty", param="prompt")
     if req.raw:
-        return _request(req.prompt, req.options, req.format, defaults, n_ctx, ())
+        return _request(req.prompt, req.options, req.format, defaults, ())
     messages = ([{"role": "system", "content": req.system}] if req.system else []) + [
         {"role": "user", "content": req.prompt}
     ]
     prompt = chat_prompt(template, messages, True, special_texts)
-    return _request(prompt, req.options, req.format, defaults, n_ctx, template.stop)
+    return _request(prompt, req.options, req.format, defaults, template.stop)
 
 
 def _request(
-    prompt: Any, options: Options | None, fmt: Format, defaults: ServerSettings, n_ctx: int, stops: tuple[str, ...]
+    prompt: Any, options: Options | None, fmt: Format, defaults: ServerSettings, stops: tuple[str, ...]
 ) -> GenerationRequest:
     o = options or Options.model_validate({})
-    sampling = replace(_sampling(o, defaults.sampling, n_ctx), grammar=_grammar(fmt))
+    sampling = replace(_sampling(o, defaults.sampling), grammar=_grammar(fmt))
     # num_predict -1 (until the end) and -2 (fill the context) both mean no
     # limit of the request's own here; num_ctx cannot change per request.
     max_tokens = o.num_predict if o.num_predict is not None and o.num_predict > 0 else defaults.max_tokens
@@ -109,14 +109,14 @@ def _request(
     )
 
 
-def _sampling(o: Options, base: SamplingParams, n_ctx: int) -> SamplingParams:
+def _sampling(o: Options, base: SamplingParams) -> SamplingParams:
     given: dict[str, Any] = {
         "temperature": o.temperature,
         "top_k": o.top_k,
         "top_p": o.top_p,
         "min_p": o.min_p,
         "repeat_penalty": o.repeat_penalty,
-        "repeat_last_n": n_ctx if o.repeat_last_n == -1 else o.repeat_last_n,
+        "repeat_last_n": o.repeat_last_n,  # -1, the whole context, as the engine takes it
         "frequency_penalty": o.frequency_penalty,
         "presence_penalty": o.presence_penalty,
         "seed": o.seed if o.seed is not None and o.seed >= 0 else None,

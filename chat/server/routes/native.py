@@ -34,7 +34,7 @@ router = Router(tag="llama.cpp")
 
 @router.post("/completion", body=NativeCompletionRequest, response=NativeCompletion, streams="text/event-stream")
 async def completion(body: NativeCompletionRequest, request: Request, st: ServerState) -> NativeCompletion | Response:
-    gen = await st.generations.start(lambda: adapters.native_request(body, st.settings, st.engine.n_ctx))
+    gen = await st.generations.start(lambda: adapters.native_request(body, st.settings))
     if body.stream:
         return GenerationStream(errors_in_stream(_events(st, gen, body_writer(request.scope))), gen, st.generations)
     text, final, *_ = await st.generations.collect(gen, request)

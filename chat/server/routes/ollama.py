@@ -76,16 +76,16 @@ async def _answer(
     st: ServerState,
     request: Request,
     body: Answered,
-    adapt: Callable[[Answered, ChatTemplate, ServerSettings, int, frozenset[str]], GenerationRequest],
+    adapt: Callable[[Answered, ChatTemplate, ServerSettings, frozenset[str]], GenerationRequest],
     piece: Callable[[str, str], dict[str, Any]],
     tools: tuple[Tool, ...] = (),
 ) -> Response:
     """One answer to /api/chat or /api/generate: NDJSON pieces, or one
     object. With tools, calls found in the answer go in its message."""
     ad.check_model(body.model, st.model_id)
-    specials, n_ctx = st.engine.special_texts(), st.engine.info.n_ctx
+    specials = st.engine.special_texts()
     started = time.monotonic()
-    gen = await st.generations.start(lambda: adapt(body, st.template, st.settings, n_ctx, specials))
+    gen = await st.generations.start(lambda: adapt(body, st.template, st.settings, specials))
     if body.stream:
         pieces = _pieces(st, gen, body.model, piece, started, tools, body_writer(request.scope))
         lines = errors_in_stream(pieces, encode=lambda e: _line(e.ollama_body()))
